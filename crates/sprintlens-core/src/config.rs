@@ -1,0 +1,399 @@
+//! Configuration types: one section per port, each with a backend URL and the settings beside it.
+//!
+//! Loading (TOML file plus `SPRINTLENS_*` environment overrides) lives in the facade; these types
+//! hold and validate the values. Every error names its key as `section.key`.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A backend URL: `scheme://rest`. `Debug` and `Display` redact passwords and secret query values.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BackendUrl(String);
+
+/// Query parameter names whose values are secrets.
+const SECRET_PARAMS: &[&str] = &["password", "secret", "secret_access_key", "token", "key_secret"];
+
+impl BackendUrl {
+    /// Parses `scheme://rest`, naming `key` on error.
+    pub fn parse(key: &str, url: &str) -> Result<Self> {
+        match url.split_once("://") {
+            Some((scheme, _))
+                if !scheme.is_empty()
+                    && scheme
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '-') =>
+            {
+                Ok(BackendUrl(url.to_string()))
+            }
+            _ => Err(Error::config(
+                key,
+                format!("`{}` is not a URL of the form scheme://…", redact(url)),
+            )),
+        }
+    }
+    /// The scheme, lowercase.
+    pub fn scheme(&self) -> String {
+        self.0
+            .split_once("://")
+            .map(|(s, _)| s.to_ascii_lowercase())
+            .unwrap_or_default()
+    }
+    /// Everything after `://` and before `?`.
+    pub fn rest(&self) -> &str {
+        let rest = self.0.split_once("://").map(|(_, r)| r).unwrap_or("");
+        rest.split_once('?').map(|(r, _)| r).unwrap_or(rest)
+    }
+    /// The query parameters (`?a=b&c=d`), undecoded.
+    pub fn query(&self) -> Vec<(String, String)> {
+        self.0
+            .split_once('?')
+            .map(|(_, q)| {
+                q.split('&')
+                    .filter(|p| !p.is_empty())
+                    .map(|p| match p.split_once('=') {
+                        Some((k, v)) => (k.to_string(), v.to_string()),
+                        None => (p.to_string(), String::new()),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    /// The full URL, secrets included (pass it to the driver, never log it).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `url` with the password and secret query values replaced by `***`.
+pub fn redact(url: &str) -> String {
+    let (head, query) = match url.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match head.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = match rest.find('/') {
+                Some(i) => rest.split_at(i),
+                None => (rest, ""),
+            };
+            let authority = match authority.rsplit_once('@') {
+                Some((userinfo, host)) => match userinfo.split_once(':') {
+                    Some((user, _)) => format!("{user}:***@{host}"),
+                    None => format!("{userinfo}@{host}"),
+                },
+                None => authority.to_string(),
+            };
+            format!("{scheme}://{authority}{path}")
+        }
+        None => head.to_string(),
+    };
+    if let Some(q) = query {
+        let parts: Vec<String> = q
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if SECRET_PARAMS.contains(&k.to_ascii_lowercase().as_str()) => {
+                    format!("{k}=***")
+                }
+                _ => p.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&parts.join("&"));
+    }
+    out
+}
+
+impl fmt::Debug for BackendUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BackendUrl({})", redact(&self.0))
+    }
+}
+
+impl fmt::Display for BackendUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact(&self.0))
+    }
+}
+
+/// SQLite durability: `full` (default: no commit lost on power loss) or `normal` (faster; in WAL mode
+/// the last commits can be lost on power loss).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Synchronous {
+    /// `PRAGMA synchronous=FULL`.
+    #[default]
+    Full,
+    /// `PRAGMA synchronous=NORMAL`.
+    Normal,
+}
+
+/// `[records]`: the system of record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordsConfig {
+    /// `sqlite://PATH`, `memory://` (later `postgres://…`).
+    pub url: BackendUrl,
+    /// Connections for reads (SQLite: reader connections beside the one writer).
+    #[serde(default = "default_pool")]
+    pub pool_size: u32,
+    /// How long a write waits for a lock (SQLite busy timeout), in milliseconds.
+    #[serde(default = "default_busy")]
+    pub busy_timeout_ms: u64,
+    /// SQLite durability.
+    #[serde(default)]
+    pub synchronous: Synchronous,
+}
+
+/// `[vectors]`: semantic search.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VectorsConfig {
+    /// `sqlite://PATH`, `memory://` (later `postgres://…`).
+    pub url: BackendUrl,
+    /// Dimension of every vector; must equal the embedder's.
+    #[serde(default = "default_dimension")]
+    pub dimension: usize,
+}
+
+/// `[analytics]`: evaluation metrics, cost, latency.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsConfig {
+    /// `sqlite://PATH` (later `clickhouse://…`).
+    pub url: BackendUrl,
+}
+
+/// `[blobs]`: files and media.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobsConfig {
+    /// `file://DIR`, `memory://` (later `s3://…`).
+    pub url: BackendUrl,
+    /// Largest object accepted, in bytes.
+    #[serde(default = "default_max_object")]
+    pub max_object_bytes: u64,
+}
+
+/// `[cache]`: hot reads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// `memory://` (later `redis://…`).
+    pub url: BackendUrl,
+    /// Most entries kept in process.
+    #[serde(default = "default_max_entries")]
+    pub max_entries: u64,
+    /// TTL of cached records, in milliseconds.
+    #[serde(default = "default_ttl")]
+    pub ttl_ms: u64,
+}
+
+/// `[sessions]`: user sessions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// `sqlite://PATH`, `memory://` (later `redis://…`).
+    pub url: BackendUrl,
+    /// Idle timeout, in seconds.
+    #[serde(default = "default_idle")]
+    pub idle_timeout_secs: u64,
+    /// Absolute lifetime, in seconds.
+    #[serde(default = "default_absolute")]
+    pub absolute_timeout_secs: u64,
+}
+
+/// `[embedder]`: text to vectors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedderConfig {
+    /// `hash://` (the built-in offline embedder).
+    pub url: BackendUrl,
+    /// Output dimension.
+    #[serde(default = "default_dimension")]
+    pub dimension: usize,
+}
+
+fn default_pool() -> u32 {
+    4
+}
+fn default_busy() -> u64 {
+    5_000
+}
+fn default_dimension() -> usize {
+    384
+}
+fn default_max_object() -> u64 {
+    100 * 1024 * 1024
+}
+fn default_max_entries() -> u64 {
+    10_000
+}
+fn default_ttl() -> u64 {
+    60_000
+}
+fn default_idle() -> u64 {
+    30 * 60
+}
+fn default_absolute() -> u64 {
+    24 * 3600
+}
+
+/// The whole storage configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `[records]`.
+    pub records: RecordsConfig,
+    /// `[vectors]`.
+    pub vectors: VectorsConfig,
+    /// `[analytics]`.
+    pub analytics: AnalyticsConfig,
+    /// `[blobs]`.
+    pub blobs: BlobsConfig,
+    /// `[cache]`.
+    pub cache: CacheConfig,
+    /// `[sessions]`.
+    pub sessions: SessionsConfig,
+    /// `[embedder]`.
+    pub embedder: EmbedderConfig,
+}
+
+/// The sections and the keys each accepts, for unknown-key errors.
+pub const SECTIONS: &[(&str, &[&str])] = &[
+    ("records", &["url", "pool_size", "busy_timeout_ms", "synchronous"]),
+    ("vectors", &["url", "dimension"]),
+    ("analytics", &["url"]),
+    ("blobs", &["url", "max_object_bytes"]),
+    ("cache", &["url", "max_entries", "ttl_ms"]),
+    ("sessions", &["url", "idle_timeout_secs", "absolute_timeout_secs"]),
+    ("embedder", &["url", "dimension"]),
+];
+
+impl StorageConfig {
+    /// The embedded default: everything in `data_dir` (SQLite file, blob folder), cache in process.
+    pub fn embedded(data_dir: &str) -> Self {
+        let db = format!("sqlite://{data_dir}/sprintlens.db");
+        let url = |s: &str| BackendUrl(s.to_string());
+        StorageConfig {
+            records: RecordsConfig {
+                url: url(&db),
+                pool_size: default_pool(),
+                busy_timeout_ms: default_busy(),
+                synchronous: Synchronous::Full,
+            },
+            vectors: VectorsConfig {
+                url: url(&db),
+                dimension: default_dimension(),
+            },
+            analytics: AnalyticsConfig { url: url(&db) },
+            blobs: BlobsConfig {
+                url: url(&format!("file://{data_dir}/blobs")),
+                max_object_bytes: default_max_object(),
+            },
+            cache: CacheConfig {
+                url: url("memory://"),
+                max_entries: default_max_entries(),
+                ttl_ms: default_ttl(),
+            },
+            sessions: SessionsConfig {
+                url: url(&db),
+                idle_timeout_secs: default_idle(),
+                absolute_timeout_secs: default_absolute(),
+            },
+            embedder: EmbedderConfig {
+                url: url("hash://"),
+                dimension: default_dimension(),
+            },
+        }
+    }
+
+    /// Checks values and their relations; every error names its key.
+    pub fn validate(&self) -> Result<()> {
+        for (key, url) in [
+            ("records.url", &self.records.url),
+            ("vectors.url", &self.vectors.url),
+            ("analytics.url", &self.analytics.url),
+            ("blobs.url", &self.blobs.url),
+            ("cache.url", &self.cache.url),
+            ("sessions.url", &self.sessions.url),
+            ("embedder.url", &self.embedder.url),
+        ] {
+            BackendUrl::parse(key, url.expose())?;
+        }
+        if self.records.pool_size == 0 || self.records.pool_size > 256 {
+            return Err(Error::config("records.pool_size", "must be between 1 and 256"));
+        }
+        if self.records.busy_timeout_ms > 600_000 {
+            return Err(Error::config("records.busy_timeout_ms", "must be at most 600000"));
+        }
+        if self.vectors.dimension == 0 || self.vectors.dimension > crate::validate::MAX_DIMENSION {
+            return Err(Error::config(
+                "vectors.dimension",
+                format!("must be between 1 and {}", crate::validate::MAX_DIMENSION),
+            ));
+        }
+        if self.embedder.dimension != self.vectors.dimension {
+            return Err(Error::config(
+                "embedder.dimension",
+                format!(
+                    "{} differs from vectors.dimension {}",
+                    self.embedder.dimension, self.vectors.dimension
+                ),
+            ));
+        }
+        if self.blobs.max_object_bytes == 0 {
+            return Err(Error::config("blobs.max_object_bytes", "must be positive"));
+        }
+        if self.cache.max_entries == 0 {
+            return Err(Error::config("cache.max_entries", "must be positive"));
+        }
+        if self.cache.ttl_ms == 0 {
+            return Err(Error::config("cache.ttl_ms", "must be positive"));
+        }
+        if self.sessions.idle_timeout_secs == 0 {
+            return Err(Error::config("sessions.idle_timeout_secs", "must be positive"));
+        }
+        if self.sessions.absolute_timeout_secs < self.sessions.idle_timeout_secs {
+            return Err(Error::config(
+                "sessions.absolute_timeout_secs",
+                "must be at least sessions.idle_timeout_secs",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact("postgres://app:s3cret@localhost:5432/db?sslmode=disable"),
+            "postgres://app:***@localhost:5432/db?sslmode=disable"
+        );
+        assert_eq!(
+            redact("s3://bucket?endpoint=http://x&secret_access_key=abc"),
+            "s3://bucket?endpoint=http://x&secret_access_key=***"
+        );
+        let u = BackendUrl::parse("k", "redis://:pw@h:6379").unwrap();
+        assert!(!format!("{u:?}").contains("pw"));
+        assert!(BackendUrl::parse("records.url", "nonsense").is_err());
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = StorageConfig::embedded("data");
+        c.validate().unwrap();
+        assert_eq!(c.records.url.scheme(), "sqlite");
+        assert_eq!(c.records.url.rest(), "data/sprintlens.db");
+        let mut bad = c.clone();
+        bad.embedder.dimension = 10;
+        assert_eq!(bad.validate().unwrap_err().field(), Some("embedder.dimension"));
+    }
+}
