@@ -1,0 +1,283 @@
+//! `RecordStore` on SQLite: one `records` table, kinds as data, typed bodies as JSON.
+
+use rusqlite::{OptionalExtension, Row, params};
+use sprintlens_core::record::check_limit;
+use sprintlens_core::{
+    Error, ListQuery, Page, PageToken, Record, RecordBody, RecordId, RecordKind, RecordStore,
+    Result, ScanRequest, Timestamp, UpsertOutcome, WorkspaceId, async_trait,
+};
+
+use crate::{BACKEND, SqliteStore, classify, uuid_text};
+
+const COLUMNS: &str = "id, workspace, created_at, updated_at, deleted, body";
+
+fn parse_id<T: std::str::FromStr<Err = Error>>(s: &str) -> Result<T> {
+    s.parse()
+        .map_err(|e: Error| Error::backend(BACKEND, "decode", e.to_string()))
+}
+
+struct RawRow {
+    id: String,
+    workspace: String,
+    created_at: i64,
+    updated_at: i64,
+    deleted: bool,
+    body: String,
+}
+
+fn raw(row: &Row<'_>) -> rusqlite::Result<RawRow> {
+    Ok(RawRow {
+        id: row.get(0)?,
+        workspace: row.get(1)?,
+        created_at: row.get(2)?,
+        updated_at: row.get(3)?,
+        deleted: row.get(4)?,
+        body: row.get(5)?,
+    })
+}
+
+fn decode(r: RawRow) -> Result<Record> {
+    let body: RecordBody = serde_json::from_str(&r.body)
+        .map_err(|e| Error::backend(BACKEND, "decode", e))?;
+    Ok(Record {
+        id: parse_id(&r.id)?,
+        workspace: parse_id(&r.workspace)?,
+        created_at: Timestamp::from_micros(r.created_at),
+        updated_at: Timestamp::from_micros(r.updated_at),
+        deleted: r.deleted,
+        body,
+    })
+}
+
+fn encode_body(body: &RecordBody) -> Result<String> {
+    serde_json::to_string(body).map_err(|e| Error::backend(BACKEND, "encode", e))
+}
+
+#[async_trait]
+impl RecordStore for SqliteStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn upsert(&self, records: &[Record]) -> Result<UpsertOutcome> {
+        for r in records {
+            r.validate()?;
+        }
+        let mut prepared = Vec::with_capacity(records.len());
+        for r in records {
+            prepared.push((r.clone(), encode_body(&r.body)?));
+        }
+        self.write("upsert", move |tx| {
+            let mut outcome = UpsertOutcome::default();
+            let mut select = tx
+                .prepare_cached("SELECT workspace, kind, updated_at, body FROM records WHERE id = ?1")
+                .map_err(|e| classify("upsert", e))?;
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO records (id, workspace, kind, project, parent, name, unique_key,
+                        created_at, updated_at, deleted, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                     ON CONFLICT (id) DO UPDATE SET
+                        project = excluded.project, parent = excluded.parent, name = excluded.name,
+                        unique_key = excluded.unique_key, created_at = excluded.created_at,
+                        updated_at = excluded.updated_at, deleted = excluded.deleted,
+                        body = excluded.body
+                     WHERE excluded.updated_at > records.updated_at",
+                )
+                .map_err(|e| classify("upsert", e))?;
+            for (r, body) in &prepared {
+                let id = uuid_text(r.id);
+                let existing: Option<(String, String, i64, String)> = select
+                    .query_row([&id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
+                    .optional()
+                    .map_err(|e| classify("upsert", e))?;
+                if let Some((ws, kind, updated_at, stored_body)) = &existing {
+                    if *ws != uuid_text(r.workspace) || kind != r.kind().as_str() {
+                        return Err(Error::conflict(format!(
+                            "id {} already holds a {kind} of another workspace or kind",
+                            r.id
+                        )));
+                    }
+                    if r.kind().is_immutable() && stored_body != body {
+                        return Err(Error::conflict(format!(
+                            "{} {} is immutable and differs from the stored one",
+                            r.kind(),
+                            r.id
+                        )));
+                    }
+                    if *updated_at >= r.updated_at.as_micros() {
+                        outcome.skipped += 1;
+                        continue;
+                    }
+                }
+                let changed = insert
+                    .execute(params![
+                        id,
+                        uuid_text(r.workspace),
+                        r.kind().as_str(),
+                        r.body.project().map(uuid_text),
+                        r.body.parent().map(uuid_text),
+                        r.body.name(),
+                        r.body.unique_key(),
+                        r.created_at.as_micros(),
+                        r.updated_at.as_micros(),
+                        r.deleted,
+                        body,
+                    ])
+                    .map_err(|e| match classify("upsert", e) {
+                        Error::Conflict { .. } => Error::conflict(format!(
+                            "another live {} in this workspace already has the key {:?}",
+                            r.kind(),
+                            r.body.unique_key().unwrap_or_default()
+                        )),
+                        other => other,
+                    })?;
+                if changed > 0 {
+                    outcome.written += 1;
+                } else {
+                    outcome.skipped += 1;
+                }
+            }
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn get(
+        &self,
+        workspace: WorkspaceId,
+        kind: RecordKind,
+        id: RecordId,
+    ) -> Result<Option<Record>> {
+        let raw = self
+            .read("get", move |c| {
+                c.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM records
+                     WHERE id = ?1 AND workspace = ?2 AND kind = ?3 AND deleted = 0"
+                ))?
+                .query_row(
+                    params![uuid_text(id), uuid_text(workspace), kind.as_str()],
+                    raw,
+                )
+                .optional()
+            })
+            .await?;
+        raw.map(decode).transpose()
+    }
+
+    async fn list(&self, workspace: WorkspaceId, query: &ListQuery) -> Result<Page<Record>> {
+        let after = query.validate()?;
+        let q = query.clone();
+        let limit = q.limit;
+        let rows = self
+            .read("list", move |c| {
+                // Fixed fragments only; every value is a bound parameter.
+                let mut sql = format!(
+                    "SELECT {COLUMNS} FROM records WHERE workspace = ?1 AND kind = ?2 AND deleted = 0"
+                );
+                let mut args: Vec<Box<dyn rusqlite::ToSql>> =
+                    vec![Box::new(uuid_text(workspace)), Box::new(q.kind.as_str())];
+                if let Some(p) = q.project {
+                    args.push(Box::new(uuid_text(p)));
+                    sql.push_str(&format!(" AND project = ?{}", args.len()));
+                }
+                if let Some(p) = q.parent {
+                    args.push(Box::new(uuid_text(p)));
+                    sql.push_str(&format!(" AND parent = ?{}", args.len()));
+                }
+                if let Some(n) = q.name.clone() {
+                    args.push(Box::new(n));
+                    sql.push_str(&format!(" AND name = ?{}", args.len()));
+                }
+                if let Some(a) = after {
+                    args.push(Box::new(uuid_text(a)));
+                    sql.push_str(&format!(" AND id > ?{}", args.len()));
+                }
+                args.push(Box::new((q.limit + 1) as i64));
+                sql.push_str(&format!(" ORDER BY id LIMIT ?{}", args.len()));
+                let mut st = c.prepare_cached(&sql)?;
+                let rows = st.query_map(
+                    rusqlite::params_from_iter(args.iter().map(|b| b.as_ref())),
+                    raw,
+                )?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await?;
+        let mut items = rows.into_iter().map(decode).collect::<Result<Vec<_>>>()?;
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|r| PageToken(r.id.to_string()))
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    async fn delete(
+        &self,
+        workspace: WorkspaceId,
+        kind: RecordKind,
+        id: RecordId,
+        at: Timestamp,
+    ) -> Result<bool> {
+        self.write("delete", move |tx| {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE records SET deleted = 1, updated_at = ?4
+                     WHERE id = ?1 AND workspace = ?2 AND kind = ?3 AND deleted = 0
+                       AND updated_at < ?4",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
+                        uuid_text(id),
+                        uuid_text(workspace),
+                        kind.as_str(),
+                        at.as_micros()
+                    ])
+                })
+                .map_err(|e| classify("delete", e))?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn scan(&self, request: &ScanRequest) -> Result<Vec<Record>> {
+        check_limit(request.limit)?;
+        let r = request.clone();
+        let rows = self
+            .read("scan", move |c| {
+                let (after_t, after_id) = match r.after {
+                    Some(cur) => (cur.updated_at.as_micros(), uuid_text(cur.id)),
+                    None => (i64::MIN, String::new()),
+                };
+                let ws = r.workspace.map(uuid_text);
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM records
+                     WHERE kind = ?1 AND (?2 IS NULL OR workspace = ?2)
+                       AND (updated_at, id) > (?3, ?4)
+                     ORDER BY updated_at, id LIMIT ?5"
+                );
+                let mut st = c.prepare_cached(&sql)?;
+                let rows = st.query_map(
+                    params![r.kind.as_str(), ws, after_t, after_id, r.limit as i64],
+                    raw,
+                )?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await?;
+        rows.into_iter().map(decode).collect()
+    }
+
+    async fn count(&self, kind: RecordKind, workspace: Option<WorkspaceId>) -> Result<u64> {
+        self.read("count", move |c| {
+            c.prepare_cached(
+                "SELECT COUNT(*) FROM records WHERE kind = ?1 AND (?2 IS NULL OR workspace = ?2)",
+            )?
+            .query_row(params![kind.as_str(), workspace.map(uuid_text)], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+        })
+        .await
+    }
+}

@@ -1,0 +1,208 @@
+//! `VectorIndex` on SQLite: vectors as little-endian `f32` blobs, unit-normalised on write, exact
+//! top-k in Rust over the rows that pass the filters (a bounded heap, rows streamed, never all loaded).
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use sprintlens_core::vector::check_query;
+use sprintlens_core::{
+    EmbeddingKind, Error, RecordId, Result, VectorEntry, VectorHit, VectorIndex, VectorQuery,
+    WorkspaceId, async_trait,
+};
+
+use crate::{BACKEND, SqliteStore, classify, uuid_text};
+
+pub(crate) fn check_dimension(conn: &mut Connection, dimension: usize) -> Result<()> {
+    let stored: Option<i64> = conn
+        .query_row("SELECT dimension FROM vector_meta WHERE singleton = 1", [], |r| r.get(0))
+        .optional()
+        .map_err(|e| classify("open", e))?;
+    match stored {
+        Some(d) if d as usize != dimension => Err(Error::config(
+            "vectors.dimension",
+            format!("{dimension} differs from the {d} this database's vector index was created with"),
+        )),
+        Some(_) => Ok(()),
+        None => conn
+            .execute(
+                "INSERT INTO vector_meta (singleton, dimension) VALUES (1, ?1)",
+                [dimension as i64],
+            )
+            .map(|_| ())
+            .map_err(|e| classify("open", e)),
+    }
+}
+
+fn to_blob(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+struct Scored {
+    score: f32,
+    hit: VectorHit,
+}
+
+impl PartialEq for Scored {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for Scored {}
+impl PartialOrd for Scored {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Scored {
+    // Reversed, so the heap's top is the worst hit kept; ties broken by id for determinism.
+    fn cmp(&self, o: &Self) -> Ordering {
+        o.score
+            .total_cmp(&self.score)
+            .then_with(|| self.hit.id.cmp(&o.hit.id))
+    }
+}
+
+fn dot_le(blob: &[u8], q: &[f32]) -> f32 {
+    blob.chunks_exact(4)
+        .zip(q)
+        .map(|(b, x)| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * x)
+        .sum()
+}
+
+#[async_trait]
+impl VectorIndex for SqliteStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn dimension(&self) -> usize {
+        self.inner.options.dimension
+    }
+
+    async fn upsert(&self, entries: &[VectorEntry]) -> Result<u64> {
+        let dim = self.dimension();
+        for e in entries {
+            e.embedding.check_dimension(dim)?;
+        }
+        let rows: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                (
+                    uuid_text(e.workspace),
+                    e.kind.as_str(),
+                    uuid_text(e.id),
+                    e.project.map(uuid_text),
+                    to_blob(e.embedding.normalized().as_slice()),
+                    e.updated_at.as_micros(),
+                )
+            })
+            .collect();
+        self.write("vector_upsert", move |tx| {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO embeddings (workspace, kind, id, project, vector, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (workspace, kind, id) DO UPDATE SET
+                        project = excluded.project, vector = excluded.vector,
+                        updated_at = excluded.updated_at
+                     WHERE excluded.updated_at >= embeddings.updated_at",
+                )
+                .map_err(|e| classify("vector_upsert", e))?;
+            let mut written = 0u64;
+            for r in &rows {
+                written += st
+                    .execute(params![r.0, r.1, r.2, r.3, r.4, r.5])
+                    .map_err(|e| classify("vector_upsert", e))? as u64;
+            }
+            Ok(written)
+        })
+        .await
+    }
+
+    async fn delete(
+        &self,
+        workspace: WorkspaceId,
+        kind: EmbeddingKind,
+        id: RecordId,
+    ) -> Result<bool> {
+        self.write("vector_delete", move |tx| {
+            tx.execute(
+                "DELETE FROM embeddings WHERE workspace = ?1 AND kind = ?2 AND id = ?3",
+                params![uuid_text(workspace), kind.as_str(), uuid_text(id)],
+            )
+            .map(|n| n > 0)
+            .map_err(|e| classify("vector_delete", e))
+        })
+        .await
+    }
+
+    async fn search(&self, query: &VectorQuery) -> Result<Vec<VectorHit>> {
+        check_query(query, self.dimension())?;
+        let q = query.embedding.normalized();
+        let query = query.clone();
+        self.read_with("vector_search", move |c| {
+            let kinds: Vec<&str> = query.kinds.iter().map(|k| k.as_str()).collect();
+            let kinds_json = serde_json::to_string(&kinds).unwrap_or_else(|_| "[]".into());
+            let mut st = c
+                .prepare_cached(
+                    "SELECT kind, id, project, vector FROM embeddings
+                     WHERE workspace = ?1 AND (?2 IS NULL OR project = ?2)
+                       AND (?3 = '[]' OR kind IN (SELECT value FROM json_each(?3)))",
+                )
+                .map_err(|e| classify("vector_search", e))?;
+            let mut rows = st
+                .query(params![
+                    uuid_text(query.workspace),
+                    query.project.map(uuid_text),
+                    kinds_json
+                ])
+                .map_err(|e| classify("vector_search", e))?;
+            let mut heap: BinaryHeap<Scored> = BinaryHeap::with_capacity(query.k + 1);
+            while let Some(row) = rows.next().map_err(|e| classify("vector_search", e))? {
+                let blob = row
+                    .get_ref(3)
+                    .and_then(|v| v.as_blob().map_err(Into::into))
+                    .map_err(|e| classify("vector_search", e))?;
+                let score = dot_le(blob, q.as_slice());
+                if heap.len() == query.k && heap.peek().is_some_and(|w| w.score >= score) {
+                    continue;
+                }
+                let kind: String = row.get(0).map_err(|e| classify("vector_search", e))?;
+                let id: String = row.get(1).map_err(|e| classify("vector_search", e))?;
+                let project: Option<String> =
+                    row.get(2).map_err(|e| classify("vector_search", e))?;
+                let decode = |s: &str| {
+                    s.parse::<RecordId>()
+                        .map_err(|e| Error::backend(BACKEND, "vector_search", e.to_string()))
+                };
+                heap.push(Scored {
+                    score,
+                    hit: VectorHit {
+                        kind: EmbeddingKind::parse(&kind)?,
+                        id: decode(&id)?,
+                        project: project.as_deref().map(decode).transpose()?,
+                        score,
+                    },
+                });
+                if heap.len() > query.k {
+                    heap.pop();
+                }
+            }
+            Ok(heap.into_sorted_vec().into_iter().map(|s| s.hit).collect())
+        })
+        .await
+    }
+
+    async fn count(&self, workspace: WorkspaceId) -> Result<u64> {
+        self.read("vector_count", move |c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM embeddings WHERE workspace = ?1",
+                [uuid_text(workspace)],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+        })
+        .await
+    }
+}
