@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::id::{AgentId, ConversationId, DatasetItemId, EvalRunId, EventId, ProjectId, Timestamp, WorkspaceId};
+use crate::id::{
+    AgentId, ConversationId, DatasetItemId, EvalRunId, EventId, ProjectId, Timestamp, WorkspaceId,
+};
 use crate::validate::{self, MAX_SHORT_TEXT_BYTES};
 
 /// Money in nano-US-dollars (10⁻⁹ USD), so sums are exact on every backend.

@@ -29,7 +29,11 @@ impl BlobKey {
             return bad("must not be empty");
         }
         if key.len() > MAX_KEY_BYTES {
-            return Err(Error::too_large("key", key.len() as u64, MAX_KEY_BYTES as u64));
+            return Err(Error::too_large(
+                "key",
+                key.len() as u64,
+                MAX_KEY_BYTES as u64,
+            ));
         }
         if key.starts_with('/') {
             return bad("must be relative (no leading `/`)");
@@ -235,7 +239,11 @@ pub fn sha256_hex(data: &[u8]) -> String {
 #[async_trait]
 pub trait BlobStoreExt: BlobStore {
     /// The whole blob, after checking its bytes against the SHA-256 recorded at put.
-    async fn get_verified(&self, workspace: WorkspaceId, key: &BlobKey) -> Result<(BlobMeta, Bytes)> {
+    async fn get_verified(
+        &self,
+        workspace: WorkspaceId,
+        key: &BlobKey,
+    ) -> Result<(BlobMeta, Bytes)> {
         let (meta, data) = self.get(workspace, key).await?;
         if let Some(expected) = &meta.sha256 {
             let actual = sha256_hex(&data);
@@ -259,10 +267,24 @@ mod tests {
 
     #[test]
     fn keys_cannot_escape() {
-        for bad in ["", "/abs", "a//b", "a/../b", "..", "./a", "a\\b", "a\nb", "a/", ".sprintlens/x"] {
+        for bad in [
+            "",
+            "/abs",
+            "a//b",
+            "a/../b",
+            "..",
+            "./a",
+            "a\\b",
+            "a\nb",
+            "a/",
+            ".sprintlens/x",
+        ] {
             assert!(BlobKey::new(bad).is_err(), "{bad:?} accepted");
         }
         assert!(BlobKey::new("attachments/2026/report.pdf").is_ok());
-        assert_eq!(BlobKey::new(&"a".repeat(2000)).unwrap_err().kind(), crate::ErrorKind::TooLarge);
+        assert_eq!(
+            BlobKey::new(&"a".repeat(2000)).unwrap_err().kind(),
+            crate::ErrorKind::TooLarge
+        );
     }
 }

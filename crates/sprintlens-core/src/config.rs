@@ -15,7 +15,13 @@ use crate::error::{Error, Result};
 pub struct BackendUrl(String);
 
 /// Query parameter names whose values are secrets.
-const SECRET_PARAMS: &[&str] = &["password", "secret", "secret_access_key", "token", "key_secret"];
+const SECRET_PARAMS: &[&str] = &[
+    "password",
+    "secret",
+    "secret_access_key",
+    "token",
+    "key_secret",
+];
 
 impl BackendUrl {
     /// Parses `scheme://rest`, naming `key` on error.
@@ -264,12 +270,18 @@ pub struct StorageConfig {
 
 /// The sections and the keys each accepts, for unknown-key errors.
 pub const SECTIONS: &[(&str, &[&str])] = &[
-    ("records", &["url", "pool_size", "busy_timeout_ms", "synchronous"]),
+    (
+        "records",
+        &["url", "pool_size", "busy_timeout_ms", "synchronous"],
+    ),
     ("vectors", &["url", "dimension"]),
     ("analytics", &["url"]),
     ("blobs", &["url", "max_object_bytes"]),
     ("cache", &["url", "max_entries", "ttl_ms"]),
-    ("sessions", &["url", "idle_timeout_secs", "absolute_timeout_secs"]),
+    (
+        "sessions",
+        &["url", "idle_timeout_secs", "absolute_timeout_secs"],
+    ),
     ("embedder", &["url", "dimension"]),
 ];
 
@@ -325,10 +337,16 @@ impl StorageConfig {
             BackendUrl::parse(key, url.expose())?;
         }
         if self.records.pool_size == 0 || self.records.pool_size > 256 {
-            return Err(Error::config("records.pool_size", "must be between 1 and 256"));
+            return Err(Error::config(
+                "records.pool_size",
+                "must be between 1 and 256",
+            ));
         }
         if self.records.busy_timeout_ms > 600_000 {
-            return Err(Error::config("records.busy_timeout_ms", "must be at most 600000"));
+            return Err(Error::config(
+                "records.busy_timeout_ms",
+                "must be at most 600000",
+            ));
         }
         if self.vectors.dimension == 0 || self.vectors.dimension > crate::validate::MAX_DIMENSION {
             return Err(Error::config(
@@ -355,7 +373,10 @@ impl StorageConfig {
             return Err(Error::config("cache.ttl_ms", "must be positive"));
         }
         if self.sessions.idle_timeout_secs == 0 {
-            return Err(Error::config("sessions.idle_timeout_secs", "must be positive"));
+            return Err(Error::config(
+                "sessions.idle_timeout_secs",
+                "must be positive",
+            ));
         }
         if self.sessions.absolute_timeout_secs < self.sessions.idle_timeout_secs {
             return Err(Error::config(
@@ -394,6 +415,9 @@ mod tests {
         assert_eq!(c.records.url.rest(), "data/sprintlens.db");
         let mut bad = c.clone();
         bad.embedder.dimension = 10;
-        assert_eq!(bad.validate().unwrap_err().field(), Some("embedder.dimension"));
+        assert_eq!(
+            bad.validate().unwrap_err().field(),
+            Some("embedder.dimension")
+        );
     }
 }

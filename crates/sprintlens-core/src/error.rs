@@ -151,7 +151,13 @@ impl Error {
 
     /// Whether the same call may succeed if repeated.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Unavailable { retryable: true, .. })
+        matches!(
+            self,
+            Error::Unavailable {
+                retryable: true,
+                ..
+            }
+        )
     }
 
     /// The field (or config key) this error names, if any.

@@ -201,8 +201,19 @@ mod tests {
     fn idle_never_passes_absolute() {
         let t = SessionToken::generate().unwrap();
         let now = Timestamp::now();
-        let policy = SessionPolicy { idle: Duration::from_secs(60), absolute: Duration::from_secs(90) };
-        let s = Session::new(&t, WorkspaceId::new(), "u", policy, serde_json::json!({}), now).unwrap();
+        let policy = SessionPolicy {
+            idle: Duration::from_secs(60),
+            absolute: Duration::from_secs(90),
+        };
+        let s = Session::new(
+            &t,
+            WorkspaceId::new(),
+            "u",
+            policy,
+            serde_json::json!({}),
+            now,
+        )
+        .unwrap();
         let later = now.plus(Duration::from_secs(50));
         let s2 = s.touched(later, policy.idle);
         assert_eq!(s2.idle_expires_at, s.absolute_expires_at);

@@ -87,7 +87,10 @@ impl Embedding {
         if self.0.len() != expected {
             return Err(Error::invalid(
                 "embedding",
-                format!("dimension {} does not match the index's {expected}", self.0.len()),
+                format!(
+                    "dimension {} does not match the index's {expected}",
+                    self.0.len()
+                ),
             ));
         }
         Ok(())
@@ -210,8 +213,12 @@ pub trait VectorIndex: Send + Sync + std::fmt::Debug {
     /// Inserts or replaces entries, atomically.
     async fn upsert(&self, entries: &[VectorEntry]) -> Result<u64>;
     /// Removes one entry.
-    async fn delete(&self, workspace: WorkspaceId, kind: EmbeddingKind, id: RecordId)
-    -> Result<bool>;
+    async fn delete(
+        &self,
+        workspace: WorkspaceId,
+        kind: EmbeddingKind,
+        id: RecordId,
+    ) -> Result<bool>;
     /// Top-k by cosine similarity.
     async fn search(&self, query: &VectorQuery) -> Result<Vec<VectorHit>>;
     /// Number of entries in a workspace.

@@ -57,7 +57,10 @@ impl SqliteOptions {
             None => (rest, None),
         };
         if path.is_empty() {
-            return Err(Error::config(key, "sqlite:// needs a file path, e.g. sqlite://data/app.db"));
+            return Err(Error::config(
+                key,
+                "sqlite:// needs a file path, e.g. sqlite://data/app.db",
+            ));
         }
         if path == ":memory:" {
             return Err(Error::config(
@@ -68,7 +71,9 @@ impl SqliteOptions {
         if let Some(q) = query.filter(|q| !q.is_empty()) {
             return Err(Error::config(
                 key,
-                format!("sqlite URLs take no query parameters (got `{q}`); set options beside the url"),
+                format!(
+                    "sqlite URLs take no query parameters (got `{q}`); set options beside the url"
+                ),
             ));
         }
         Ok(SqliteOptions::new(path))
@@ -163,9 +168,8 @@ impl SqliteStore {
 
     fn open_blocking(options: SqliteOptions) -> Result<Self> {
         if let Some(dir) = options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Error::unavailable(BACKEND, "open", false, Some(Box::new(e)))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::unavailable(BACKEND, "open", false, Some(Box::new(e))))?;
         }
         let writer = Connection::open(&options.path).map_err(|e| classify("open", e))?;
         configure(&writer, &options, true).map_err(|e| classify("open", e))?;

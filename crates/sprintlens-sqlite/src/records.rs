@@ -37,8 +37,8 @@ fn raw(row: &Row<'_>) -> rusqlite::Result<RawRow> {
 }
 
 fn decode(r: RawRow) -> Result<Record> {
-    let body: RecordBody = serde_json::from_str(&r.body)
-        .map_err(|e| Error::backend(BACKEND, "decode", e))?;
+    let body: RecordBody =
+        serde_json::from_str(&r.body).map_err(|e| Error::backend(BACKEND, "decode", e))?;
     Ok(Record {
         id: parse_id(&r.id)?,
         workspace: parse_id(&r.workspace)?,
@@ -70,7 +70,9 @@ impl RecordStore for SqliteStore {
         self.write("upsert", move |tx| {
             let mut outcome = UpsertOutcome::default();
             let mut select = tx
-                .prepare_cached("SELECT workspace, kind, updated_at, body FROM records WHERE id = ?1")
+                .prepare_cached(
+                    "SELECT workspace, kind, updated_at, body FROM records WHERE id = ?1",
+                )
                 .map_err(|e| classify("upsert", e))?;
             let mut insert = tx
                 .prepare_cached(
@@ -88,7 +90,9 @@ impl RecordStore for SqliteStore {
             for (r, body) in &prepared {
                 let id = uuid_text(r.id);
                 let existing: Option<(String, String, i64, String)> = select
-                    .query_row([&id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
+                    .query_row([&id], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                    })
                     .optional()
                     .map_err(|e| classify("upsert", e))?;
                 if let Some((ws, kind, updated_at, stored_body)) = &existing {

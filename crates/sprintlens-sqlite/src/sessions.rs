@@ -86,9 +86,9 @@ impl SessionStore for SqliteStore {
             };
             let session = Session {
                 id: hash.clone(),
-                workspace: ws
-                    .parse()
-                    .map_err(|e: Error| Error::backend(BACKEND, "session_validate", e.to_string()))?,
+                workspace: ws.parse().map_err(|e: Error| {
+                    Error::backend(BACKEND, "session_validate", e.to_string())
+                })?,
                 user,
                 created_at: Timestamp::from_micros(created),
                 last_seen_at: Timestamp::from_micros(seen),
@@ -103,7 +103,8 @@ impl SessionStore for SqliteStore {
                     .map_err(|e| classify("session_validate", e))?;
                 return Ok(None);
             }
-            let touched = session.touched(now, std::time::Duration::from_micros(idle.max(0) as u64));
+            let touched =
+                session.touched(now, std::time::Duration::from_micros(idle.max(0) as u64));
             tx.execute(
                 "UPDATE sessions SET last_seen_at = ?2, idle_expires_at = ?3 WHERE id = ?1",
                 params![

@@ -15,13 +15,19 @@ use crate::{BACKEND, SqliteStore, classify, uuid_text};
 
 pub(crate) fn check_dimension(conn: &mut Connection, dimension: usize) -> Result<()> {
     let stored: Option<i64> = conn
-        .query_row("SELECT dimension FROM vector_meta WHERE singleton = 1", [], |r| r.get(0))
+        .query_row(
+            "SELECT dimension FROM vector_meta WHERE singleton = 1",
+            [],
+            |r| r.get(0),
+        )
         .optional()
         .map_err(|e| classify("open", e))?;
     match stored {
         Some(d) if d as usize != dimension => Err(Error::config(
             "vectors.dimension",
-            format!("{dimension} differs from the {d} this database's vector index was created with"),
+            format!(
+                "{dimension} differs from the {d} this database's vector index was created with"
+            ),
         )),
         Some(_) => Ok(()),
         None => conn

@@ -1,1 +1,170 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+pub mod analytics;
+pub mod blobs;
+pub mod cache;
+pub mod generate;
+pub mod records;
+pub mod sessions;
+pub mod vectors;
+
+#[doc(hidden)]
+pub use tokio as __tokio;
+
+/// Emits one `#[tokio::test]` per case of a suite module, each with a fresh fixture from `$factory`
+/// (an async fn returning `(Arc<dyn Port>, guard)`; the guard is dropped after the case).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __emit_cases {
+    ($module:path, $factory:path, [$($case:ident),* $(,)?]) => {
+        $(
+            #[$crate::__tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let (port, guard) = $factory().await;
+                { use $module as suite; suite::$case(port).await; }
+                drop(guard);
+            }
+        )*
+    };
+}
+
+/// The `RecordStore` conformance suite, plus a property test against an in-memory reference model.
+///
+/// ```ignore
+/// async fn store() -> (Arc<dyn RecordStore>, TempDir) { … }
+/// sprintlens_testkit::record_store_suite!(store);
+/// ```
+#[macro_export]
+macro_rules! record_store_suite {
+    ($factory:path) => {
+        $crate::__emit_cases!(
+            $crate::records,
+            $factory,
+            [
+                round_trip_every_kind,
+                reupsert_is_idempotent,
+                newer_wins_older_is_skipped,
+                list_pages_without_gaps_or_repeats,
+                list_filters,
+                workspaces_are_isolated,
+                invalid_input_writes_nothing,
+                batch_is_atomic_on_conflict,
+                unique_keys_conflict_until_deleted,
+                immutable_kinds_refuse_changes,
+                delete_leaves_a_tombstone,
+                scan_follows_the_keyset_cursor,
+                concurrent_writers_lose_nothing,
+                bad_pages_and_limits_are_rejected,
+            ]
+        );
+
+        #[test]
+        fn matches_reference_model() {
+            let rt = $crate::__tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let (port, guard) = rt.block_on($factory());
+            $crate::records::matches_reference_model(&rt, port);
+            drop(guard);
+        }
+    };
+}
+
+/// The `VectorIndex` conformance suite.
+#[macro_export]
+macro_rules! vector_index_suite {
+    ($factory:path) => {
+        $crate::__emit_cases!(
+            $crate::vectors,
+            $factory,
+            [
+                nearest_is_itself,
+                wrong_dimension_writes_nothing,
+                filters_still_return_k,
+                workspaces_are_isolated,
+                delete_and_replace,
+                search_matches_exact_ranking,
+            ]
+        );
+    };
+}
+
+/// The `Analytics` conformance suite.
+#[macro_export]
+macro_rules! analytics_suite {
+    ($factory:path) => {
+        $crate::__emit_cases!(
+            $crate::analytics,
+            $factory,
+            [
+                eval_summary_is_exact,
+                replayed_batch_counts_once,
+                invalid_batch_writes_nothing,
+                cost_breakdown_sums_exactly,
+                metric_series_buckets,
+                latency_quantiles,
+                workspaces_are_isolated,
+                scan_follows_the_keyset_cursor,
+            ]
+        );
+    };
+}
+
+/// The `BlobStore` conformance suite.
+#[macro_export]
+macro_rules! blob_store_suite {
+    ($factory:path) => {
+        $crate::__emit_cases!(
+            $crate::blobs,
+            $factory,
+            [
+                put_get_head_round_trip,
+                ranged_reads,
+                list_by_prefix_pages,
+                delete_and_not_found,
+                workspaces_are_isolated,
+                too_large_writes_nothing,
+                create_mode_conflicts_or_is_unsupported,
+            ]
+        );
+    };
+}
+
+/// The `Cache` conformance suite.
+#[macro_export]
+macro_rules! cache_suite {
+    ($factory:path) => {
+        $crate::__emit_cases!(
+            $crate::cache,
+            $factory,
+            [
+                set_get_delete,
+                entries_expire,
+                get_or_load_loads_once,
+                loader_errors_reach_every_waiter_and_are_not_cached,
+                workspaces_do_not_collide,
+            ]
+        );
+    };
+}
+
+/// The `SessionStore` conformance suite.
+#[macro_export]
+macro_rules! session_store_suite {
+    ($factory:path) => {
+        $crate::__emit_cases!(
+            $crate::sessions,
+            $factory,
+            [
+                create_and_validate,
+                idle_expiry,
+                absolute_expiry,
+                revoke_one,
+                revoke_all_of_a_user,
+                invalid_input_is_rejected,
+            ]
+        );
+    };
+}

@@ -1,0 +1,227 @@
+//! `VectorIndex` conformance cases.
+
+use std::sync::Arc;
+
+use sprintlens_core::*;
+
+use crate::generate::{Rng, random_embedding};
+
+type Index = Arc<dyn VectorIndex>;
+
+fn entry(
+    ws: WorkspaceId,
+    project: Option<ProjectId>,
+    kind: EmbeddingKind,
+    e: Embedding,
+) -> VectorEntry {
+    VectorEntry {
+        workspace: ws,
+        project,
+        kind,
+        id: RecordId::new(),
+        embedding: e,
+        updated_at: Timestamp::now(),
+    }
+}
+
+fn query(ws: WorkspaceId, e: Embedding, k: usize) -> VectorQuery {
+    VectorQuery {
+        workspace: ws,
+        project: None,
+        kinds: vec![],
+        embedding: e,
+        k,
+    }
+}
+
+/// A stored vector is its own nearest neighbour with a score of about 1.
+pub async fn nearest_is_itself(index: Index) {
+    let ws = WorkspaceId::new();
+    let mut rng = Rng::new(1);
+    let dim = index.dimension();
+    let entries: Vec<VectorEntry> = (0..50)
+        .map(|_| {
+            entry(
+                ws,
+                None,
+                EmbeddingKind::Message,
+                random_embedding(&mut rng, dim),
+            )
+        })
+        .collect();
+    assert_eq!(index.upsert(&entries).await.unwrap(), 50);
+    assert_eq!(index.count(ws).await.unwrap(), 50);
+    for e in entries.iter().take(10) {
+        let hits = index
+            .search(&query(ws, e.embedding.clone(), 3))
+            .await
+            .unwrap();
+        assert_eq!(hits.len(), 3);
+        assert_eq!(hits[0].id, e.id);
+        assert!(
+            (hits[0].score - 1.0).abs() < 1e-4,
+            "score {}",
+            hits[0].score
+        );
+        assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+    }
+}
+
+/// A batch with one vector of the wrong dimension is refused and writes nothing; so is a query.
+pub async fn wrong_dimension_writes_nothing(index: Index) {
+    let ws = WorkspaceId::new();
+    let mut rng = Rng::new(2);
+    let dim = index.dimension();
+    let good = entry(
+        ws,
+        None,
+        EmbeddingKind::Prompt,
+        random_embedding(&mut rng, dim),
+    );
+    let bad = entry(
+        ws,
+        None,
+        EmbeddingKind::Prompt,
+        random_embedding(&mut rng, dim + 1),
+    );
+    let err = index.upsert(&[good, bad]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert_eq!(err.field(), Some("embedding"));
+    assert_eq!(index.count(ws).await.unwrap(), 0);
+    let err = index
+        .search(&query(ws, random_embedding(&mut rng, dim - 1), 5))
+        .await
+        .unwrap_err();
+    assert_eq!(err.field(), Some("embedding"));
+    let err = index
+        .search(&query(ws, random_embedding(&mut rng, dim), 0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.field(), Some("k"));
+    // NaN and infinity never become an embedding at all.
+    assert!(Embedding::new(vec![f32::NAN; dim]).is_err());
+    assert!(Embedding::new(vec![f32::INFINITY; dim]).is_err());
+}
+
+/// Project and kind filters apply, and still return k hits when k entries match.
+pub async fn filters_still_return_k(index: Index) {
+    let ws = WorkspaceId::new();
+    let mut rng = Rng::new(3);
+    let dim = index.dimension();
+    let rare = RecordId::new();
+    let mut entries = Vec::new();
+    for i in 0..300 {
+        let (project, kind) = if i % 30 == 0 {
+            (Some(rare), EmbeddingKind::DatasetItem)
+        } else {
+            (Some(RecordId::new()), EmbeddingKind::Message)
+        };
+        entries.push(entry(ws, project, kind, random_embedding(&mut rng, dim)));
+    }
+    index.upsert(&entries).await.unwrap();
+    let mut q = query(ws, random_embedding(&mut rng, dim), 10);
+    q.project = Some(rare);
+    let hits = index.search(&q).await.unwrap();
+    assert_eq!(hits.len(), 10);
+    assert!(
+        hits.iter()
+            .all(|h| h.project == Some(rare) && h.kind == EmbeddingKind::DatasetItem)
+    );
+    let mut q = query(ws, random_embedding(&mut rng, dim), 10);
+    q.kinds = vec![EmbeddingKind::DatasetItem];
+    let hits = index.search(&q).await.unwrap();
+    assert_eq!(hits.len(), 10);
+    q.kinds = vec![EmbeddingKind::Conversation];
+    assert!(index.search(&q).await.unwrap().is_empty());
+}
+
+/// Searches never return another workspace's vectors, even identical ones.
+pub async fn workspaces_are_isolated(index: Index) {
+    let a = WorkspaceId::new();
+    let b = WorkspaceId::new();
+    let mut rng = Rng::new(4);
+    let e = random_embedding(&mut rng, index.dimension());
+    let in_a = entry(a, None, EmbeddingKind::Conversation, e.clone());
+    index.upsert(std::slice::from_ref(&in_a)).await.unwrap();
+    assert!(
+        index
+            .search(&query(b, e.clone(), 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        !index
+            .delete(b, EmbeddingKind::Conversation, in_a.id)
+            .await
+            .unwrap()
+    );
+    assert_eq!(index.search(&query(a, e, 10)).await.unwrap().len(), 1);
+}
+
+/// Delete removes; a newer upsert replaces; an older one is ignored.
+pub async fn delete_and_replace(index: Index) {
+    let ws = WorkspaceId::new();
+    let mut rng = Rng::new(5);
+    let dim = index.dimension();
+    let v1 = random_embedding(&mut rng, dim);
+    let v2 = random_embedding(&mut rng, dim);
+    let first = entry(ws, None, EmbeddingKind::Message, v1.clone());
+    index.upsert(std::slice::from_ref(&first)).await.unwrap();
+    let mut newer = first.clone();
+    newer.embedding = v2.clone();
+    newer.updated_at = first.updated_at.plus_micros(10);
+    index.upsert(&[newer]).await.unwrap();
+    let mut older = first.clone();
+    older.updated_at = first.updated_at.plus_micros(-10);
+    index.upsert(&[older]).await.unwrap();
+    let hit = &index.search(&query(ws, v2, 1)).await.unwrap()[0];
+    assert_eq!(hit.id, first.id);
+    assert!((hit.score - 1.0).abs() < 1e-4);
+    assert_eq!(index.count(ws).await.unwrap(), 1);
+    assert!(
+        index
+            .delete(ws, EmbeddingKind::Message, first.id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !index
+            .delete(ws, EmbeddingKind::Message, first.id)
+            .await
+            .unwrap()
+    );
+    assert!(index.search(&query(ws, v1, 5)).await.unwrap().is_empty());
+}
+
+/// Over 500 vectors the ranking equals exact cosine ranking computed here (recall@10 = 1 for exact
+/// indexes; approximate ones must still reach 0.9).
+pub async fn search_matches_exact_ranking(index: Index) {
+    let ws = WorkspaceId::new();
+    let mut rng = Rng::new(6);
+    let dim = index.dimension();
+    let entries: Vec<VectorEntry> = (0..500)
+        .map(|_| {
+            entry(
+                ws,
+                None,
+                EmbeddingKind::Message,
+                random_embedding(&mut rng, dim),
+            )
+        })
+        .collect();
+    index.upsert(&entries).await.unwrap();
+    let mut found = 0;
+    for _ in 0..10 {
+        let q = random_embedding(&mut rng, dim);
+        let mut exact: Vec<(f32, RecordId)> = entries
+            .iter()
+            .map(|e| (e.embedding.cosine(&q), e.id))
+            .collect();
+        exact.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let truth: Vec<RecordId> = exact.iter().take(10).map(|x| x.1).collect();
+        let hits = index.search(&query(ws, q, 10)).await.unwrap();
+        found += hits.iter().filter(|h| truth.contains(&h.id)).count();
+    }
+    assert!(found >= 90, "recall@10 = {}", found as f64 / 100.0);
+}
