@@ -2,7 +2,7 @@
 
 use sprintlens_core::{Embedder, Embedding, Error, Result, async_trait};
 
-/// A deterministic embedder that needs no model: words, word bigrams and character trigrams of the
+/// A deterministic embedder that needs no model: words (less common function words), word bigrams and character trigrams of the
 /// lower-cased text are hashed (FNV-1a, signed) into `dimension` buckets, then L2-normalised.
 ///
 /// Texts sharing words and word fragments land close together, which is enough for semantic search
@@ -30,7 +30,7 @@ impl HashEmbedder {
         let lower = text.to_lowercase();
         let words: Vec<&str> = lower
             .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
+            .filter(|w| !w.is_empty() && !STOP_WORDS.contains(w))
             .collect();
         let mut add = |feature: &[u8], weight: f32| {
             let h = fnv1a(feature);
@@ -52,6 +52,14 @@ impl HashEmbedder {
         Embedding::new(v).expect("finite components").normalized()
     }
 }
+
+/// Function words that carry no topic; dropped before hashing.
+const STOP_WORDS: &[&str] = &[
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "can", "do", "for", "from", "got",
+    "has", "have", "i", "in", "is", "it", "its", "me", "my", "no", "not", "of", "on", "or", "our",
+    "so", "that", "the", "this", "to", "was", "we", "were", "what", "when", "where", "which",
+    "with", "you", "your",
+];
 
 fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

@@ -85,6 +85,37 @@ pub const TOPICS: &[&str] = &[
     "schedule a contract review meeting",
 ];
 
+const FILLER: &[&str] = &[
+    "thanks",
+    "please",
+    "could",
+    "check",
+    "today",
+    "soon",
+    "help",
+    "again",
+    "quick",
+    "question",
+    "sure",
+    "great",
+    "details",
+    "update",
+    "looking",
+    "into",
+    "appreciate",
+    "follow",
+    "moment",
+    "okay",
+];
+
+/// Chit-chat of `n` words that names no topic.
+pub fn filler(rng: &mut Rng, n: usize) -> String {
+    (0..n)
+        .map(|_| *rng.pick(FILLER))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A sentence of `n` random words.
 pub fn sentence(rng: &mut Rng, n: usize) -> String {
     (0..n)

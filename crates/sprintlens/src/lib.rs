@@ -1,1 +1,125 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+// A build with only some adapters leaves some match arms unreachable; the full build stays lint-clean.
+#![cfg_attr(
+    not(all(feature = "sqlite", feature = "objectstore", feature = "memory")),
+    allow(unused, unreachable_code)
+)]
+
+pub mod api;
+pub mod config;
+pub mod open;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use sprintlens_core as core;
+pub use sprintlens_core::config::StorageConfig;
+use sprintlens_core::{
+    Analytics, BlobStore, Cache, Embedder, RecordStore, Result, SessionPolicy, SessionStore,
+    VectorIndex, WorkspaceId,
+};
+
+pub use api::Workspace;
+
+/// The opened storage layer: one port per concern, chosen by configuration.
+#[derive(Clone)]
+pub struct Storage {
+    records: Arc<dyn RecordStore>,
+    vectors: Arc<dyn VectorIndex>,
+    analytics: Arc<dyn Analytics>,
+    blobs: Arc<dyn BlobStore>,
+    cache: Arc<dyn Cache>,
+    sessions: Arc<dyn SessionStore>,
+    embedder: Arc<dyn Embedder>,
+    cache_ttl: Duration,
+    session_policy: SessionPolicy,
+    #[cfg(feature = "sqlite")]
+    sqlite_files: Vec<sprintlens_sqlite::SqliteStore>,
+    config: StorageConfig,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The schema state of one database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SchemaStatus {
+    /// Backend name.
+    pub backend: &'static str,
+    /// Where it lives.
+    pub location: String,
+    /// Applied migration versions.
+    pub applied: Vec<i64>,
+    /// Migrations the build knows.
+    pub known: usize,
+}
+
+impl Storage {
+    /// Loads the configuration (`file`, then `SPRINTLENS_*` variables) and opens it.
+    pub async fn open_from(file: Option<&std::path::Path>) -> Result<Storage> {
+        Storage::open(config::load(file)?).await
+    }
+
+    /// A handle scoped to one workspace: the typed API.
+    pub fn workspace(&self, id: WorkspaceId) -> Workspace<'_> {
+        Workspace::new(self, id)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &StorageConfig {
+        &self.config
+    }
+    /// The system of record.
+    pub fn records(&self) -> &Arc<dyn RecordStore> {
+        &self.records
+    }
+    /// The vector index.
+    pub fn vectors(&self) -> &Arc<dyn VectorIndex> {
+        &self.vectors
+    }
+    /// The analytics store.
+    pub fn analytics(&self) -> &Arc<dyn Analytics> {
+        &self.analytics
+    }
+    /// The blob store.
+    pub fn blobs(&self) -> &Arc<dyn BlobStore> {
+        &self.blobs
+    }
+    /// The cache.
+    pub fn cache(&self) -> &Arc<dyn Cache> {
+        &self.cache
+    }
+    /// The session store.
+    pub fn sessions(&self) -> &Arc<dyn SessionStore> {
+        &self.sessions
+    }
+    /// The embedder.
+    pub fn embedder(&self) -> &Arc<dyn Embedder> {
+        &self.embedder
+    }
+    /// Lifetimes of new sessions, from `[sessions]`.
+    pub fn session_policy(&self) -> SessionPolicy {
+        self.session_policy
+    }
+
+    /// Applies pending schema migrations (opening already did) and reports each database's state.
+    pub async fn schema_status(&self) -> Result<Vec<SchemaStatus>> {
+        #[allow(unused_mut)]
+        let mut out = Vec::new();
+        #[cfg(feature = "sqlite")]
+        for s in &self.sqlite_files {
+            out.push(SchemaStatus {
+                backend: "sqlite",
+                location: s.path().display().to_string(),
+                applied: s.schema_versions().await?,
+                known: sprintlens_sqlite::MIGRATIONS.len(),
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,331 @@
+//! Turning a [`StorageConfig`] into ports.
+//!
+//! [`plan`] resolves every section's URL to a backend without touching anything, so every config
+//! error surfaces before a connection or a file is opened. [`Storage::open`] then opens the plan.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sprintlens_core::config::StorageConfig;
+use sprintlens_core::{
+    Analytics, BlobStore, Cache, Embedder, Error, RecordStore, Result, SessionPolicy, SessionStore,
+    VectorIndex,
+};
+
+use crate::Storage;
+
+/// Schemes this build can open, by section.
+pub fn compiled_schemes() -> Vec<&'static str> {
+    let mut s = Vec::new();
+    if cfg!(feature = "sqlite") {
+        s.push("sqlite");
+    }
+    if cfg!(feature = "objectstore") {
+        s.extend(["file", "memory (blobs)"]);
+    }
+    if cfg!(feature = "memory") {
+        s.extend(["memory (cache, sessions)", "hash (embedder)"]);
+    }
+    s
+}
+
+/// Schemes that belong to adapters not in this build (or not written yet), with the feature to enable.
+const ELSEWHERE: &[(&str, &str)] = &[
+    ("postgres", "postgres"),
+    ("postgresql", "postgres"),
+    ("clickhouse", "clickhouse"),
+    ("s3", "s3"),
+    ("redis", "redis"),
+    ("rediss", "redis"),
+];
+
+/// What a section resolves to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Backend {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A local folder of blobs.
+    Folder(PathBuf),
+    /// Process memory.
+    Memory,
+    /// The built-in hashed embedder.
+    Hash,
+}
+
+/// The resolved backend of every section.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// `[records]`.
+    pub records: Backend,
+    /// `[vectors]`.
+    pub vectors: Backend,
+    /// `[analytics]`.
+    pub analytics: Backend,
+    /// `[blobs]`.
+    pub blobs: Backend,
+    /// `[cache]`.
+    pub cache: Backend,
+    /// `[sessions]`.
+    pub sessions: Backend,
+    /// `[embedder]`.
+    pub embedder: Backend,
+}
+
+fn unknown(key: &str, scheme: &str, allowed: &[&str]) -> Error {
+    if let Some((_, feature)) = ELSEWHERE.iter().find(|(s, _)| *s == scheme) {
+        return Error::config(
+            key,
+            format!(
+                "scheme `{scheme}` needs the `{feature}` adapter, which this build does not include \
+                 (enable the `{feature}` feature of the sprintlens crate once that adapter exists)"
+            ),
+        );
+    }
+    Error::config(
+        key,
+        format!(
+            "unknown scheme `{scheme}`; this section accepts {} in this build",
+            allowed.join(", ")
+        ),
+    )
+}
+
+fn feature_off(key: &str, scheme: &str, feature: &str) -> Error {
+    Error::config(
+        key,
+        format!("scheme `{scheme}` needs the `{feature}` feature of the sprintlens crate"),
+    )
+}
+
+fn sqlite_path(key: &str, url: &str) -> Result<Backend> {
+    #[cfg(feature = "sqlite")]
+    {
+        sprintlens_sqlite::SqliteOptions::from_url(key, url).map(|o| Backend::Sqlite(o.path))
+    }
+    #[cfg(not(feature = "sqlite"))]
+    {
+        let _ = url;
+        Err(feature_off(key, "sqlite", "sqlite"))
+    }
+}
+
+fn need(key: &str, scheme: &str, feature: &str, enabled: bool, b: Backend) -> Result<Backend> {
+    if enabled {
+        Ok(b)
+    } else {
+        Err(feature_off(key, scheme, feature))
+    }
+}
+
+#[cfg(feature = "objectstore")]
+fn blob_backend(key: &str, url: &str, max: u64) -> Result<Backend> {
+    let o = sprintlens_objectstore::BlobOptions::from_url(key, url, max)?;
+    Ok(match o.location {
+        sprintlens_objectstore::Location::Folder(p) => Backend::Folder(p),
+        sprintlens_objectstore::Location::Memory => Backend::Memory,
+    })
+}
+
+#[cfg(not(feature = "objectstore"))]
+fn blob_backend(key: &str, url: &str, _max: u64) -> Result<Backend> {
+    let scheme = url.split("://").next().unwrap_or_default();
+    Err(feature_off(key, scheme, "objectstore"))
+}
+
+/// Resolves every section's URL (pure: nothing is opened).
+pub fn plan(config: &StorageConfig) -> Result<Plan> {
+    config.validate()?;
+    let mem = cfg!(feature = "memory");
+    let records = {
+        let (k, u) = ("records.url", &config.records.url);
+        match u.scheme().as_str() {
+            "sqlite" => sqlite_path(k, u.expose())?,
+            s => return Err(unknown(k, s, &["sqlite://PATH"])),
+        }
+    };
+    let vectors = {
+        let (k, u) = ("vectors.url", &config.vectors.url);
+        match u.scheme().as_str() {
+            "sqlite" => sqlite_path(k, u.expose())?,
+            s => return Err(unknown(k, s, &["sqlite://PATH"])),
+        }
+    };
+    let analytics = {
+        let (k, u) = ("analytics.url", &config.analytics.url);
+        match u.scheme().as_str() {
+            "sqlite" => sqlite_path(k, u.expose())?,
+            s => return Err(unknown(k, s, &["sqlite://PATH"])),
+        }
+    };
+    let blobs = {
+        let (k, u) = ("blobs.url", &config.blobs.url);
+        match u.scheme().as_str() {
+            "file" | "memory" => blob_backend(k, u.expose(), config.blobs.max_object_bytes)?,
+            s => return Err(unknown(k, s, &["file://DIR", "memory://"])),
+        }
+    };
+    let cache = {
+        let (k, u) = ("cache.url", &config.cache.url);
+        match u.scheme().as_str() {
+            "memory" if u.rest().is_empty() => need(k, "memory", "memory", mem, Backend::Memory)?,
+            s => return Err(unknown(k, s, &["memory://"])),
+        }
+    };
+    let sessions = {
+        let (k, u) = ("sessions.url", &config.sessions.url);
+        match u.scheme().as_str() {
+            "sqlite" => sqlite_path(k, u.expose())?,
+            "memory" if u.rest().is_empty() => need(k, "memory", "memory", mem, Backend::Memory)?,
+            s => return Err(unknown(k, s, &["sqlite://PATH", "memory://"])),
+        }
+    };
+    let embedder = {
+        let (k, u) = ("embedder.url", &config.embedder.url);
+        match u.scheme().as_str() {
+            "hash" if u.rest().is_empty() => need(k, "hash", "memory", mem, Backend::Hash)?,
+            s => return Err(unknown(k, s, &["hash://"])),
+        }
+    };
+    Ok(Plan {
+        records,
+        vectors,
+        analytics,
+        blobs,
+        cache,
+        sessions,
+        embedder,
+    })
+}
+
+/// Opened SQLite files, shared by every section that names the same path.
+#[derive(Default)]
+struct SqliteFiles {
+    #[cfg(feature = "sqlite")]
+    open: std::collections::HashMap<PathBuf, sprintlens_sqlite::SqliteStore>,
+}
+
+#[cfg(feature = "sqlite")]
+impl SqliteFiles {
+    async fn get(
+        &mut self,
+        path: &PathBuf,
+        config: &StorageConfig,
+    ) -> Result<sprintlens_sqlite::SqliteStore> {
+        if let Some(s) = self.open.get(path) {
+            return Ok(s.clone());
+        }
+        let mut o = sprintlens_sqlite::SqliteOptions::new(path.clone());
+        o.readers = config.records.pool_size;
+        o.busy_timeout = Duration::from_millis(config.records.busy_timeout_ms);
+        o.synchronous = config.records.synchronous;
+        o.dimension = config.vectors.dimension;
+        let s = sprintlens_sqlite::SqliteStore::open(o).await?;
+        self.open.insert(path.clone(), s.clone());
+        Ok(s)
+    }
+}
+
+fn missing(key: &str) -> Error {
+    Error::config(key, "no adapter for this URL in this build")
+}
+
+/// Opens `backend` as an `Arc<dyn $port>`, from the adapters compiled in.
+macro_rules! open_port {
+    ($files:expr, $config:expr, $backend:expr, $key:literal, $port:ty, {$($extra:tt)*}) => {{
+        let port: Result<Arc<$port>> = match $backend {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(p) => Ok(Arc::new($files.get(p, $config).await?)),
+            $($extra)*
+            #[allow(unreachable_patterns)]
+            _ => Err(missing($key)),
+        };
+        port?
+    }};
+}
+
+impl Storage {
+    /// Validates `config`, resolves every backend, then opens them (applying embedded schema
+    /// migrations). Config errors come before anything is opened.
+    pub async fn open(config: StorageConfig) -> Result<Storage> {
+        let plan = plan(&config)?;
+        #[allow(unused_mut)]
+        let mut files = SqliteFiles::default();
+        let records = open_port!(
+            files,
+            &config,
+            &plan.records,
+            "records.url",
+            dyn RecordStore,
+            {}
+        );
+        let vectors = open_port!(
+            files,
+            &config,
+            &plan.vectors,
+            "vectors.url",
+            dyn VectorIndex,
+            {}
+        );
+        let analytics = open_port!(
+            files,
+            &config,
+            &plan.analytics,
+            "analytics.url",
+            dyn Analytics,
+            {}
+        );
+        let sessions = open_port!(files, &config, &plan.sessions, "sessions.url", dyn SessionStore, {
+            #[cfg(feature = "memory")]
+            Backend::Memory => Ok(Arc::new(sprintlens_memory::MemorySessionStore::new())),
+        });
+        let blobs: Arc<dyn BlobStore> = match &plan.blobs {
+            #[cfg(feature = "objectstore")]
+            Backend::Folder(_) | Backend::Memory => {
+                Arc::new(sprintlens_objectstore::ObjectBlobStore::open(
+                    sprintlens_objectstore::BlobOptions::from_url(
+                        "blobs.url",
+                        config.blobs.url.expose(),
+                        config.blobs.max_object_bytes,
+                    )?,
+                )?)
+            }
+            #[allow(unreachable_patterns)]
+            _ => return Err(missing("blobs.url")),
+        };
+        let cache: Arc<dyn Cache> = match &plan.cache {
+            #[cfg(feature = "memory")]
+            Backend::Memory => Arc::new(sprintlens_memory::MemoryCache::new(
+                config.cache.max_entries,
+            )),
+            #[allow(unreachable_patterns)]
+            _ => return Err(missing("cache.url")),
+        };
+        let embedder: Arc<dyn Embedder> = match &plan.embedder {
+            #[cfg(feature = "memory")]
+            Backend::Hash => Arc::new(sprintlens_memory::HashEmbedder::new(
+                config.embedder.dimension,
+            )?),
+            #[allow(unreachable_patterns)]
+            _ => return Err(missing("embedder.url")),
+        };
+        let session_policy = SessionPolicy {
+            idle: Duration::from_secs(config.sessions.idle_timeout_secs),
+            absolute: Duration::from_secs(config.sessions.absolute_timeout_secs),
+        };
+        Ok(Storage {
+            records,
+            vectors,
+            analytics,
+            blobs,
+            cache,
+            sessions,
+            embedder,
+            cache_ttl: Duration::from_millis(config.cache.ttl_ms),
+            session_policy,
+            #[cfg(feature = "sqlite")]
+            sqlite_files: files.open.into_values().collect(),
+            config,
+        })
+    }
+}
