@@ -1,2 +1,60 @@
-//! xtask
-fn main() {}
+//! Developer tooling for sprintlens: `cargo xtask <command>`.
+//!
+//! - `test`   — format check, clippy (warnings are errors) and the whole workspace's tests.
+//! - `tidy`   — the repository checks (also run by `test`, as `cargo test -p xtask`).
+//! - `demo`   — `sprintlens demo` in release mode.
+
+mod tidy;
+
+use anyhow::{Result, bail};
+use xshell::{Shell, cmd};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sh = Shell::new()?;
+    sh.change_dir(project_root());
+    match args.first().map(String::as_str) {
+        Some("test") => test(&sh, &args[1..]),
+        Some("tidy") => {
+            cmd!(sh, "cargo test -p xtask --quiet").run()?;
+            Ok(())
+        }
+        Some("demo") => {
+            let rest = &args[1..];
+            cmd!(
+                sh,
+                "cargo run --release -p sprintlens-cli -- demo {rest...}"
+            )
+            .run()?;
+            Ok(())
+        }
+        _ => {
+            eprintln!("usage: cargo xtask <test|tidy|demo> [args]");
+            bail!("unknown command {:?}", args.first())
+        }
+    }
+}
+
+fn test(sh: &Shell, extra: &[String]) -> Result<()> {
+    let started = std::time::Instant::now();
+    cmd!(sh, "cargo fmt --all --check").run()?;
+    cmd!(
+        sh,
+        "cargo clippy --workspace --all-targets --locked -- -D warnings"
+    )
+    .run()?;
+    cmd!(sh, "cargo test --workspace --locked {extra...}").run()?;
+    eprintln!(
+        "xtask test: all green in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The workspace root (the parent of this crate's folder).
+pub fn project_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace root")
+        .to_path_buf()
+}
