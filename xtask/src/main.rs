@@ -2,6 +2,7 @@
 //!
 //! - `test`   — format check, clippy (warnings are errors) and the whole workspace's tests.
 //! - `tidy`   — the repository checks (also run by `test`, as `cargo test -p xtask`).
+//! - `bench`  — benchmarks against the references the issues name (`bench sqlite-vectors`).
 //! - `demo`   — `sprintlens demo` in release mode.
 
 mod tidy;
@@ -19,6 +20,15 @@ fn main() -> Result<()> {
             cmd!(sh, "cargo test -p xtask --quiet").run()?;
             Ok(())
         }
+        Some("bench") => {
+            let rest = &args[1..];
+            cmd!(
+                sh,
+                "cargo run --release --locked -p sprintlens-bench -- {rest...}"
+            )
+            .run()?;
+            Ok(())
+        }
         Some("demo") => {
             let rest = &args[1..];
             cmd!(
@@ -29,7 +39,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         _ => {
-            eprintln!("usage: cargo xtask <test|tidy|demo> [args]");
+            eprintln!("usage: cargo xtask <test|tidy|bench|demo> [args]");
             bail!("unknown command {:?}", args.first())
         }
     }

@@ -151,6 +151,10 @@ fn configure(conn: &Connection, options: &SqliteOptions, writer: bool) -> rusqli
     } else {
         conn.pragma_update(None, "query_only", "ON")?;
     }
+    // Memory-mapped reads avoid a read syscall per page on scans (vector search reads every vector of
+    // a workspace); the page cache keeps hot pages decoded.
+    conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
+    conn.pragma_update(None, "cache_size", -65_536)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }

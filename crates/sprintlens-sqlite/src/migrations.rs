@@ -34,15 +34,16 @@ CREATE TABLE vector_meta (
     singleton  INTEGER PRIMARY KEY CHECK (singleton = 1),
     dimension  INTEGER NOT NULL
 ) STRICT;
+-- A rowid table: vectors (1.5 KB at 384 dimensions) would overflow a WITHOUT ROWID b-tree's cells.
 CREATE TABLE embeddings (
     workspace   TEXT NOT NULL,
     kind        TEXT NOT NULL,
     id          TEXT NOT NULL,
     project     TEXT,
-    vector      BLOB NOT NULL,
     updated_at  INTEGER NOT NULL,
-    PRIMARY KEY (workspace, kind, id)
-) STRICT, WITHOUT ROWID;
+    vector      BLOB NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX embeddings_key ON embeddings (workspace, kind, id);
 CREATE INDEX embeddings_by_project ON embeddings (workspace, project);
 
 CREATE TABLE eval_results (

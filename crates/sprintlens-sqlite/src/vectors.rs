@@ -148,21 +148,32 @@ impl VectorIndex for SqliteStore {
         let q = query.embedding.normalized();
         let query = query.clone();
         self.read_with("vector_search", move |c| {
-            let kinds: Vec<&str> = query.kinds.iter().map(|k| k.as_str()).collect();
-            let kinds_json = serde_json::to_string(&kinds).unwrap_or_else(|_| "[]".into());
+            // The kind filter is a fixed list of placeholders (kinds are a closed enum).
+            let mut kinds: Vec<&str> = query.kinds.iter().map(|k| k.as_str()).collect();
+            kinds.sort_unstable();
+            kinds.dedup();
+            let mut sql = String::from(
+                "SELECT kind, id, project, vector FROM embeddings
+                 WHERE workspace = ?1 AND (?2 IS NULL OR project = ?2)",
+            );
+            if !kinds.is_empty() {
+                let marks: Vec<String> = (0..kinds.len()).map(|i| format!("?{}", i + 3)).collect();
+                sql.push_str(&format!(" AND kind IN ({})", marks.join(", ")));
+            }
             let mut st = c
-                .prepare_cached(
-                    "SELECT kind, id, project, vector FROM embeddings
-                     WHERE workspace = ?1 AND (?2 IS NULL OR project = ?2)
-                       AND (?3 = '[]' OR kind IN (SELECT value FROM json_each(?3)))",
-                )
+                .prepare_cached(&sql)
                 .map_err(|e| classify("vector_search", e))?;
+            let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![
+                Box::new(uuid_text(query.workspace)),
+                Box::new(query.project.map(uuid_text)),
+            ];
+            args.extend(
+                kinds
+                    .iter()
+                    .map(|k| Box::new(*k) as Box<dyn rusqlite::ToSql>),
+            );
             let mut rows = st
-                .query(params![
-                    uuid_text(query.workspace),
-                    query.project.map(uuid_text),
-                    kinds_json
-                ])
+                .query(rusqlite::params_from_iter(args.iter().map(|b| b.as_ref())))
                 .map_err(|e| classify("vector_search", e))?;
             let mut heap: BinaryHeap<Scored> = BinaryHeap::with_capacity(query.k + 1);
             while let Some(row) = rows.next().map_err(|e| classify("vector_search", e))? {

@@ -1,0 +1,204 @@
+#![doc = include_str!("../README.md")]
+// Registering sqlite-vec as an auto-extension is an FFI call; only this benchmark binary does it.
+#![allow(unsafe_code)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use sprintlens_core::{
+    EmbeddingKind, RecordId, Timestamp, VectorEntry, VectorIndex, VectorQuery, WorkspaceId,
+};
+use sprintlens_sqlite::{SqliteOptions, SqliteStore};
+use sprintlens_testkit::generate::{Rng, random_embedding};
+
+const DIM: usize = 384;
+const QUERIES: usize = 30;
+const K: usize = 10;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+struct Stats {
+    load_s: f64,
+    p50_ms: f64,
+    p95_ms: f64,
+    recall: f64,
+}
+
+fn blob(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+async fn run_size(n: usize) -> Result<(Stats, Stats)> {
+    let mut rng = Rng::new(42);
+    let ws = WorkspaceId::new();
+    let entries: Vec<VectorEntry> = (0..n)
+        .map(|_| VectorEntry {
+            workspace: ws,
+            project: None,
+            kind: EmbeddingKind::Message,
+            id: RecordId::new(),
+            embedding: random_embedding(&mut rng, DIM),
+            updated_at: Timestamp::now(),
+        })
+        .collect();
+    let queries: Vec<_> = (0..QUERIES)
+        .map(|_| random_embedding(&mut rng, DIM))
+        .collect();
+    // Exact ground truth.
+    let truth: Vec<Vec<RecordId>> = queries
+        .iter()
+        .map(|q| {
+            let mut s: Vec<(f32, RecordId)> = entries
+                .iter()
+                .map(|e| (e.embedding.cosine(q), e.id))
+                .collect();
+            s.sort_by(|a, b| b.0.total_cmp(&a.0));
+            s.into_iter().take(K).map(|x| x.1).collect()
+        })
+        .collect();
+
+    // sprintlens-sqlite.
+    let dir = tempfile::tempdir()?;
+    let mut o = SqliteOptions::new(dir.path().join("ours.db"));
+    o.dimension = DIM;
+    let store = Arc::new(SqliteStore::open(o).await?);
+    let t = Instant::now();
+    for chunk in entries.chunks(5_000) {
+        store.upsert(chunk).await?;
+    }
+    let ours_load = t.elapsed().as_secs_f64();
+    let mut lat = Vec::new();
+    let mut found = 0;
+    for (q, truth) in queries.iter().zip(&truth) {
+        let t = Instant::now();
+        let hits = store
+            .search(&VectorQuery {
+                workspace: ws,
+                project: None,
+                kinds: vec![],
+                embedding: q.clone(),
+                k: K,
+            })
+            .await?;
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        found += hits.iter().filter(|h| truth.contains(&h.id)).count();
+    }
+    lat.sort_by(f64::total_cmp);
+    let ours = Stats {
+        load_s: ours_load,
+        p50_ms: percentile(&lat, 0.5),
+        p95_ms: percentile(&lat, 0.95),
+        recall: found as f64 / (QUERIES * K) as f64,
+    };
+
+    // sqlite-vec vec0 (brute-force KNN in C), same vectors, cosine distance, in one transaction.
+    let path = dir.path().join("vec0.db");
+    let entries2 = entries.clone();
+    let queries2 = queries.clone();
+    let truth2 = truth.clone();
+    let theirs = tokio::task::spawn_blocking(move || -> Result<Stats> {
+        let mut c = rusqlite::Connection::open(path)?;
+        c.pragma_update(None, "journal_mode", "WAL")?;
+        c.execute_batch(&format!(
+            "CREATE VIRTUAL TABLE v USING vec0(id TEXT PRIMARY KEY, embedding float[{DIM}] distance_metric=cosine)"
+        ))?;
+        let t = Instant::now();
+        for chunk in entries2.chunks(5_000) {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare_cached("INSERT INTO v (id, embedding) VALUES (?1, ?2)")?;
+                for e in chunk {
+                    st.execute(rusqlite::params![
+                        e.id.to_string(),
+                        blob(e.embedding.normalized().as_slice())
+                    ])?;
+                }
+            }
+            tx.commit()?;
+        }
+        let load = t.elapsed().as_secs_f64();
+        let mut lat = Vec::new();
+        let mut found = 0;
+        let mut st = c.prepare(
+            "SELECT id FROM v WHERE embedding MATCH ?1 AND k = ?2 ORDER BY distance",
+        )?;
+        for (q, truth) in queries2.iter().zip(&truth2) {
+            let t = Instant::now();
+            let ids: Vec<String> = st
+                .query_map(rusqlite::params![blob(q.as_slice()), K as i64], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            found += ids
+                .iter()
+                .filter(|id| truth.iter().any(|t| t.to_string() == **id))
+                .count();
+        }
+        lat.sort_by(f64::total_cmp);
+        Ok(Stats {
+            load_s: load,
+            p50_ms: percentile(&lat, 0.5),
+            p95_ms: percentile(&lat, 0.95),
+            recall: found as f64 / (QUERIES * K) as f64,
+        })
+    })
+    .await??;
+    Ok((ours, theirs))
+}
+
+async fn sqlite_vectors(sizes: &[usize]) -> Result<()> {
+    unsafe {
+        rusqlite::ffi::sqlite3_auto_extension(Some(std::mem::transmute::<
+            *const (),
+            unsafe extern "C" fn(
+                *mut rusqlite::ffi::sqlite3,
+                *mut *mut std::os::raw::c_char,
+                *const rusqlite::ffi::sqlite3_api_routines,
+            ) -> i32,
+        >(
+            sqlite_vec::sqlite3_vec_init as *const ()
+        )));
+    }
+    println!(
+        "| vectors × dim | sprintlens load | sqlite-vec load | sprintlens p50 / p95 | sqlite-vec p50 / p95 | p50 ratio (sqlite-vec ÷ sprintlens) | recall@10 ours / theirs |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for &n in sizes {
+        let (ours, theirs) = run_size(n).await?;
+        println!(
+            "| {n} × {DIM} | {:.2} s | {:.2} s | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {:.2} | {:.2} / {:.2} |",
+            ours.load_s,
+            theirs.load_s,
+            ours.p50_ms,
+            ours.p95_ms,
+            theirs.p50_ms,
+            theirs.p95_ms,
+            theirs.p50_ms / ours.p50_ms,
+            ours.recall,
+            theirs.recall
+        );
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("sqlite-vectors") => {
+            let sizes: Vec<usize> = if args.len() > 1 {
+                args[1..]
+                    .iter()
+                    .map(|s| s.parse())
+                    .collect::<Result<_, _>>()?
+            } else {
+                vec![10_000, 100_000]
+            };
+            sqlite_vectors(&sizes).await
+        }
+        _ => anyhow::bail!("usage: sprintlens-bench sqlite-vectors [sizes…]"),
+    }
+}
