@@ -1,10 +1,13 @@
 //! Developer tooling for sprintlens: `cargo xtask <command>`.
 //!
-//! - `test`   — format check, clippy (warnings are errors) and the whole workspace's tests.
+//! - `test`   — format check, `services up`, clippy (warnings are errors) and the whole workspace's
+//!   tests against the real services.
+//! - `services up|status|down|env` — the local stack (PostgreSQL, Redis, ClickHouse, S3) on loopback.
 //! - `tidy`   — the repository checks (also run by `test`, as `cargo test -p xtask`).
 //! - `bench`  — benchmarks against the references the issues name (`bench sqlite-vectors`).
 //! - `demo`   — `sprintlens demo` in release mode.
 
+mod services;
 mod tidy;
 
 use anyhow::{Result, bail};
@@ -16,6 +19,7 @@ fn main() -> Result<()> {
     sh.change_dir(project_root());
     match args.first().map(String::as_str) {
         Some("test") => test(&sh, &args[1..]),
+        Some("services") => services::main(&project_root(), &args[1..]),
         Some("tidy") => {
             cmd!(sh, "cargo test -p xtask --quiet").run()?;
             Ok(())
@@ -39,7 +43,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         _ => {
-            eprintln!("usage: cargo xtask <test|tidy|bench|demo> [args]");
+            eprintln!("usage: cargo xtask <test|services|tidy|bench|demo> [args]");
             bail!("unknown command {:?}", args.first())
         }
     }
@@ -48,6 +52,15 @@ fn main() -> Result<()> {
 fn test(sh: &Shell, extra: &[String]) -> Result<()> {
     let started = std::time::Instant::now();
     cmd!(sh, "cargo fmt --all --check").run()?;
+    // The real servers every adapter is proven against; their URLs go to the tests.
+    let stack = services::Stack::new(&project_root());
+    stack.up()?;
+    let _env: Vec<_> = stack
+        .env()
+        .into_iter()
+        .map(|(k, v)| sh.push_env(k, v))
+        .collect();
+    let _require = sh.push_env("SPRINTLENS_TEST_REQUIRE_SERVICES", "1");
     cmd!(
         sh,
         "cargo clippy --workspace --all-targets --locked -- -D warnings"
