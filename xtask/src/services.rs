@@ -299,11 +299,12 @@ impl Stack {
     /// reach the checkout (a parent folder is private, e.g. under /root), the data goes to a folder of
     /// its own under /var/tmp and `target/services/postgres` links to it.
     fn pg_dir(&self) -> PathBuf {
-        self.root.join("postgres")
+        let link = self.root.join("postgres");
+        fs::read_link(&link).unwrap_or(link)
     }
 
     fn prepare_pg_dir(&self) -> Result<()> {
-        let dir = self.pg_dir();
+        let dir = self.root.join("postgres");
         if !is_root() {
             fs::create_dir_all(&dir)?;
             return Ok(());
@@ -333,6 +334,12 @@ impl Stack {
         }
         let elsewhere = PathBuf::from(format!("/var/tmp/sprintlens-postgres-{hash:016x}"));
         fs::create_dir_all(&elsewhere)?;
+        if fs::read_link(&dir).is_ok_and(|t| t == elsewhere) {
+            run(Command::new("chown")
+                .args(["-R", &format!("{PG_OS_USER}:")])
+                .arg(&elsewhere))?;
+            return Ok(());
+        }
         run(Command::new("chown")
             .args(["-R", &format!("{PG_OS_USER}:")])
             .arg(&elsewhere))?;
