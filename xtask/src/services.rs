@@ -32,6 +32,9 @@ const PG_OWNER_PASSWORD: &str = "sprintlens-owner-dev";
 const PG_APP: &str = "sprintlens_app";
 const PG_APP_PASSWORD: &str = "sprintlens-app-dev";
 const PG_DB: &str = "sprintlens";
+/// A role that bypasses row-level security, for operator work across workspaces (backfill, verify).
+const PG_OPERATOR: &str = "sprintlens_operator";
+const PG_OPERATOR_PASSWORD: &str = "sprintlens-operator-dev";
 const PG_OS_USER: &str = "sprintlens-pg";
 const REDIS_PASSWORD: &str = "sprintlens-redis-dev";
 const CH_USER: &str = "sprintlens";
@@ -477,6 +480,9 @@ impl Stack {
                IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{PG_APP}') THEN
                  CREATE ROLE {PG_APP} LOGIN NOSUPERUSER NOCREATEDB NOBYPASSRLS PASSWORD '{PG_APP_PASSWORD}';
                END IF;
+               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{PG_OPERATOR}') THEN
+                 CREATE ROLE {PG_OPERATOR} LOGIN NOSUPERUSER NOCREATEDB BYPASSRLS PASSWORD '{PG_OPERATOR_PASSWORD}';
+               END IF;
              END $$;"
         ))?;
         // Every database created from template1 (tests make their own) has pgvector.
@@ -495,8 +501,10 @@ impl Stack {
             PG_DB,
             &format!(
                 "CREATE EXTENSION IF NOT EXISTS vector;
-             GRANT CONNECT ON DATABASE {PG_DB} TO {PG_APP};
-             GRANT USAGE ON SCHEMA public TO {PG_APP};
+             GRANT CONNECT ON DATABASE {PG_DB} TO {PG_APP}, {PG_OPERATOR};
+             GRANT USAGE ON SCHEMA public TO {PG_APP}, {PG_OPERATOR};
+             ALTER DEFAULT PRIVILEGES FOR ROLE {PG_OWNER} IN SCHEMA public
+               GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {PG_OPERATOR};
              ALTER DEFAULT PRIVILEGES FOR ROLE {PG_OWNER} IN SCHEMA public
                GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {PG_APP};
              ALTER DEFAULT PRIVILEGES FOR ROLE {PG_OWNER} IN SCHEMA public
@@ -787,6 +795,12 @@ impl Stack {
             (
                 "SPRINTLENS_TEST_POSTGRES_ADMIN_URL",
                 format!("postgres://{PG_OWNER}:{PG_OWNER_PASSWORD}@127.0.0.1:{PG_PORT}/{PG_DB}"),
+            ),
+            (
+                "SPRINTLENS_TEST_POSTGRES_OPERATOR_URL",
+                format!(
+                    "postgres://{PG_OPERATOR}:{PG_OPERATOR_PASSWORD}@127.0.0.1:{PG_PORT}/{PG_DB}"
+                ),
             ),
             (
                 "SPRINTLENS_TEST_CLICKHOUSE_URL",

@@ -60,8 +60,20 @@ pub fn json_object(field: &str, value: &Value) -> Result<()> {
     json_any(field, value)
 }
 
-/// Any JSON value of at most [`MAX_JSON_BYTES`] serialised.
+/// Any JSON value of at most [`MAX_JSON_BYTES`] serialised, with no NUL character in any string or
+/// key (PostgreSQL `jsonb` cannot hold one, so no backend accepts it).
 pub fn json_any(field: &str, value: &Value) -> Result<()> {
+    fn has_nul(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(a) => a.iter().any(has_nul),
+            Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            _ => false,
+        }
+    }
+    if has_nul(value) {
+        return Err(Error::invalid(field, "must not contain NUL characters"));
+    }
     let size = serde_json::to_vec(value).map(|v| v.len()).unwrap_or(0);
     if size > MAX_JSON_BYTES {
         return Err(Error::too_large(field, size as u64, MAX_JSON_BYTES as u64));
@@ -111,6 +123,7 @@ mod tests {
     fn json_and_numbers() {
         assert!(json_object("m", &serde_json::json!({"a": 1})).is_ok());
         assert!(json_object("m", &serde_json::json!([1])).is_err());
+        assert!(json_object("m", &serde_json::json!({"a": ["x\u{0}"]})).is_err());
         assert!(finite("s", f64::NAN).is_err());
         assert!(sha256_hex("h", &"a".repeat(64)).is_ok());
         assert!(sha256_hex("h", &"A".repeat(64)).is_err());

@@ -1,0 +1,72 @@
+//! PostgreSQL binary COPY encoding for the `records` staging table.
+
+use bytes::{BufMut, BytesMut};
+
+/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
+const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
+
+/// One `records` row in binary COPY form.
+pub(crate) struct Row<'a> {
+    pub id: uuid::Uuid,
+    pub workspace: uuid::Uuid,
+    pub kind: &'a str,
+    pub project: Option<uuid::Uuid>,
+    pub parent: Option<uuid::Uuid>,
+    pub name: Option<&'a str>,
+    pub unique_key: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub deleted: bool,
+    pub body: &'a str,
+}
+
+pub(crate) fn header(buf: &mut BytesMut) {
+    buf.put_slice(b"PGCOPY\n\xff\r\n\0");
+    buf.put_i32(0); // flags
+    buf.put_i32(0); // header extension length
+}
+
+pub(crate) fn trailer(buf: &mut BytesMut) {
+    buf.put_i16(-1);
+}
+
+fn uuid(buf: &mut BytesMut, v: Option<uuid::Uuid>) {
+    match v {
+        Some(u) => {
+            buf.put_i32(16);
+            buf.put_slice(u.as_bytes());
+        }
+        None => buf.put_i32(-1),
+    }
+}
+
+fn text(buf: &mut BytesMut, v: Option<&str>) {
+    match v {
+        Some(s) => {
+            buf.put_i32(s.len() as i32);
+            buf.put_slice(s.as_bytes());
+        }
+        None => buf.put_i32(-1),
+    }
+}
+
+pub(crate) fn row(buf: &mut BytesMut, r: &Row<'_>) {
+    buf.put_i16(11);
+    uuid(buf, Some(r.id));
+    uuid(buf, Some(r.workspace));
+    text(buf, Some(r.kind));
+    uuid(buf, r.project);
+    uuid(buf, r.parent);
+    text(buf, r.name);
+    text(buf, r.unique_key.as_deref());
+    buf.put_i32(8);
+    buf.put_i64(r.created_at - PG_EPOCH_OFFSET_MICROS);
+    buf.put_i32(8);
+    buf.put_i64(r.updated_at - PG_EPOCH_OFFSET_MICROS);
+    buf.put_i32(1);
+    buf.put_u8(u8::from(r.deleted));
+    // jsonb binary form: version 1, then the text.
+    buf.put_i32(r.body.len() as i32 + 1);
+    buf.put_u8(1);
+    buf.put_slice(r.body.as_bytes());
+}

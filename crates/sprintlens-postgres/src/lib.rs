@@ -1,0 +1,356 @@
+#![doc = include_str!("../README.md")]
+
+mod copy;
+mod migrations;
+mod records;
+mod vectors;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sprintlens_core::{Error, Result, WorkspaceId};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
+
+pub use migrations::MIGRATIONS;
+
+/// The backend name used in errors.
+pub const BACKEND: &str = "postgres";
+
+/// Settings of a [`PgStore`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct PgOptions {
+    /// The application role's URL (`postgres://user:password@host:port/db`): a non-owner role, so
+    /// row-level security applies.
+    pub url: String,
+    /// A read replica for reads (`get`, `list`, `search`), if any.
+    pub read_url: Option<String>,
+    /// A role with BYPASSRLS for operator scans across workspaces (backfill, verify); without it those
+    /// scans are `Unsupported`.
+    pub operator_url: Option<String>,
+    /// Connections per pool.
+    pub pool_size: u32,
+    /// How long a request waits for a pooled connection.
+    pub acquire_timeout: Duration,
+    /// Server-side limit of one statement.
+    pub statement_timeout: Duration,
+    /// Dimension of the vector index.
+    pub dimension: usize,
+    /// Store vectors as `halfvec` (half the space; for large collections).
+    pub half: bool,
+    /// HNSW `ef_search` (candidates examined per search; higher is more accurate and slower).
+    pub ef_search: u32,
+}
+
+impl std::fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = sprintlens_core::config::redact;
+        f.debug_struct("PgOptions")
+            .field("url", &r(&self.url))
+            .field("read_url", &self.read_url.as_deref().map(r))
+            .field("operator_url", &self.operator_url.as_deref().map(r))
+            .field("pool_size", &self.pool_size)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("dimension", &self.dimension)
+            .field("half", &self.half)
+            .field("ef_search", &self.ef_search)
+            .finish()
+    }
+}
+
+impl PgOptions {
+    /// Defaults for `url`: pool of 8, 5 s acquire timeout, 30 s statement timeout, 384 dimensions,
+    /// full-precision vectors, `ef_search` 100.
+    pub fn new(url: impl Into<String>) -> Self {
+        PgOptions {
+            url: url.into(),
+            read_url: None,
+            operator_url: None,
+            pool_size: 8,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+            dimension: 384,
+            half: false,
+            ef_search: 100,
+        }
+    }
+
+    fn connect_options(&self, key: &str, url: &str) -> Result<PgConnectOptions> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(Error::config(
+                key,
+                "a PostgreSQL URL starts with postgres://",
+            ));
+        }
+        let ms = self.statement_timeout.as_millis().to_string();
+        PgConnectOptions::from_str(url)
+            .map(|o| {
+                o.options([("statement_timeout", ms.as_str())])
+                    .application_name("sprintlens")
+            })
+            .map_err(|e| Error::config(key, format!("invalid PostgreSQL URL: {e}")))
+    }
+
+    fn pool(&self, key: &str, url: &str) -> Result<PgPool> {
+        let opts = self.connect_options(key, url)?;
+        Ok(PgPoolOptions::new()
+            .max_connections(self.pool_size)
+            .acquire_timeout(self.acquire_timeout)
+            .idle_timeout(Some(Duration::from_secs(300)))
+            .connect_lazy_with(opts))
+    }
+}
+
+/// PostgreSQL + pgvector: [`RecordStore`](sprintlens_core::RecordStore) and
+/// [`VectorIndex`](sprintlens_core::VectorIndex), tenant-isolated by row-level security.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    read: Option<PgPool>,
+    operator: Option<PgPool>,
+    options: PgOptions,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+/// Maps a sqlx error to the sprintlens kinds, in one place: unique violations and row-level-security
+/// refusals → conflict; timeouts, serialisation failures, deadlocks, connection loss and pool
+/// exhaustion → retryable unavailable; bad text → invalid input.
+pub fn classify(operation: &'static str, err: sqlx::Error) -> Error {
+    match &err {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+            match code.as_str() {
+                "23505" => Error::conflict(format!("{operation}: {}", db.message())),
+                "42501" => Error::conflict(format!(
+                    "{operation}: the row belongs to another workspace ({})",
+                    db.message()
+                )),
+                "22021" | "22P02" | "22P05" | "54000" => {
+                    Error::invalid("input", format!("{operation}: {}", db.message()))
+                }
+                c if c == "57014"
+                    || c == "40001"
+                    || c == "40P01"
+                    || c == "53300"
+                    || c == "55P03"
+                    || c.starts_with("08") =>
+                {
+                    Error::unavailable(BACKEND, operation, true, Some(Box::new(err)))
+                }
+                _ => Error::backend(BACKEND, operation, err),
+            }
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+            Error::unavailable(BACKEND, operation, true, Some(Box::new(err)))
+        }
+        sqlx::Error::PoolClosed => {
+            Error::unavailable(BACKEND, operation, false, Some(Box::new(err)))
+        }
+        _ => Error::backend(BACKEND, operation, err),
+    }
+}
+
+/// Every statement of a workspace-scoped call runs in a transaction whose `sprintlens.workspace`
+/// setting is set with `set_config(…, true)` (transaction-local, like `SET LOCAL`), so a pooled
+/// connection never carries one tenant's setting into another's request.
+pub(crate) async fn scoped(
+    pool: &PgPool,
+    workspace: WorkspaceId,
+    operation: &'static str,
+) -> Result<Transaction<'static, Postgres>> {
+    let mut tx = pool.begin().await.map_err(|e| classify(operation, e))?;
+    set_workspace(&mut tx, workspace, operation).await?;
+    Ok(tx)
+}
+
+pub(crate) async fn set_workspace(
+    tx: &mut Transaction<'static, Postgres>,
+    workspace: WorkspaceId,
+    operation: &'static str,
+) -> Result<()> {
+    sqlx::query("SELECT set_config('sprintlens.workspace', $1, true)")
+        .bind(workspace.to_string())
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| classify(operation, e))?;
+    Ok(())
+}
+
+impl PgStore {
+    /// Builds the pools (lazily connected: nothing is contacted until the first call). Config errors
+    /// name their key.
+    pub fn open(options: PgOptions) -> Result<Self> {
+        if options.pool_size == 0 {
+            return Err(Error::config("records.pool_size", "must be at least 1"));
+        }
+        if options.dimension == 0 || options.dimension > 16_000 {
+            return Err(Error::config(
+                "vectors.dimension",
+                "must be between 1 and 16000",
+            ));
+        }
+        let pool = options.pool("records.url", &options.url)?;
+        let read = options
+            .read_url
+            .as_deref()
+            .map(|u| options.pool("records.read_url", u))
+            .transpose()?;
+        let operator = options
+            .operator_url
+            .as_deref()
+            .map(|u| options.pool("records.operator_url", u))
+            .transpose()?;
+        Ok(PgStore {
+            pool,
+            read,
+            operator,
+            options,
+        })
+    }
+
+    pub(crate) fn reader(&self) -> &PgPool {
+        self.read.as_ref().unwrap_or(&self.pool)
+    }
+
+    /// Applies pending migrations and the vector table with `admin_url` (the owner role), then grants
+    /// the application and operator roles of this store what they need. Re-applying is a no-op.
+    /// Returns the versions applied now.
+    pub async fn apply_schema(&self, admin_url: &str) -> Result<Vec<i64>> {
+        let admin = self.options.pool("records.admin_url", admin_url)?;
+        let mut applied = Vec::new();
+        for (version, name, sql) in MIGRATIONS {
+            let mut tx = admin.begin().await.map_err(|e| classify("migrate", e))?;
+            // One applier at a time, across processes.
+            sqlx::query("SELECT pg_advisory_xact_lock(7355608)")
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| classify("migrate", e))?;
+            sqlx::query("CREATE TABLE IF NOT EXISTS sprintlens_migrations (version bigint PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| classify("migrate", e))?;
+            let done: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM sprintlens_migrations WHERE version = $1)",
+            )
+            .bind(version)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| classify("migrate", e))?;
+            if !done {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| classify("migrate", e))?;
+                sqlx::query("INSERT INTO sprintlens_migrations (version, name) VALUES ($1, $2)")
+                    .bind(version)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| classify("migrate", e))?;
+                applied.push(*version);
+            }
+            tx.commit().await.map_err(|e| classify("migrate", e))?;
+        }
+        let mut tx = admin.begin().await.map_err(|e| classify("migrate", e))?;
+        sqlx::query("SELECT pg_advisory_xact_lock(7355608)")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| classify("migrate", e))?;
+        let meta: Option<(i32, bool)> = sqlx::query_as("SELECT dimension, half FROM vector_meta")
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| classify("migrate", e))?;
+        match meta {
+            Some((d, _)) if d as usize != self.options.dimension => {
+                return Err(Error::config(
+                    "vectors.dimension",
+                    format!(
+                        "{} differs from the {d} this database's vector index was created with",
+                        self.options.dimension
+                    ),
+                ));
+            }
+            Some((_, h)) if h != self.options.half => {
+                return Err(Error::config(
+                    "vectors.half",
+                    format!("the vector index was created with half = {h}"),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(migrations::vector_ddl(
+                    self.options.dimension,
+                    self.options.half,
+                )))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| classify("migrate", e))?;
+                sqlx::query("INSERT INTO vector_meta (dimension, half) VALUES ($1, $2)")
+                    .bind(self.options.dimension as i32)
+                    .bind(self.options.half)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| classify("migrate", e))?;
+            }
+        }
+        let mut roles = vec![role_of(&self.options.url)];
+        if let Some(u) = &self.options.operator_url {
+            roles.push(role_of(u));
+        }
+        for role in roles.into_iter().flatten() {
+            // Identifiers cannot be bound: allow-list the characters, then quote.
+            if !role.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(Error::config(
+                    "records.url",
+                    "the role name must be [A-Za-z0-9_]+",
+                ));
+            }
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON records, embeddings TO \"{role}\";
+                 GRANT SELECT ON vector_meta, sprintlens_migrations TO \"{role}\";"
+            )))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| classify("migrate", e))?;
+        }
+        tx.commit().await.map_err(|e| classify("migrate", e))?;
+        admin.close().await;
+        Ok(applied)
+    }
+
+    /// Applied migration versions.
+    pub async fn schema_versions(&self) -> Result<Vec<i64>> {
+        sqlx::query_scalar("SELECT version FROM sprintlens_migrations ORDER BY version")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| classify("schema_versions", e))
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &PgOptions {
+        &self.options
+    }
+}
+
+/// The user name of a URL.
+fn role_of(url: &str) -> Option<String> {
+    PgConnectOptions::from_str(url)
+        .ok()
+        .map(|o| o.get_username().to_string())
+}
+
+pub(crate) fn ts(t: sprintlens_core::Timestamp) -> chrono::DateTime<chrono::Utc> {
+    t.to_datetime()
+}
+
+pub(crate) fn from_ts(t: chrono::DateTime<chrono::Utc>) -> sprintlens_core::Timestamp {
+    sprintlens_core::Timestamp::from_datetime(t)
+}

@@ -1,0 +1,80 @@
+//! Versioned schema migrations, embedded in the crate. Each runs in one transaction together with its
+//! row in `sprintlens_migrations`, under an advisory lock, so concurrent appliers serialise and a
+//! failing migration leaves the schema as it was (PostgreSQL DDL is transactional).
+
+/// `(version, name, SQL)`; `{app}` is replaced by the application role, quoted.
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "records",
+    r#"
+CREATE TABLE records (
+    id          uuid PRIMARY KEY,
+    workspace   uuid NOT NULL,
+    kind        text NOT NULL,
+    project     uuid,
+    parent      uuid,
+    name        text,
+    unique_key  text,
+    created_at  timestamptz NOT NULL,
+    updated_at  timestamptz NOT NULL,
+    deleted     boolean NOT NULL DEFAULT false,
+    body        jsonb NOT NULL
+);
+CREATE INDEX records_by_kind    ON records (workspace, kind, id) WHERE NOT deleted;
+CREATE INDEX records_by_project ON records (workspace, kind, project, id) WHERE NOT deleted;
+CREATE INDEX records_by_parent  ON records (workspace, kind, parent, id) WHERE NOT deleted;
+CREATE INDEX records_by_name    ON records (workspace, kind, name, id) WHERE NOT deleted;
+CREATE UNIQUE INDEX records_unique_key ON records (workspace, kind, unique_key)
+    WHERE NOT deleted AND unique_key IS NOT NULL;
+CREATE INDEX records_scan       ON records (kind, updated_at, id);
+CREATE INDEX records_scan_ws    ON records (workspace, kind, updated_at, id);
+CREATE INDEX records_body       ON records USING gin (body jsonb_path_ops);
+
+-- Tenant isolation by the database: every row is visible and writable only while the transaction's
+-- `sprintlens.workspace` setting names its workspace. FORCE makes it hold for the table owner too.
+ALTER TABLE records ENABLE ROW LEVEL SECURITY;
+ALTER TABLE records FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant ON records
+    USING (workspace = NULLIF(current_setting('sprintlens.workspace', true), '')::uuid)
+    WITH CHECK (workspace = NULLIF(current_setting('sprintlens.workspace', true), '')::uuid);
+
+CREATE TABLE vector_meta (
+    singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    dimension  integer NOT NULL,
+    half       boolean NOT NULL
+);
+"#,
+)];
+
+/// The vector table for a dimension and precision (created by `schema apply` with the configured values).
+pub fn vector_ddl(dimension: usize, half: bool) -> String {
+    let (ty, ops) = if half {
+        ("halfvec", "halfvec_cosine_ops")
+    } else {
+        ("vector", "vector_cosine_ops")
+    };
+    format!(
+        r#"
+CREATE TABLE IF NOT EXISTS embeddings (
+    workspace   uuid NOT NULL,
+    kind        text NOT NULL,
+    id          uuid NOT NULL,
+    project     uuid,
+    updated_at  timestamptz NOT NULL,
+    embedding   {ty}({dimension}) NOT NULL,
+    PRIMARY KEY (workspace, kind, id)
+);
+CREATE INDEX IF NOT EXISTS embeddings_hnsw ON embeddings USING hnsw (embedding {ops});
+CREATE INDEX IF NOT EXISTS embeddings_by_project ON embeddings (workspace, project);
+ALTER TABLE embeddings ENABLE ROW LEVEL SECURITY;
+ALTER TABLE embeddings FORCE ROW LEVEL SECURITY;
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_policies WHERE tablename = 'embeddings' AND policyname = 'tenant') THEN
+    CREATE POLICY tenant ON embeddings
+      USING (workspace = NULLIF(current_setting('sprintlens.workspace', true), '')::uuid)
+      WITH CHECK (workspace = NULLIF(current_setting('sprintlens.workspace', true), '')::uuid);
+  END IF;
+END $$;
+"#
+    )
+}

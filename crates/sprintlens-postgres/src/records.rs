@@ -1,0 +1,429 @@
+//! `RecordStore` on PostgreSQL: one `records` table with JSONB bodies, row-level security per
+//! workspace, multi-row upserts for small batches and binary COPY into a staging table for large ones.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::BytesMut;
+use sprintlens_core::record::check_limit;
+use sprintlens_core::{
+    Error, ListQuery, Page, PageToken, Record, RecordBody, RecordId, RecordKind, RecordStore,
+    Result, ScanRequest, Timestamp, UpsertOutcome, WorkspaceId, async_trait,
+};
+use sqlx::postgres::PgRow;
+use sqlx::{Postgres, QueryBuilder, Row, Transaction};
+use uuid::Uuid;
+
+use crate::{BACKEND, PgStore, classify, copy, from_ts, scoped, set_workspace, ts};
+
+/// Batches larger than this go through binary COPY into a staging table.
+pub const COPY_THRESHOLD: usize = 500;
+
+const COLUMNS: &str = "id, workspace, created_at, updated_at, deleted, body";
+
+fn decode(row: &PgRow) -> Result<Record> {
+    let map = |e: sqlx::Error| classify("decode", e);
+    let id: Uuid = row.try_get("id").map_err(map)?;
+    let ws: Uuid = row.try_get("workspace").map_err(map)?;
+    let body: serde_json::Value = row.try_get("body").map_err(map)?;
+    let body: RecordBody =
+        serde_json::from_value(body).map_err(|e| Error::backend(BACKEND, "decode", e))?;
+    Ok(Record {
+        id: RecordId::from_uuid(id)
+            .map_err(|e| Error::backend(BACKEND, "decode", e.to_string()))?,
+        workspace: WorkspaceId::from_uuid(ws)
+            .map_err(|e| Error::backend(BACKEND, "decode", e.to_string()))?,
+        created_at: from_ts(row.try_get("created_at").map_err(map)?),
+        updated_at: from_ts(row.try_get("updated_at").map_err(map)?),
+        deleted: row.try_get("deleted").map_err(map)?,
+        body,
+    })
+}
+
+struct Prepared {
+    record: Record,
+    body: String,
+    value: serde_json::Value,
+}
+
+async fn write_group(tx: &mut Transaction<'static, Postgres>, group: Vec<Prepared>) -> Result<u64> {
+    // Lock the rows this batch touches (visible ones: other workspaces' rows are invisible and
+    // surface as a row-level-security conflict on insert).
+    let ids: Vec<Uuid> = group.iter().map(|p| p.record.id.as_uuid()).collect();
+    let existing =
+        sqlx::query("SELECT id, kind, updated_at, body FROM records WHERE id = ANY($1) FOR UPDATE")
+            .bind(&ids)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(|e| classify("upsert", e))?;
+    let mut stored: HashMap<Uuid, (String, Timestamp, serde_json::Value)> = HashMap::new();
+    for row in &existing {
+        let id: Uuid = row.try_get("id").map_err(|e| classify("upsert", e))?;
+        let kind: String = row.try_get("kind").map_err(|e| classify("upsert", e))?;
+        let at = from_ts(
+            row.try_get("updated_at")
+                .map_err(|e| classify("upsert", e))?,
+        );
+        let body: serde_json::Value = row.try_get("body").map_err(|e| classify("upsert", e))?;
+        stored.insert(id, (kind, at, body));
+    }
+    let mut todo = Vec::with_capacity(group.len());
+    for p in group {
+        let r = &p.record;
+        if let Some((kind, at, body)) = stored.get(&r.id.as_uuid()) {
+            if kind != r.kind().as_str() {
+                return Err(Error::conflict(format!(
+                    "id {} already holds a {kind}",
+                    r.id
+                )));
+            }
+            if r.kind().is_immutable() && *body != p.value {
+                return Err(Error::conflict(format!(
+                    "{} {} is immutable and differs from the stored one",
+                    r.kind(),
+                    r.id
+                )));
+            }
+            if *at >= r.updated_at {
+                continue;
+            }
+        }
+        todo.push(p);
+    }
+    if todo.is_empty() {
+        return Ok(0);
+    }
+    let upsert_tail = "ON CONFLICT (id) DO UPDATE SET
+            project = excluded.project, parent = excluded.parent, name = excluded.name,
+            unique_key = excluded.unique_key, created_at = excluded.created_at,
+            updated_at = excluded.updated_at, deleted = excluded.deleted, body = excluded.body
+        WHERE excluded.updated_at > records.updated_at
+          AND excluded.workspace = records.workspace AND excluded.kind = records.kind
+        RETURNING id";
+    let written = if todo.len() > COPY_THRESHOLD {
+        sqlx::query(
+            "CREATE TEMP TABLE IF NOT EXISTS records_stage
+               (LIKE records INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+        )
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| classify("upsert", e))?;
+        let mut buf = BytesMut::with_capacity(todo.len() * 512);
+        copy::header(&mut buf);
+        for p in &todo {
+            let r = &p.record;
+            copy::row(
+                &mut buf,
+                &copy::Row {
+                    id: r.id.as_uuid(),
+                    workspace: r.workspace.as_uuid(),
+                    kind: r.kind().as_str(),
+                    project: r.body.project().map(|x| x.as_uuid()),
+                    parent: r.body.parent().map(|x| x.as_uuid()),
+                    name: r.body.name(),
+                    unique_key: r.body.unique_key(),
+                    created_at: r.created_at.as_micros(),
+                    updated_at: r.updated_at.as_micros(),
+                    deleted: r.deleted,
+                    body: &p.body,
+                },
+            );
+        }
+        copy::trailer(&mut buf);
+        let mut copy_in = tx
+            .copy_in_raw(
+                "COPY records_stage (id, workspace, kind, project, parent, name, unique_key,
+                    created_at, updated_at, deleted, body) FROM STDIN (FORMAT binary)",
+            )
+            .await
+            .map_err(|e| classify("upsert", e))?;
+        copy_in
+            .send(buf.freeze())
+            .await
+            .map_err(|e| classify("upsert", e))?;
+        copy_in.finish().await.map_err(|e| classify("upsert", e))?;
+        let sql = format!(
+            "INSERT INTO records (id, workspace, kind, project, parent, name, unique_key,
+                created_at, updated_at, deleted, body)
+             SELECT id, workspace, kind, project, parent, name, unique_key, created_at, updated_at,
+                deleted, body FROM records_stage {upsert_tail}"
+        );
+        let n: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(|e| classify("upsert", e))?;
+        sqlx::query("TRUNCATE records_stage")
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| classify("upsert", e))?;
+        n
+    } else {
+        let mut ids = Vec::new();
+        let mut wss = Vec::new();
+        let mut kinds = Vec::new();
+        let mut projects: Vec<Option<Uuid>> = Vec::new();
+        let mut parents: Vec<Option<Uuid>> = Vec::new();
+        let mut names: Vec<Option<String>> = Vec::new();
+        let mut keys: Vec<Option<String>> = Vec::new();
+        let mut created = Vec::new();
+        let mut updated = Vec::new();
+        let mut deleted = Vec::new();
+        let mut bodies = Vec::new();
+        for p in &todo {
+            let r = &p.record;
+            ids.push(r.id.as_uuid());
+            wss.push(r.workspace.as_uuid());
+            kinds.push(r.kind().as_str().to_string());
+            projects.push(r.body.project().map(|x| x.as_uuid()));
+            parents.push(r.body.parent().map(|x| x.as_uuid()));
+            names.push(r.body.name().map(str::to_string));
+            keys.push(r.body.unique_key());
+            created.push(ts(r.created_at));
+            updated.push(ts(r.updated_at));
+            deleted.push(r.deleted);
+            bodies.push(p.body.clone());
+        }
+        let sql = format!(
+            "INSERT INTO records (id, workspace, kind, project, parent, name, unique_key,
+                created_at, updated_at, deleted, body)
+             SELECT id, ws, kind, project, parent, name, ukey, created, updated, deleted, body::jsonb
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::text[],
+                         $7::text[], $8::timestamptz[], $9::timestamptz[], $10::bool[], $11::text[])
+                  AS t(id, ws, kind, project, parent, name, ukey, created, updated, deleted, body)
+             {upsert_tail}"
+        );
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(ids)
+            .bind(wss)
+            .bind(kinds)
+            .bind(projects)
+            .bind(parents)
+            .bind(names)
+            .bind(keys)
+            .bind(created)
+            .bind(updated)
+            .bind(deleted)
+            .bind(bodies)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(|e| classify("upsert", e))?
+    };
+    // An id that was neither written nor is visible here lives in another workspace: the conflict
+    // clause saw it, row-level security hides it. That is a conflict, and the batch rolls back.
+    if written.len() < todo.len() {
+        let done: std::collections::HashSet<Uuid> = written.iter().copied().collect();
+        let missing: Vec<Uuid> = todo
+            .iter()
+            .map(|p| p.record.id.as_uuid())
+            .filter(|id| !done.contains(id))
+            .collect();
+        let visible: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM records WHERE id = ANY($1)")
+            .bind(&missing)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(|e| classify("upsert", e))?;
+        if let Some(id) = missing.iter().find(|id| !visible.contains(id)) {
+            return Err(Error::conflict(format!(
+                "id {id} already exists in another workspace"
+            )));
+        }
+    }
+    Ok(written.len() as u64)
+}
+
+#[async_trait]
+impl RecordStore for PgStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn upsert(&self, records: &[Record]) -> Result<UpsertOutcome> {
+        for r in records {
+            r.validate()?;
+        }
+        // One write per id: the newest wins, the first of equals (as a sequential apply would).
+        let mut newest: HashMap<RecordId, usize> = HashMap::new();
+        for (i, r) in records.iter().enumerate() {
+            match newest.get(&r.id) {
+                Some(&j) if records[j].updated_at >= r.updated_at => {}
+                _ => {
+                    newest.insert(r.id, i);
+                }
+            }
+        }
+        let mut groups: BTreeMap<WorkspaceId, Vec<Prepared>> = BTreeMap::new();
+        let mut keep: Vec<usize> = newest.into_values().collect();
+        keep.sort_unstable();
+        for i in keep {
+            let r = &records[i];
+            let value =
+                serde_json::to_value(&r.body).map_err(|e| Error::backend(BACKEND, "encode", e))?;
+            groups.entry(r.workspace).or_default().push(Prepared {
+                record: r.clone(),
+                body: value.to_string(),
+                value,
+            });
+        }
+        let mut tx = self.pool.begin().await.map_err(|e| classify("upsert", e))?;
+        let mut written = 0;
+        for (ws, group) in groups {
+            set_workspace(&mut tx, ws, "upsert").await?;
+            written += write_group(&mut tx, group).await?;
+        }
+        tx.commit().await.map_err(|e| classify("upsert", e))?;
+        Ok(UpsertOutcome {
+            written,
+            skipped: records.len() as u64 - written,
+        })
+    }
+
+    async fn get(
+        &self,
+        workspace: WorkspaceId,
+        kind: RecordKind,
+        id: RecordId,
+    ) -> Result<Option<Record>> {
+        let mut tx = scoped(self.reader(), workspace, "get").await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM records
+             WHERE id = $1 AND workspace = $2 AND kind = $3 AND NOT deleted"
+        )))
+        .bind(id.as_uuid())
+        .bind(workspace.as_uuid())
+        .bind(kind.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| classify("get", e))?;
+        tx.commit().await.map_err(|e| classify("get", e))?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    async fn list(&self, workspace: WorkspaceId, query: &ListQuery) -> Result<Page<Record>> {
+        let after = query.validate()?;
+        let mut tx = scoped(self.reader(), workspace, "list").await?;
+        // Fixed fragments only; every value is a bound parameter.
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+            "SELECT {COLUMNS} FROM records WHERE NOT deleted AND workspace = "
+        ));
+        qb.push_bind(workspace.as_uuid());
+        qb.push(" AND kind = ").push_bind(query.kind.as_str());
+        if let Some(p) = query.project {
+            qb.push(" AND project = ").push_bind(p.as_uuid());
+        }
+        if let Some(p) = query.parent {
+            qb.push(" AND parent = ").push_bind(p.as_uuid());
+        }
+        if let Some(n) = &query.name {
+            qb.push(" AND name = ").push_bind(n.clone());
+        }
+        if let Some(a) = after {
+            qb.push(" AND id > ").push_bind(a.as_uuid());
+        }
+        qb.push(" ORDER BY id LIMIT ")
+            .push_bind((query.limit + 1) as i64);
+        let rows = qb
+            .build()
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| classify("list", e))?;
+        tx.commit().await.map_err(|e| classify("list", e))?;
+        let mut items = rows.iter().map(decode).collect::<Result<Vec<_>>>()?;
+        let next = if items.len() > query.limit {
+            items.truncate(query.limit);
+            items.last().map(|r| PageToken(r.id.to_string()))
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    async fn delete(
+        &self,
+        workspace: WorkspaceId,
+        kind: RecordKind,
+        id: RecordId,
+        at: Timestamp,
+    ) -> Result<bool> {
+        let mut tx = scoped(&self.pool, workspace, "delete").await?;
+        let n = sqlx::query(
+            "UPDATE records SET deleted = true, updated_at = $4
+             WHERE id = $1 AND workspace = $2 AND kind = $3 AND NOT deleted AND updated_at < $4",
+        )
+        .bind(id.as_uuid())
+        .bind(workspace.as_uuid())
+        .bind(kind.as_str())
+        .bind(ts(at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| classify("delete", e))?
+        .rows_affected();
+        tx.commit().await.map_err(|e| classify("delete", e))?;
+        Ok(n > 0)
+    }
+
+    async fn scan(&self, request: &ScanRequest) -> Result<Vec<Record>> {
+        check_limit(request.limit)?;
+        let (after_t, after_id) = match request.after {
+            Some(c) => (Some(ts(c.updated_at)), c.id.as_uuid()),
+            None => (None, Uuid::nil()),
+        };
+        let sql = format!(
+            "SELECT {COLUMNS} FROM records
+             WHERE kind = $1 AND ($2::uuid IS NULL OR workspace = $2)
+               AND ($3::timestamptz IS NULL OR (updated_at, id) > ($3, $4))
+             ORDER BY updated_at, id LIMIT $5"
+        );
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(request.kind.as_str())
+            .bind(request.workspace.map(|w| w.as_uuid()))
+            .bind(after_t)
+            .bind(after_id)
+            .bind(request.limit as i64);
+        let rows = match request.workspace {
+            Some(ws) => {
+                let mut tx = scoped(self.reader(), ws, "scan").await?;
+                let rows = query
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(|e| classify("scan", e))?;
+                tx.commit().await.map_err(|e| classify("scan", e))?;
+                rows
+            }
+            None => {
+                let op = self.operator.as_ref().ok_or_else(|| {
+                    Error::unsupported(BACKEND, "scan across workspaces without operator_url")
+                })?;
+                query.fetch_all(op).await.map_err(|e| classify("scan", e))?
+            }
+        };
+        rows.iter().map(decode).collect()
+    }
+
+    async fn count(&self, kind: RecordKind, workspace: Option<WorkspaceId>) -> Result<u64> {
+        let query = sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM records WHERE kind = $1 AND ($2::uuid IS NULL OR workspace = $2)",
+        )
+        .bind(kind.as_str())
+        .bind(workspace.map(|w| w.as_uuid()));
+        let n = match workspace {
+            Some(ws) => {
+                let mut tx = scoped(self.reader(), ws, "count").await?;
+                let n = query
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| classify("count", e))?;
+                tx.commit().await.map_err(|e| classify("count", e))?;
+                n
+            }
+            None => {
+                let op = self.operator.as_ref().ok_or_else(|| {
+                    Error::unsupported(BACKEND, "count across workspaces without operator_url")
+                })?;
+                query
+                    .fetch_one(op)
+                    .await
+                    .map_err(|e| classify("count", e))?
+            }
+        };
+        Ok(n as u64)
+    }
+}

@@ -1,0 +1,29 @@
+//! The conformance suites against the live PostgreSQL of `cargo xtask services up`.
+
+mod common;
+
+use std::sync::Arc;
+
+use sprintlens_core::{RecordStore, VectorIndex};
+
+async fn records() -> Option<(Arc<dyn RecordStore>, ())> {
+    common::store()
+        .await
+        .map(|s| (s as Arc<dyn RecordStore>, ()))
+}
+
+async fn vectors() -> Option<(Arc<dyn VectorIndex>, ())> {
+    common::store()
+        .await
+        .map(|s| (s as Arc<dyn VectorIndex>, ()))
+}
+
+mod record_store {
+    use super::*;
+    sprintlens_testkit::record_store_suite!(records);
+}
+
+mod vector_index {
+    use super::*;
+    sprintlens_testkit::vector_index_suite!(vectors);
+}
