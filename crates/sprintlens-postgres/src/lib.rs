@@ -224,9 +224,22 @@ impl PgStore {
     /// the application and operator roles of this store what they need. Re-applying is a no-op.
     /// Returns the versions applied now.
     pub async fn apply_schema(&self, admin_url: &str) -> Result<Vec<i64>> {
+        let applied = self.apply_migrations(admin_url, MIGRATIONS).await?;
+        self.apply_vectors_and_grants(admin_url).await?;
+        Ok(applied)
+    }
+
+    /// Applies `migrations` (each in its own transaction with its bookkeeping row). Public for tests
+    /// of the runner itself; services use [`Self::apply_schema`].
+    #[doc(hidden)]
+    pub async fn apply_migrations(
+        &self,
+        admin_url: &str,
+        migrations: &[(i64, &str, &str)],
+    ) -> Result<Vec<i64>> {
         let admin = self.options.pool("records.admin_url", admin_url)?;
         let mut applied = Vec::new();
-        for (version, name, sql) in MIGRATIONS {
+        for (version, name, sql) in migrations {
             let mut tx = admin.begin().await.map_err(|e| classify("migrate", e))?;
             // One applier at a time, across processes.
             sqlx::query("SELECT pg_advisory_xact_lock(7355608)")
@@ -259,6 +272,12 @@ impl PgStore {
             }
             tx.commit().await.map_err(|e| classify("migrate", e))?;
         }
+        admin.close().await;
+        Ok(applied)
+    }
+
+    async fn apply_vectors_and_grants(&self, admin_url: &str) -> Result<()> {
+        let admin = self.options.pool("records.admin_url", admin_url)?;
         let mut tx = admin.begin().await.map_err(|e| classify("migrate", e))?;
         sqlx::query("SELECT pg_advisory_xact_lock(7355608)")
             .execute(&mut *tx)
@@ -323,7 +342,7 @@ impl PgStore {
         }
         tx.commit().await.map_err(|e| classify("migrate", e))?;
         admin.close().await;
-        Ok(applied)
+        Ok(())
     }
 
     /// Applied migration versions.

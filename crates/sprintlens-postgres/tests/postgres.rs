@@ -1,0 +1,367 @@
+//! PostgreSQL-specific behaviour against the live server: the COPY path, tenant isolation enforced by
+//! the database (10,000 probes on one pooled connection, as the app role and as the table owner),
+//! bad input, migrations.
+
+mod common;
+
+use std::collections::HashMap;
+
+use serde_json::json;
+use sprintlens_core::*;
+use sprintlens_postgres::{PgOptions, PgStore};
+use sprintlens_testkit::generate::{self, Rng, random_embedding};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_batches_go_through_copy_and_stay_idempotent() {
+    let Some(store) = common::store().await else {
+        return;
+    };
+    let ws = WorkspaceId::new();
+    let p = generate::project(ws, "bulk");
+    let mut batch = vec![p.clone()];
+    for i in 0..5_000 {
+        batch.push(generate::agent(ws, p.id, &format!("agent-{i}")));
+    }
+    assert_eq!(
+        RecordStore::upsert(&*store, &batch).await.unwrap().written,
+        5_001
+    );
+    assert_eq!(
+        RecordStore::count(&*store, RecordKind::Agent, Some(ws))
+            .await
+            .unwrap(),
+        5_000
+    );
+    assert_eq!(
+        RecordStore::upsert(&*store, &batch).await.unwrap().skipped,
+        5_001
+    );
+    for r in batch.iter().step_by(97) {
+        assert_eq!(
+            store.get(ws, r.kind(), r.id).await.unwrap().as_ref(),
+            Some(r)
+        );
+    }
+    // Half of them newer: exactly that half is written.
+    let newer: Vec<Record> = batch[1..]
+        .iter()
+        .step_by(2)
+        .map(|r| {
+            let mut n = r.clone();
+            n.updated_at = r.updated_at.plus_micros(1);
+            n
+        })
+        .collect();
+    assert_eq!(
+        RecordStore::upsert(&*store, &newer).await.unwrap().written,
+        2_500
+    );
+    // A large batch holding one id of another workspace is refused whole.
+    let other = WorkspaceId::new();
+    let mut mixed: Vec<Record> = (0..1_000)
+        .map(|i| generate::agent(other, p.id, &format!("x-{i}")))
+        .collect();
+    let mut hijack = batch[10].clone();
+    hijack.workspace = other;
+    hijack.updated_at = hijack.updated_at.plus_micros(1_000);
+    mixed.push(hijack);
+    let err = RecordStore::upsert(&*store, &mixed).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert_eq!(
+        RecordStore::count(&*store, RecordKind::Agent, Some(other))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .get(ws, RecordKind::Agent, batch[10].id)
+            .await
+            .unwrap()
+            .unwrap()
+            .workspace,
+        ws
+    );
+}
+
+/// Workspaces with records and embeddings, then 10,000 random probes on a pool of ONE connection (so
+/// every probe reuses a connection another workspace just used): no probe ever sees another
+/// workspace's row, through get, list, count, scan or vector search.
+async fn probe(store: &PgStore, label: &str) {
+    let mut rng = Rng::new(99);
+    let workspaces: Vec<WorkspaceId> = (0..12).map(|_| WorkspaceId::new()).collect();
+    let mut owned: HashMap<RecordId, WorkspaceId> = HashMap::new();
+    let mut ids = Vec::new();
+    for ws in &workspaces {
+        let records = generate::one_of_each(*ws);
+        RecordStore::upsert(&*store, &records).await.unwrap();
+        for r in &records {
+            owned.insert(r.id, *ws);
+            ids.push((r.kind(), r.id));
+        }
+        let entries: Vec<VectorEntry> = records
+            .iter()
+            .take(5)
+            .map(|r| VectorEntry {
+                workspace: *ws,
+                project: r.body.project(),
+                kind: EmbeddingKind::Message,
+                id: r.id,
+                embedding: random_embedding(&mut rng, common::DIM),
+                updated_at: Timestamp::now(),
+            })
+            .collect();
+        VectorIndex::upsert(&*store, &entries).await.unwrap();
+    }
+    let mut seen_own = 0u64;
+    for _ in 0..10_000 {
+        let ws = *rng.pick(&workspaces);
+        let (kind, id) = *rng.pick(&ids);
+        match rng.below(5) {
+            0 => {
+                if let Some(r) = store.get(ws, kind, id).await.unwrap() {
+                    assert_eq!(r.workspace, ws, "{label}: get leaked");
+                    seen_own += 1;
+                }
+            }
+            1 => {
+                for r in store.list(ws, &ListQuery::new(kind)).await.unwrap().items {
+                    assert_eq!(owned[&r.id], ws, "{label}: list leaked");
+                    seen_own += 1;
+                }
+            }
+            2 => {
+                let n = RecordStore::count(store, kind, Some(ws)).await.unwrap();
+                assert_eq!(n, 1, "{label}: count saw other workspaces");
+            }
+            3 => {
+                let rows = store
+                    .scan(&ScanRequest {
+                        kind,
+                        workspace: Some(ws),
+                        after: None,
+                        limit: 100,
+                    })
+                    .await
+                    .unwrap();
+                assert!(
+                    rows.iter().all(|r| r.workspace == ws),
+                    "{label}: scan leaked"
+                );
+            }
+            _ => {
+                let hits = store
+                    .search(&VectorQuery {
+                        workspace: ws,
+                        project: None,
+                        kinds: vec![],
+                        embedding: random_embedding(&mut rng, common::DIM),
+                        k: 20,
+                    })
+                    .await
+                    .unwrap();
+                assert!(
+                    hits.len() <= 5,
+                    "{label}: search saw more than this workspace's 5"
+                );
+                for h in hits {
+                    assert_eq!(owned[&h.id], ws, "{label}: search leaked");
+                    seen_own += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        seen_own > 1_000,
+        "{label}: the probes must also see the workspace's own rows"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_probes_find_no_other_workspace_on_one_pooled_connection() {
+    let Some(store) = common::store_with(1, false).await else {
+        return;
+    };
+    probe(&store, "app role").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_holds_for_the_table_owner_too() {
+    let Some(urls) = common::database().await else {
+        return;
+    };
+    common::store().await.unwrap(); // schema applied
+    let mut o = PgOptions::new(urls.admin.clone());
+    o.dimension = common::DIM;
+    o.pool_size = 1;
+    let owner = PgStore::open(o).unwrap();
+    probe(&owner, "owner role").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_workspace_setting_means_no_rows_and_nothing_leaks_between_transactions() {
+    let Some(store) = common::store().await else {
+        return;
+    };
+    let Some(urls) = common::database().await else {
+        return;
+    };
+    let ws = WorkspaceId::new();
+    RecordStore::upsert(&*store, &generate::one_of_each(ws))
+        .await
+        .unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&urls.app)
+        .await
+        .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM records")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "no setting must mean no rows");
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+    sqlx::query("SELECT set_config('sprintlens.workspace', $1, true)")
+        .bind(ws.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM records")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(n, 10);
+    tx.commit().await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM records")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        n, 0,
+        "the setting must not outlive its transaction on a pooled connection"
+    );
+    // Writing into another workspace than the one set is refused by the database itself.
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+    sqlx::query("SELECT set_config('sprintlens.workspace', $1, true)")
+        .bind(WorkspaceId::new().to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let err = sqlx::query(
+        "INSERT INTO records (id, workspace, kind, created_at, updated_at, body)
+         VALUES (gen_random_uuid(), $1, 'project', now(), now(), '{}')",
+    )
+    .bind(ws.as_uuid())
+    .execute(&mut *tx)
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("row-level security"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_before_any_sql_and_writes_nothing() {
+    let Some(store) = common::store().await else {
+        return;
+    };
+    let ws = WorkspaceId::new();
+    let good = generate::project(ws, "fine");
+    let mut long = generate::project(ws, "long");
+    long.body = RecordBody::Project(Project {
+        name: "n".repeat(validate::MAX_NAME_BYTES * 10),
+        description: None,
+        settings: json!({}),
+    });
+    let err = RecordStore::upsert(&*store, &[good.clone(), long])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.kind(), err.field()),
+        (ErrorKind::TooLarge, Some("project.name"))
+    );
+    let mut nul = generate::project(ws, "nul");
+    nul.body = RecordBody::Project(Project {
+        name: "nul".into(),
+        description: None,
+        settings: json!({"k": "a\u{0}b"}),
+    });
+    let err = RecordStore::upsert(&*store, &[good.clone(), nul])
+        .await
+        .unwrap_err();
+    assert_eq!(err.field(), Some("project.settings"));
+    let mut huge = generate::message(ws, good.id, RecordId::new(), Role::User, "x");
+    if let RecordBody::Message(m) = &mut huge.body {
+        m.metadata = json!({"blob": "x".repeat(validate::MAX_JSON_BYTES * 10)});
+    }
+    let err = RecordStore::upsert(&*store, &[good.clone(), huge])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.kind(), err.field()),
+        (ErrorKind::TooLarge, Some("message.metadata"))
+    );
+    let mut rng = Rng::new(5);
+    let wrong = VectorEntry {
+        workspace: ws,
+        project: None,
+        kind: EmbeddingKind::Message,
+        id: RecordId::new(),
+        embedding: random_embedding(&mut rng, common::DIM * 10),
+        updated_at: Timestamp::now(),
+    };
+    assert_eq!(
+        VectorIndex::upsert(&*store, &[wrong])
+            .await
+            .unwrap_err()
+            .field(),
+        Some("embedding")
+    );
+    assert!(Embedding::new(vec![f32::NAN; common::DIM]).is_err());
+    assert_eq!(
+        RecordStore::count(&*store, RecordKind::Project, Some(ws))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(VectorIndex::count(&*store, ws).await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_reapply_as_no_ops_and_a_failing_one_changes_nothing() {
+    let Some(store) = common::store().await else {
+        return;
+    };
+    let Some(urls) = common::database().await else {
+        return;
+    };
+    assert!(store.apply_schema(&urls.admin).await.unwrap().is_empty());
+    let bad: &[(i64, &str, &str)] = &[(
+        9_000_001,
+        "half-broken",
+        "CREATE TABLE half_done (x int); INSERT INTO no_such_table VALUES (1);",
+    )];
+    assert!(store.apply_migrations(&urls.admin, bad).await.is_err());
+    let admin = sqlx::PgPool::connect(&urls.admin).await.unwrap();
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('half_done') IS NOT NULL")
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert!(!exists, "a failed migration must leave no table behind");
+    let recorded: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sprintlens_migrations WHERE version = 9000001)",
+    )
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert!(!recorded);
+    // Opening with another dimension is a config error naming the key.
+    let mut o = PgOptions::new(urls.app.clone());
+    o.dimension = common::DIM + 1;
+    let err = PgStore::open(o)
+        .unwrap()
+        .apply_schema(&urls.admin)
+        .await
+        .unwrap_err();
+    assert_eq!(err.field(), Some("vectors.dimension"));
+    assert_eq!(store.schema_versions().await.unwrap(), vec![1]);
+}
