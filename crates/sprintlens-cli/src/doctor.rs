@@ -43,14 +43,27 @@ pub async fn run(config: StorageConfig) -> anyhow::Result<bool> {
 
     let t = Instant::now();
     let r = async {
-        let mut n = 0;
+        // A real query inside the probe workspace; the total across workspaces where the backend
+        // allows it (PostgreSQL needs an operator role for that).
+        storage
+            .records()
+            .count(RecordKind::Project, Some(ws))
+            .await?;
+        let mut total = Some(0);
         for k in RecordKind::ALL {
-            n += storage.records().count(*k, None).await?;
+            match storage.records().count(*k, None).await {
+                Ok(n) => total = total.map(|t| t + n),
+                Err(Error::Unsupported { .. }) => total = None,
+                Err(e) => return Err(e),
+            }
         }
-        Ok(format!(
-            "{} backend, {n} records",
-            storage.records().backend()
-        ))
+        Ok(match total {
+            Some(n) => format!("{} backend, {n} records", storage.records().backend()),
+            None => format!(
+                "{} backend, reachable (totals across workspaces need records.operator_url)",
+                storage.records().backend()
+            ),
+        })
     }
     .await;
     ok &= report("records", &urls.records.url.to_string(), t, r);

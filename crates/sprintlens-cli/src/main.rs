@@ -72,7 +72,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             action: SchemaAction::Apply,
         } => {
             let storage = Storage::open(config).await?;
-            for s in storage.schema_status().await? {
+            for s in storage.apply_schema().await? {
                 println!(
                     "{} {}: {} of {} migrations applied (versions {:?})",
                     s.backend,

@@ -81,3 +81,70 @@ fn bad_config_names_the_key_and_creates_nothing() {
     assert!(!dir.path().join("x.db").exists());
     assert!(!dir.path().join("sprintlens-data").exists());
 }
+
+/// The same demo with records and vectors on the live PostgreSQL of `cargo xtask services up`.
+#[test]
+fn demo_runs_with_records_and_vectors_on_postgres() {
+    let (Ok(app), Ok(admin)) = (
+        std::env::var("SPRINTLENS_TEST_POSTGRES_URL"),
+        std::env::var("SPRINTLENS_TEST_POSTGRES_ADMIN_URL"),
+    ) else {
+        assert!(
+            std::env::var("SPRINTLENS_TEST_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "SPRINTLENS_TEST_REQUIRE_SERVICES=1 but SPRINTLENS_TEST_POSTGRES_URL is not set"
+        );
+        eprintln!("skipped: no PostgreSQL (run `cargo xtask test`)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = sprintlens()
+            .env("SPRINTLENS_RECORDS_URL", &app)
+            .env("SPRINTLENS_VECTORS_URL", &app)
+            .env("SPRINTLENS_RECORDS_ADMIN_URL", &admin)
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{args:?}\nstdout:\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let schema = run(&["schema", "apply"]);
+    assert!(
+        schema.contains("postgres") && schema.contains("1 of 1 migrations applied"),
+        "{schema}"
+    );
+    assert!(
+        !schema.contains("sprintlens-app-dev"),
+        "passwords must be redacted:\n{schema}"
+    );
+    let demo = run(&[
+        "demo",
+        "--conversations",
+        "200",
+        "--results",
+        "300",
+        "--usage",
+        "100",
+    ]);
+    for needle in [
+        "records   -> postgres://",
+        "ingested 200 conversations",
+        "cache hit",
+        "verified on read",
+    ] {
+        assert!(demo.contains(needle), "missing {needle:?} in:\n{demo}");
+    }
+    assert!(
+        !demo.contains("sprintlens-app-dev"),
+        "passwords must be redacted:\n{demo}"
+    );
+    let doctor = run(&["doctor"]);
+    assert!(doctor.contains("all backends ok"), "{doctor}");
+}

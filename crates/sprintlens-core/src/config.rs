@@ -141,9 +141,9 @@ pub enum Synchronous {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecordsConfig {
-    /// `sqlite://PATH`, `memory://` (later `postgres://…`).
+    /// `sqlite://PATH` or `postgres://user:password@host:port/db` (the application role).
     pub url: BackendUrl,
-    /// Connections for reads (SQLite: reader connections beside the one writer).
+    /// Connections per pool (SQLite: reader connections beside the one writer).
     #[serde(default = "default_pool")]
     pub pool_size: u32,
     /// How long a write waits for a lock (SQLite busy timeout), in milliseconds.
@@ -152,6 +152,21 @@ pub struct RecordsConfig {
     /// SQLite durability.
     #[serde(default)]
     pub synchronous: Synchronous,
+    /// PostgreSQL: the owner role's URL, used only by `schema apply`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_url: Option<BackendUrl>,
+    /// PostgreSQL: a role with BYPASSRLS for operator scans across workspaces (backfill, verify).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_url: Option<BackendUrl>,
+    /// PostgreSQL: a read replica for reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_url: Option<BackendUrl>,
+    /// PostgreSQL: how long a request waits for a pooled connection, in milliseconds.
+    #[serde(default = "default_acquire")]
+    pub acquire_timeout_ms: u64,
+    /// PostgreSQL: server-side limit of one statement, in milliseconds.
+    #[serde(default = "default_statement")]
+    pub statement_timeout_ms: u64,
 }
 
 /// `[vectors]`: semantic search.
@@ -163,6 +178,12 @@ pub struct VectorsConfig {
     /// Dimension of every vector; must equal the embedder's.
     #[serde(default = "default_dimension")]
     pub dimension: usize,
+    /// PostgreSQL: store vectors as `halfvec` (half the space, for large collections).
+    #[serde(default)]
+    pub half: bool,
+    /// PostgreSQL: HNSW `ef_search` (higher: better recall, slower).
+    #[serde(default = "default_ef_search")]
+    pub ef_search: u32,
 }
 
 /// `[analytics]`: evaluation metrics, cost, latency.
@@ -229,6 +250,15 @@ fn default_pool() -> u32 {
 fn default_busy() -> u64 {
     5_000
 }
+fn default_acquire() -> u64 {
+    5_000
+}
+fn default_statement() -> u64 {
+    30_000
+}
+fn default_ef_search() -> u32 {
+    100
+}
 fn default_dimension() -> usize {
     384
 }
@@ -272,9 +302,19 @@ pub struct StorageConfig {
 pub const SECTIONS: &[(&str, &[&str])] = &[
     (
         "records",
-        &["url", "pool_size", "busy_timeout_ms", "synchronous"],
+        &[
+            "url",
+            "pool_size",
+            "busy_timeout_ms",
+            "synchronous",
+            "admin_url",
+            "operator_url",
+            "read_url",
+            "acquire_timeout_ms",
+            "statement_timeout_ms",
+        ],
     ),
-    ("vectors", &["url", "dimension"]),
+    ("vectors", &["url", "dimension", "half", "ef_search"]),
     ("analytics", &["url"]),
     ("blobs", &["url", "max_object_bytes"]),
     ("cache", &["url", "max_entries", "ttl_ms"]),
@@ -296,10 +336,17 @@ impl StorageConfig {
                 pool_size: default_pool(),
                 busy_timeout_ms: default_busy(),
                 synchronous: Synchronous::Full,
+                admin_url: None,
+                operator_url: None,
+                read_url: None,
+                acquire_timeout_ms: default_acquire(),
+                statement_timeout_ms: default_statement(),
             },
             vectors: VectorsConfig {
                 url: url(&db),
                 dimension: default_dimension(),
+                half: false,
+                ef_search: default_ef_search(),
             },
             analytics: AnalyticsConfig { url: url(&db) },
             blobs: BlobsConfig {
@@ -335,6 +382,39 @@ impl StorageConfig {
             ("embedder.url", &self.embedder.url),
         ] {
             BackendUrl::parse(key, url.expose())?;
+        }
+        for (key, url) in [
+            ("records.admin_url", &self.records.admin_url),
+            ("records.operator_url", &self.records.operator_url),
+            ("records.read_url", &self.records.read_url),
+        ] {
+            if let Some(u) = url {
+                BackendUrl::parse(key, u.expose())?;
+                if u.scheme() != self.records.url.scheme() {
+                    return Err(Error::config(
+                        key,
+                        "must use the same scheme as records.url",
+                    ));
+                }
+            }
+        }
+        if self.vectors.ef_search == 0 || self.vectors.ef_search > 1000 {
+            return Err(Error::config(
+                "vectors.ef_search",
+                "must be between 1 and 1000",
+            ));
+        }
+        if self.records.acquire_timeout_ms == 0 {
+            return Err(Error::config(
+                "records.acquire_timeout_ms",
+                "must be positive",
+            ));
+        }
+        if self.records.statement_timeout_ms == 0 {
+            return Err(Error::config(
+                "records.statement_timeout_ms",
+                "must be positive",
+            ));
         }
         if self.records.pool_size == 0 || self.records.pool_size > 256 {
             return Err(Error::config(
@@ -405,6 +485,30 @@ mod tests {
         let u = BackendUrl::parse("k", "redis://:pw@h:6379").unwrap();
         assert!(!format!("{u:?}").contains("pw"));
         assert!(BackendUrl::parse("records.url", "nonsense").is_err());
+    }
+
+    #[test]
+    fn sections_list_exactly_the_fields() {
+        let mut c = StorageConfig::embedded("d");
+        let u = BackendUrl("sqlite://x".into());
+        c.records.admin_url = Some(u.clone());
+        c.records.operator_url = Some(u.clone());
+        c.records.read_url = Some(u);
+        let v = serde_json::to_value(&c).unwrap();
+        let sections = v.as_object().unwrap();
+        assert_eq!(sections.len(), SECTIONS.len());
+        for (name, keys) in SECTIONS {
+            let mut fields: Vec<&str> = sections[*name]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            let mut listed: Vec<&str> = keys.to_vec();
+            fields.sort_unstable();
+            listed.sort_unstable();
+            assert_eq!(fields, listed, "[{name}]");
+        }
     }
 
     #[test]

@@ -94,7 +94,7 @@ async fn probe(store: &PgStore, label: &str) {
     let mut ids = Vec::new();
     for ws in &workspaces {
         let records = generate::one_of_each(*ws);
-        RecordStore::upsert(&*store, &records).await.unwrap();
+        RecordStore::upsert(store, &records).await.unwrap();
         for r in &records {
             owned.insert(r.id, *ws);
             ids.push((r.kind(), r.id));
@@ -111,7 +111,7 @@ async fn probe(store: &PgStore, label: &str) {
                 updated_at: Timestamp::now(),
             })
             .collect();
-        VectorIndex::upsert(&*store, &entries).await.unwrap();
+        VectorIndex::upsert(store, &entries).await.unwrap();
     }
     let mut seen_own = 0u64;
     for _ in 0..10_000 {

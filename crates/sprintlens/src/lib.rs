@@ -1,7 +1,12 @@
 #![doc = include_str!("../README.md")]
 // A build with only some adapters leaves some match arms unreachable; the full build stays lint-clean.
 #![cfg_attr(
-    not(all(feature = "sqlite", feature = "objectstore", feature = "memory")),
+    not(all(
+        feature = "sqlite",
+        feature = "objectstore",
+        feature = "memory",
+        feature = "postgres"
+    )),
     allow(unused, unreachable_code)
 )]
 
@@ -35,6 +40,8 @@ pub struct Storage {
     session_policy: SessionPolicy,
     #[cfg(feature = "sqlite")]
     sqlite_files: Vec<sprintlens_sqlite::SqliteStore>,
+    #[cfg(feature = "postgres")]
+    postgres: Option<sprintlens_postgres::PgStore>,
     config: StorageConfig,
 }
 
@@ -107,7 +114,23 @@ impl Storage {
         self.session_policy
     }
 
-    /// Applies pending schema migrations (opening already did) and reports each database's state.
+    /// Applies pending schema migrations everywhere: SQLite files (opening already did) and
+    /// PostgreSQL (with `[records] admin_url`, the owner role). Re-applying is a no-op.
+    pub async fn apply_schema(&self) -> Result<Vec<SchemaStatus>> {
+        #[cfg(feature = "postgres")]
+        if let Some(pg) = &self.postgres {
+            let admin = self.config.records.admin_url.as_ref().ok_or_else(|| {
+                sprintlens_core::Error::config(
+                    "records.admin_url",
+                    "schema apply on PostgreSQL needs the owner role's URL (the application role cannot create tables)",
+                )
+            })?;
+            pg.apply_schema(admin.expose()).await?;
+        }
+        self.schema_status().await
+    }
+
+    /// Each database's schema state.
     pub async fn schema_status(&self) -> Result<Vec<SchemaStatus>> {
         #[allow(unused_mut)]
         let mut out = Vec::new();
@@ -118,6 +141,15 @@ impl Storage {
                 location: s.path().display().to_string(),
                 applied: s.schema_versions().await?,
                 known: sprintlens_sqlite::MIGRATIONS.len(),
+            });
+        }
+        #[cfg(feature = "postgres")]
+        if let Some(pg) = &self.postgres {
+            out.push(SchemaStatus {
+                backend: "postgres",
+                location: sprintlens_core::config::redact(&pg.options().url),
+                applied: pg.schema_versions().await.unwrap_or_default(),
+                known: sprintlens_postgres::MIGRATIONS.len(),
             });
         }
         Ok(out)

@@ -27,6 +27,9 @@ pub fn compiled_schemes() -> Vec<&'static str> {
     if cfg!(feature = "memory") {
         s.extend(["memory (cache, sessions)", "hash (embedder)"]);
     }
+    if cfg!(feature = "postgres") {
+        s.push("postgres");
+    }
     s
 }
 
@@ -45,6 +48,8 @@ const ELSEWHERE: &[(&str, &str)] = &[
 pub enum Backend {
     /// A SQLite file.
     Sqlite(PathBuf),
+    /// A PostgreSQL database (the application role's URL).
+    Postgres(String),
     /// A local folder of blobs.
     Folder(PathBuf),
     /// Process memory.
@@ -110,6 +115,14 @@ fn sqlite_path(key: &str, url: &str) -> Result<Backend> {
     }
 }
 
+fn postgres_url(key: &str, url: &str) -> Result<Backend> {
+    if cfg!(feature = "postgres") {
+        Ok(Backend::Postgres(url.to_string()))
+    } else {
+        Err(feature_off(key, "postgres", "postgres"))
+    }
+}
+
 fn need(key: &str, scheme: &str, feature: &str, enabled: bool, b: Backend) -> Result<Backend> {
     if enabled {
         Ok(b)
@@ -141,14 +154,24 @@ pub fn plan(config: &StorageConfig) -> Result<Plan> {
         let (k, u) = ("records.url", &config.records.url);
         match u.scheme().as_str() {
             "sqlite" => sqlite_path(k, u.expose())?,
-            s => return Err(unknown(k, s, &["sqlite://PATH"])),
+            "postgres" | "postgresql" => postgres_url(k, u.expose())?,
+            s => return Err(unknown(k, s, &["sqlite://PATH", "postgres://…"])),
         }
     };
     let vectors = {
         let (k, u) = ("vectors.url", &config.vectors.url);
         match u.scheme().as_str() {
             "sqlite" => sqlite_path(k, u.expose())?,
-            s => return Err(unknown(k, s, &["sqlite://PATH"])),
+            "postgres" | "postgresql" => {
+                if u.expose() != config.records.url.expose() {
+                    return Err(Error::config(
+                        k,
+                        "a PostgreSQL vector index lives in the records database: use the same URL as records.url",
+                    ));
+                }
+                postgres_url(k, u.expose())?
+            }
+            s => return Err(unknown(k, s, &["sqlite://PATH", "postgres://…"])),
         }
     };
     let analytics = {
@@ -198,11 +221,13 @@ pub fn plan(config: &StorageConfig) -> Result<Plan> {
     })
 }
 
-/// Opened SQLite files, shared by every section that names the same path.
+/// Opened SQLite files, shared by every section that names the same path, and the PostgreSQL store.
 #[derive(Default)]
 struct SqliteFiles {
     #[cfg(feature = "sqlite")]
     open: std::collections::HashMap<PathBuf, sprintlens_sqlite::SqliteStore>,
+    #[cfg(feature = "postgres")]
+    postgres: Option<sprintlens_postgres::PgStore>,
 }
 
 #[cfg(feature = "sqlite")]
@@ -230,6 +255,21 @@ fn missing(key: &str) -> Error {
     Error::config(key, "no adapter for this URL in this build")
 }
 
+#[cfg(feature = "postgres")]
+fn pg_store(config: &StorageConfig, url: &str) -> Result<sprintlens_postgres::PgStore> {
+    let r = &config.records;
+    let mut o = sprintlens_postgres::PgOptions::new(url);
+    o.pool_size = r.pool_size;
+    o.acquire_timeout = Duration::from_millis(r.acquire_timeout_ms);
+    o.statement_timeout = Duration::from_millis(r.statement_timeout_ms);
+    o.read_url = r.read_url.as_ref().map(|u| u.expose().to_string());
+    o.operator_url = r.operator_url.as_ref().map(|u| u.expose().to_string());
+    o.dimension = config.vectors.dimension;
+    o.half = config.vectors.half;
+    o.ef_search = config.vectors.ef_search;
+    sprintlens_postgres::PgStore::open(o)
+}
+
 /// Opens `backend` as an `Arc<dyn $port>`, from the adapters compiled in.
 macro_rules! open_port {
     ($files:expr, $config:expr, $backend:expr, $key:literal, $port:ty, {$($extra:tt)*}) => {{
@@ -251,13 +291,20 @@ impl Storage {
         let plan = plan(&config)?;
         #[allow(unused_mut)]
         let mut files = SqliteFiles::default();
+        #[cfg(feature = "postgres")]
+        if let Backend::Postgres(url) = &plan.records {
+            files.postgres = Some(pg_store(&config, url)?);
+        }
         let records = open_port!(
             files,
             &config,
             &plan.records,
             "records.url",
             dyn RecordStore,
-            {}
+            {
+                #[cfg(feature = "postgres")]
+                Backend::Postgres(_) => files.postgres.clone().map(|p| Arc::new(p) as Arc<dyn RecordStore>).ok_or_else(|| missing("records.url")),
+            }
         );
         let vectors = open_port!(
             files,
@@ -265,7 +312,10 @@ impl Storage {
             &plan.vectors,
             "vectors.url",
             dyn VectorIndex,
-            {}
+            {
+                #[cfg(feature = "postgres")]
+                Backend::Postgres(_) => files.postgres.clone().map(|p| Arc::new(p) as Arc<dyn VectorIndex>).ok_or_else(|| missing("vectors.url")),
+            }
         );
         let analytics = open_port!(
             files,
@@ -325,6 +375,8 @@ impl Storage {
             session_policy,
             #[cfg(feature = "sqlite")]
             sqlite_files: files.open.into_values().collect(),
+            #[cfg(feature = "postgres")]
+            postgres: files.postgres,
             config,
         })
     }
