@@ -35,9 +35,13 @@ impl VectorIndex for PgStore {
         } else {
             "vector"
         };
+        // One multi-row statement per 1,000 entries; the newest entry per key wins within a batch.
         let sql = format!(
             "INSERT INTO embeddings (workspace, kind, id, project, updated_at, embedding)
-             VALUES ($1, $2, $3, $4, $5, $6::vector::{cast})
+             SELECT DISTINCT ON (kind, id) ws, kind, id, project, updated_at, embedding::{cast}
+             FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::timestamptz[], $6::vector[])
+                  AS t(ws, kind, id, project, updated_at, embedding)
+             ORDER BY kind, id, updated_at DESC
              ON CONFLICT (workspace, kind, id) DO UPDATE SET
                 project = excluded.project, updated_at = excluded.updated_at,
                 embedding = excluded.embedding
@@ -51,14 +55,34 @@ impl VectorIndex for PgStore {
         let mut written = 0;
         for (ws, group) in by_ws {
             crate::set_workspace(&mut tx, ws, "vector_upsert").await?;
-            for e in group {
+            for chunk in group.chunks(1_000) {
                 written += sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                    .bind(e.workspace.as_uuid())
-                    .bind(e.kind.as_str())
-                    .bind(e.id.as_uuid())
-                    .bind(e.project.map(|p| p.as_uuid()))
-                    .bind(ts(e.updated_at))
-                    .bind(pgvector::Vector::from(e.embedding.as_slice().to_vec()))
+                    .bind(
+                        chunk
+                            .iter()
+                            .map(|e| e.workspace.as_uuid())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(
+                        chunk
+                            .iter()
+                            .map(|e| e.kind.as_str().to_string())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(chunk.iter().map(|e| e.id.as_uuid()).collect::<Vec<_>>())
+                    .bind(
+                        chunk
+                            .iter()
+                            .map(|e| e.project.map(|p| p.as_uuid()))
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(chunk.iter().map(|e| ts(e.updated_at)).collect::<Vec<_>>())
+                    .bind(
+                        chunk
+                            .iter()
+                            .map(|e| pgvector::Vector::from(e.embedding.as_slice().to_vec()))
+                            .collect::<Vec<_>>(),
+                    )
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| classify("vector_upsert", e))?
