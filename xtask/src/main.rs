@@ -26,6 +26,17 @@ fn main() -> Result<()> {
         }
         Some("bench") => {
             let rest = &args[1..];
+            // Server benchmarks run against the local stack, with psql as the plain-SQL reference.
+            let mut _env = Vec::new();
+            if rest.first().is_some_and(|b| b.starts_with("postgres")) {
+                let stack = services::Stack::new(&project_root());
+                stack.up()?;
+                for (k, v) in stack.env() {
+                    _env.push(sh.push_env(k, v));
+                }
+                let psql = stack.pg_bin()?.join("psql");
+                _env.push(sh.push_env("SPRINTLENS_BENCH_PSQL", psql));
+            }
             cmd!(
                 sh,
                 "cargo run --release --locked -p sprintlens-bench -- {rest...}"

@@ -2,6 +2,8 @@
 // Registering sqlite-vec as an auto-extension is an FFI call; only this benchmark binary does it.
 #![allow(unsafe_code)]
 
+mod postgres;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,7 +18,7 @@ const DIM: usize = 384;
 const QUERIES: usize = 30;
 const K: usize = 10;
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = (p * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
@@ -199,6 +201,24 @@ async fn main() -> Result<()> {
             };
             sqlite_vectors(&sizes).await
         }
-        _ => anyhow::bail!("usage: sprintlens-bench sqlite-vectors [sizes…]"),
+        Some("postgres-vectors") => {
+            let n = args
+                .get(1)
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(100_000);
+            postgres::vectors(n, &[1, 16]).await
+        }
+        Some("postgres-bulk") => {
+            let n = args
+                .get(1)
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(1_000_000);
+            postgres::bulk(n).await
+        }
+        _ => anyhow::bail!(
+            "usage: sprintlens-bench sqlite-vectors [sizes…] | postgres-vectors [n] | postgres-bulk [n]"
+        ),
     }
 }

@@ -49,12 +49,22 @@ async fn write_group(tx: &mut Transaction<'static, Postgres>, group: Vec<Prepare
     // Lock the rows this batch touches (visible ones: other workspaces' rows are invisible and
     // surface as a row-level-security conflict on insert).
     let ids: Vec<Uuid> = group.iter().map(|p| p.record.id.as_uuid()).collect();
-    let existing =
-        sqlx::query("SELECT id, kind, updated_at, body FROM records WHERE id = ANY($1) FOR UPDATE")
-            .bind(&ids)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(|e| classify("upsert", e))?;
+    let existing = sqlx::query(
+        "SELECT id, kind, updated_at,
+                CASE WHEN kind = ANY($2) THEN body END AS body
+         FROM records WHERE id = ANY($1) FOR UPDATE",
+    )
+    .bind(&ids)
+    .bind(
+        RecordKind::ALL
+            .iter()
+            .filter(|k| k.is_immutable())
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(|e| classify("upsert", e))?;
     let mut stored: HashMap<Uuid, (String, Timestamp, serde_json::Value)> = HashMap::new();
     for row in &existing {
         let id: Uuid = row.try_get("id").map_err(|e| classify("upsert", e))?;
@@ -63,7 +73,10 @@ async fn write_group(tx: &mut Transaction<'static, Postgres>, group: Vec<Prepare
             row.try_get("updated_at")
                 .map_err(|e| classify("upsert", e))?,
         );
-        let body: serde_json::Value = row.try_get("body").map_err(|e| classify("upsert", e))?;
+        // Bodies only of immutable kinds, the only ones compared.
+        let body: Option<serde_json::Value> =
+            row.try_get("body").map_err(|e| classify("upsert", e))?;
+        let body = body.unwrap_or(serde_json::Value::Null);
         stored.insert(id, (kind, at, body));
     }
     let mut todo = Vec::with_capacity(group.len());

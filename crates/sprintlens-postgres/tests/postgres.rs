@@ -365,3 +365,81 @@ async fn migrations_reapply_as_no_ops_and_a_failing_one_changes_nothing() {
     assert_eq!(err.field(), Some("vectors.dimension"));
     assert_eq!(store.schema_versions().await.unwrap(), vec![1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn halfvec_collections_search_like_full_precision() {
+    let Some(base) = common::env() else { return };
+    // Half precision is pinned per database: a database of its own.
+    let admin = sqlx::PgPool::connect(&base.admin).await.unwrap();
+    let name = format!("sl_test_half_{}", std::process::id());
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let with_db = |u: &str| format!("{}/{name}", u.rsplit_once('/').unwrap().0);
+    let mut o = PgOptions::new(with_db(&base.app));
+    o.dimension = common::DIM;
+    o.half = true;
+    let store = PgStore::open(o).unwrap();
+    store.apply_schema(&with_db(&base.admin)).await.unwrap();
+    let typ: String = sqlx::query_scalar(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+         WHERE attrelid = 'embeddings'::regclass AND attname = 'embedding'",
+    )
+    .fetch_one(&sqlx::PgPool::connect(&with_db(&base.admin)).await.unwrap())
+    .await
+    .unwrap();
+    assert_eq!(typ, format!("halfvec({})", common::DIM));
+    let ws = WorkspaceId::new();
+    let mut rng = Rng::new(3);
+    let entries: Vec<VectorEntry> = (0..200)
+        .map(|_| VectorEntry {
+            workspace: ws,
+            project: None,
+            kind: EmbeddingKind::DatasetItem,
+            id: RecordId::new(),
+            embedding: random_embedding(&mut rng, common::DIM),
+            updated_at: Timestamp::now(),
+        })
+        .collect();
+    VectorIndex::upsert(&store, &entries).await.unwrap();
+    for e in entries.iter().take(20) {
+        let hits = store
+            .search(&VectorQuery {
+                workspace: ws,
+                project: None,
+                kinds: vec![EmbeddingKind::DatasetItem],
+                embedding: e.embedding.clone(),
+                k: 3,
+            })
+            .await
+            .unwrap();
+        assert_eq!(hits[0].id, e.id);
+        assert!(
+            (hits[0].score - 1.0).abs() < 1e-2,
+            "half precision score {}",
+            hits[0].score
+        );
+    }
+    // Reopening the same database at full precision is a config error naming the key.
+    let mut full = PgOptions::new(with_db(&base.app));
+    full.dimension = common::DIM;
+    let err = PgStore::open(full)
+        .unwrap()
+        .apply_schema(&with_db(&base.admin))
+        .await
+        .unwrap_err();
+    assert_eq!(err.field(), Some("vectors.half"));
+    drop(store);
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await;
+}
