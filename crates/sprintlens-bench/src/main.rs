@@ -215,7 +215,12 @@ async fn main() -> Result<()> {
                 .map(|s| s.parse())
                 .transpose()?
                 .unwrap_or(1_000_000);
-            postgres::bulk(n).await
+            let batch = args
+                .get(2)
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(10_000);
+            postgres::bulk(n, batch).await
         }
         _ => anyhow::bail!(
             "usage: sprintlens-bench sqlite-vectors [sizes…] | postgres-vectors [n] | postgres-bulk [n]"

@@ -248,7 +248,7 @@ fn psql_timed(env: &Env, url: &str, script: &str) -> Result<Vec<f64>> {
     Ok(times.chunks(4).map(|c| c.iter().sum()).collect())
 }
 
-pub async fn bulk(n: usize) -> Result<()> {
+pub async fn bulk(n: usize, batch: usize) -> Result<()> {
     let env = env()?;
     let (app, admin) = fresh_db(&env, "sl_bench_bulk").await?;
     let store = PgStore::open(PgOptions::new(app.clone()))?;
@@ -297,14 +297,14 @@ pub async fn bulk(n: usize) -> Result<()> {
     let ceiling = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let mut written = 0;
-    for chunk in records.chunks(10_000) {
+    for chunk in records.chunks(batch) {
         written += RecordStore::upsert(&store, chunk).await?.written;
     }
     let ours = t.elapsed().as_secs_f64();
     anyhow::ensure!(written == n as u64, "wrote {written} of {n}");
     let t = Instant::now();
     let mut skipped = 0;
-    for chunk in records.chunks(10_000) {
+    for chunk in records.chunks(batch) {
         skipped += RecordStore::upsert(&store, chunk).await?.skipped;
     }
     let rerun = t.elapsed().as_secs_f64();

@@ -39,13 +39,17 @@ fn decode(row: &PgRow) -> Result<Record> {
     })
 }
 
-struct Prepared {
-    record: Record,
+struct Prepared<'a> {
+    record: &'a Record,
     body: String,
-    value: serde_json::Value,
+    /// The body as a value, for immutable kinds only (the only ones compared with the stored body).
+    value: Option<serde_json::Value>,
 }
 
-async fn write_group(tx: &mut Transaction<'static, Postgres>, group: Vec<Prepared>) -> Result<u64> {
+async fn write_group(
+    tx: &mut Transaction<'static, Postgres>,
+    group: Vec<Prepared<'_>>,
+) -> Result<u64> {
     // Lock the rows this batch touches (visible ones: other workspaces' rows are invisible and
     // surface as a row-level-security conflict on insert).
     let ids: Vec<Uuid> = group.iter().map(|p| p.record.id.as_uuid()).collect();
@@ -89,7 +93,7 @@ async fn write_group(tx: &mut Transaction<'static, Postgres>, group: Vec<Prepare
                     r.id
                 )));
             }
-            if r.kind().is_immutable() && *body != p.value {
+            if r.kind().is_immutable() && Some(body) != p.value.as_ref() {
                 return Err(Error::conflict(format!(
                     "{} {} is immutable and differs from the stored one",
                     r.kind(),
@@ -263,16 +267,24 @@ impl RecordStore for PgStore {
                 }
             }
         }
-        let mut groups: BTreeMap<WorkspaceId, Vec<Prepared>> = BTreeMap::new();
+        let mut groups: BTreeMap<WorkspaceId, Vec<Prepared<'_>>> = BTreeMap::new();
         let mut keep: Vec<usize> = newest.into_values().collect();
         keep.sort_unstable();
         for i in keep {
             let r = &records[i];
-            let value =
-                serde_json::to_value(&r.body).map_err(|e| Error::backend(BACKEND, "encode", e))?;
+            let body =
+                serde_json::to_string(&r.body).map_err(|e| Error::backend(BACKEND, "encode", e))?;
+            let value = if r.kind().is_immutable() {
+                Some(
+                    serde_json::from_str(&body)
+                        .map_err(|e| Error::backend(BACKEND, "encode", e))?,
+                )
+            } else {
+                None
+            };
             groups.entry(r.workspace).or_default().push(Prepared {
-                record: r.clone(),
-                body: value.to_string(),
+                record: r,
+                body,
                 value,
             });
         }
