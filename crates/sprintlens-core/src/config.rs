@@ -217,6 +217,16 @@ pub struct CacheConfig {
     /// TTL of cached records, in milliseconds.
     #[serde(default = "default_ttl")]
     pub ttl_ms: u64,
+    /// Serve `RecordStore::get` through the cache, invalidated on every write of this process. Use it
+    /// with a shared cache (Redis) when several processes write.
+    #[serde(default)]
+    pub read_through: bool,
+    /// Redis: connections in the pool.
+    #[serde(default = "default_redis_pool")]
+    pub pool_size: u32,
+    /// Redis: the most one command (and one wait for a connection) may take, in milliseconds.
+    #[serde(default = "default_command_timeout")]
+    pub command_timeout_ms: u64,
 }
 
 /// `[sessions]`: user sessions.
@@ -231,6 +241,12 @@ pub struct SessionsConfig {
     /// Absolute lifetime, in seconds.
     #[serde(default = "default_absolute")]
     pub absolute_timeout_secs: u64,
+    /// Redis: connections in the pool.
+    #[serde(default = "default_redis_pool")]
+    pub pool_size: u32,
+    /// Redis: the most one command (and one wait for a connection) may take, in milliseconds.
+    #[serde(default = "default_command_timeout")]
+    pub command_timeout_ms: u64,
 }
 
 /// `[embedder]`: text to vectors.
@@ -249,6 +265,12 @@ fn default_pool() -> u32 {
 }
 fn default_busy() -> u64 {
     5_000
+}
+fn default_redis_pool() -> u32 {
+    16
+}
+fn default_command_timeout() -> u64 {
+    200
 }
 fn default_acquire() -> u64 {
     5_000
@@ -317,10 +339,26 @@ pub const SECTIONS: &[(&str, &[&str])] = &[
     ("vectors", &["url", "dimension", "half", "ef_search"]),
     ("analytics", &["url"]),
     ("blobs", &["url", "max_object_bytes"]),
-    ("cache", &["url", "max_entries", "ttl_ms"]),
+    (
+        "cache",
+        &[
+            "url",
+            "max_entries",
+            "ttl_ms",
+            "read_through",
+            "pool_size",
+            "command_timeout_ms",
+        ],
+    ),
     (
         "sessions",
-        &["url", "idle_timeout_secs", "absolute_timeout_secs"],
+        &[
+            "url",
+            "idle_timeout_secs",
+            "absolute_timeout_secs",
+            "pool_size",
+            "command_timeout_ms",
+        ],
     ),
     ("embedder", &["url", "dimension"]),
 ];
@@ -357,11 +395,16 @@ impl StorageConfig {
                 url: url("memory://"),
                 max_entries: default_max_entries(),
                 ttl_ms: default_ttl(),
+                read_through: false,
+                pool_size: default_redis_pool(),
+                command_timeout_ms: default_command_timeout(),
             },
             sessions: SessionsConfig {
                 url: url(&db),
                 idle_timeout_secs: default_idle(),
                 absolute_timeout_secs: default_absolute(),
+                pool_size: default_redis_pool(),
+                command_timeout_ms: default_command_timeout(),
             },
             embedder: EmbedderConfig {
                 url: url("hash://"),
@@ -448,6 +491,27 @@ impl StorageConfig {
         }
         if self.cache.max_entries == 0 {
             return Err(Error::config("cache.max_entries", "must be positive"));
+        }
+        for (key, pool, timeout) in [
+            ("cache", self.cache.pool_size, self.cache.command_timeout_ms),
+            (
+                "sessions",
+                self.sessions.pool_size,
+                self.sessions.command_timeout_ms,
+            ),
+        ] {
+            if pool == 0 || pool > 1024 {
+                return Err(Error::config(
+                    format!("{key}.pool_size"),
+                    "must be between 1 and 1024",
+                ));
+            }
+            if timeout == 0 || timeout > 60_000 {
+                return Err(Error::config(
+                    format!("{key}.command_timeout_ms"),
+                    "must be between 1 and 60000",
+                ));
+            }
         }
         if self.cache.ttl_ms == 0 {
             return Err(Error::config("cache.ttl_ms", "must be positive"));

@@ -108,6 +108,8 @@ pub fn from_parts(
         }
         let parsed = if let Ok(i) = value.parse::<i64>() {
             toml::Value::Integer(i)
+        } else if let Ok(b) = value.parse::<bool>() {
+            toml::Value::Boolean(b)
         } else {
             toml::Value::String(value.clone())
         };

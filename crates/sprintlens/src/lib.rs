@@ -5,13 +5,15 @@
         feature = "sqlite",
         feature = "objectstore",
         feature = "memory",
-        feature = "postgres"
+        feature = "postgres",
+        feature = "redis"
     )),
     allow(unused, unreachable_code)
 )]
 
 pub mod api;
 pub mod config;
+pub mod layers;
 pub mod open;
 
 use std::sync::Arc;

@@ -30,6 +30,9 @@ pub fn compiled_schemes() -> Vec<&'static str> {
     if cfg!(feature = "postgres") {
         s.push("postgres");
     }
+    if cfg!(feature = "redis") {
+        s.push("redis (cache, sessions)");
+    }
     s
 }
 
@@ -56,6 +59,8 @@ pub enum Backend {
     Memory,
     /// The built-in hashed embedder.
     Hash,
+    /// A Redis server.
+    Redis(String),
 }
 
 /// The resolved backend of every section.
@@ -188,11 +193,19 @@ pub fn plan(config: &StorageConfig) -> Result<Plan> {
             s => return Err(unknown(k, s, &["file://DIR", "memory://"])),
         }
     };
+    let redis = cfg!(feature = "redis");
     let cache = {
         let (k, u) = ("cache.url", &config.cache.url);
         match u.scheme().as_str() {
             "memory" if u.rest().is_empty() => need(k, "memory", "memory", mem, Backend::Memory)?,
-            s => return Err(unknown(k, s, &["memory://"])),
+            "redis" | "rediss" => need(
+                k,
+                "redis",
+                "redis",
+                redis,
+                Backend::Redis(u.expose().into()),
+            )?,
+            s => return Err(unknown(k, s, &["memory://", "redis://…"])),
         }
     };
     let sessions = {
@@ -200,7 +213,14 @@ pub fn plan(config: &StorageConfig) -> Result<Plan> {
         match u.scheme().as_str() {
             "sqlite" => sqlite_path(k, u.expose())?,
             "memory" if u.rest().is_empty() => need(k, "memory", "memory", mem, Backend::Memory)?,
-            s => return Err(unknown(k, s, &["sqlite://PATH", "memory://"])),
+            "redis" | "rediss" => need(
+                k,
+                "redis",
+                "redis",
+                redis,
+                Backend::Redis(u.expose().into()),
+            )?,
+            s => return Err(unknown(k, s, &["sqlite://PATH", "memory://", "redis://…"])),
         }
     };
     let embedder = {
@@ -249,6 +269,15 @@ impl SqliteFiles {
         self.open.insert(path.clone(), s.clone());
         Ok(s)
     }
+}
+
+#[cfg(feature = "redis")]
+fn redis_options(url: &str, pool: u32, timeout_ms: u64) -> sprintlens_redis::RedisOptions {
+    let mut o = sprintlens_redis::RedisOptions::new(url);
+    o.pool_size = pool as usize;
+    o.command_timeout = Duration::from_millis(timeout_ms);
+    o.wait_timeout = Duration::from_millis(timeout_ms);
+    o
 }
 
 fn missing(key: &str) -> Error {
@@ -328,6 +357,13 @@ impl Storage {
         let sessions = open_port!(files, &config, &plan.sessions, "sessions.url", dyn SessionStore, {
             #[cfg(feature = "memory")]
             Backend::Memory => Ok(Arc::new(sprintlens_memory::MemorySessionStore::new())),
+            #[cfg(feature = "redis")]
+            Backend::Redis(url) => sprintlens_redis::RedisSessionStore::new(&redis_options(
+                url,
+                config.sessions.pool_size,
+                config.sessions.command_timeout_ms,
+            ))
+            .map(|s| Arc::new(s) as Arc<dyn SessionStore>),
         });
         let blobs: Arc<dyn BlobStore> = match &plan.blobs {
             #[cfg(feature = "objectstore")]
@@ -343,14 +379,19 @@ impl Storage {
             #[allow(unreachable_patterns)]
             _ => return Err(missing("blobs.url")),
         };
-        let cache: Arc<dyn Cache> = match &plan.cache {
-            #[cfg(feature = "memory")]
-            Backend::Memory => Arc::new(sprintlens_memory::MemoryCache::new(
-                config.cache.max_entries,
-            )),
-            #[allow(unreachable_patterns)]
-            _ => return Err(missing("cache.url")),
-        };
+        let cache: Arc<dyn Cache> =
+            match &plan.cache {
+                #[cfg(feature = "redis")]
+                Backend::Redis(url) => Arc::new(sprintlens_redis::RedisCache::new(
+                    &redis_options(url, config.cache.pool_size, config.cache.command_timeout_ms),
+                )?),
+                #[cfg(feature = "memory")]
+                Backend::Memory => Arc::new(sprintlens_memory::MemoryCache::new(
+                    config.cache.max_entries,
+                )),
+                #[allow(unreachable_patterns)]
+                _ => return Err(missing("cache.url")),
+            };
         let embedder: Arc<dyn Embedder> = match &plan.embedder {
             #[cfg(feature = "memory")]
             Backend::Hash => Arc::new(sprintlens_memory::HashEmbedder::new(
@@ -362,6 +403,15 @@ impl Storage {
         let session_policy = SessionPolicy {
             idle: Duration::from_secs(config.sessions.idle_timeout_secs),
             absolute: Duration::from_secs(config.sessions.absolute_timeout_secs),
+        };
+        let records: Arc<dyn RecordStore> = if config.cache.read_through {
+            Arc::new(crate::layers::CachedRecordStore::new(
+                records,
+                cache.clone(),
+                Duration::from_millis(config.cache.ttl_ms),
+            ))
+        } else {
+            records
         };
         Ok(Storage {
             records,

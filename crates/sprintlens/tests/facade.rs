@@ -21,14 +21,14 @@ async fn bad_config_fails_before_anything_is_created() {
     let env = vec![
         ("SPRINTLENS_DATA_DIR".into(), data.display().to_string()),
         (
-            "SPRINTLENS_CACHE_URL".into(),
-            "redis://localhost:6379".into(),
+            "SPRINTLENS_ANALYTICS_URL".into(),
+            "clickhouse://localhost:8123/db".into(),
         ),
     ];
     let cfg = config::from_parts(None, env).unwrap();
     let err = Storage::open(cfg).await.unwrap_err();
-    assert_eq!(err.field(), Some("cache.url"));
-    assert!(err.to_string().contains("redis"), "{err}");
+    assert_eq!(err.field(), Some("analytics.url"));
+    assert!(err.to_string().contains("clickhouse"), "{err}");
     assert!(
         !data.exists(),
         "nothing may be created before config is valid"
@@ -276,4 +276,98 @@ async fn concurrent_publishers_get_distinct_versions() {
     }
     versions.sort();
     assert_eq!(versions, vec![2, 3, 4, 5, 6, 7]);
+}
+
+/// Two "processes" (two Storage instances) on one SQLite file and the live Redis, records read through
+/// the cache: reads hit the cache, and a write in one is seen by the other at once (invalidation after
+/// commit through the shared cache).
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_through_cache_on_redis_is_invalidated_on_write() {
+    let Ok(redis) = std::env::var("SPRINTLENS_TEST_REDIS_URL") else {
+        assert!(std::env::var("SPRINTLENS_TEST_REQUIRE_SERVICES").as_deref() != Ok("1"));
+        eprintln!("skipped: SPRINTLENS_TEST_REDIS_URL not set");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || {
+        config::from_parts(
+            None,
+            vec![
+                (
+                    "SPRINTLENS_DATA_DIR".into(),
+                    dir.path().display().to_string(),
+                ),
+                ("SPRINTLENS_CACHE_URL".into(), redis.clone()),
+                ("SPRINTLENS_CACHE_READ_THROUGH".into(), "true".into()),
+                ("SPRINTLENS_SESSIONS_URL".into(), redis.clone()),
+            ],
+        )
+        .unwrap()
+    };
+    let a = Storage::open(cfg()).await.unwrap();
+    let b = Storage::open(cfg()).await.unwrap();
+    let ws = WorkspaceId::new();
+    let p = a
+        .workspace(ws)
+        .create_project("cached", None)
+        .await
+        .unwrap();
+    let before = b.cache().stats();
+    for _ in 0..5 {
+        assert_eq!(
+            b.records()
+                .get(ws, RecordKind::Project, p.id)
+                .await
+                .unwrap()
+                .unwrap(),
+            p
+        );
+    }
+    let after = b.cache().stats();
+    assert_eq!(after.loads - before.loads, 1, "one load, then hits");
+    assert!(after.hits - before.hits >= 4);
+    let renamed = p
+        .updated(RecordBody::Project(Project {
+            name: "renamed".into(),
+            description: None,
+            settings: json!({}),
+        }))
+        .unwrap();
+    a.records()
+        .upsert(std::slice::from_ref(&renamed))
+        .await
+        .unwrap();
+    assert_eq!(
+        b.records()
+            .get(ws, RecordKind::Project, p.id)
+            .await
+            .unwrap()
+            .unwrap(),
+        renamed
+    );
+    a.records()
+        .delete(
+            ws,
+            RecordKind::Project,
+            p.id,
+            renamed.updated_at.plus_micros(1),
+        )
+        .await
+        .unwrap();
+    assert!(
+        b.records()
+            .get(ws, RecordKind::Project, p.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Sessions on Redis through the same configuration.
+    let (t, _) = a
+        .sessions()
+        .create(ws, "u", a.session_policy(), json!({}))
+        .await
+        .unwrap();
+    assert!(b.sessions().validate(&t).await.unwrap().is_some());
+    assert_eq!(a.sessions().backend(), "redis");
 }
