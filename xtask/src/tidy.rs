@@ -12,6 +12,8 @@ const ADAPTERS: &[&str] = &[
     "sprintlens-sqlite",
     "sprintlens-objectstore",
     "sprintlens-memory",
+    "sprintlens-postgres",
+    "sprintlens-redis",
 ];
 
 fn crates() -> Vec<(String, PathBuf)> {
