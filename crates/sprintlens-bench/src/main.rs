@@ -3,6 +3,7 @@
 #![allow(unsafe_code)]
 
 mod postgres;
+mod redis;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -222,8 +223,12 @@ async fn main() -> Result<()> {
                 .unwrap_or(10_000);
             postgres::bulk(n, batch).await
         }
+        Some("redis") => {
+            let c = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(50);
+            redis::run(c, 10).await
+        }
         _ => anyhow::bail!(
-            "usage: sprintlens-bench sqlite-vectors [sizes…] | postgres-vectors [n] | postgres-bulk [n]"
+            "usage: sprintlens-bench sqlite-vectors [sizes…] | postgres-vectors [n] | postgres-bulk [n] [batch] | redis [concurrency]"
         ),
     }
 }

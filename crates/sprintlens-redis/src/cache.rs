@@ -13,6 +13,12 @@ use tokio::sync::Semaphore;
 
 use crate::{BACKEND, Breaker, Client, RedisOptions};
 
+enum Lookup {
+    Hit(Bytes),
+    Miss,
+    Down,
+}
+
 type Flight = Shared<BoxFuture<'static, std::result::Result<Bytes, Arc<Error>>>>;
 
 /// Releases the lock only if it still holds our token.
@@ -176,11 +182,22 @@ impl Inner {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        Ok(match self.lookup(key).await? {
+            Lookup::Hit(v) => Some(v),
+            Lookup::Miss | Lookup::Down => None,
+        })
+    }
+
+    async fn lookup(&self, key: &str) -> Result<Lookup> {
         if !self.settle(key).await? {
-            return Ok(None);
+            return Ok(Lookup::Miss);
         }
         let v: Option<Option<Vec<u8>>> = self.soft("get", redis::cmd("GET").arg(key)).await?;
-        Ok(v.flatten().map(Bytes::from))
+        Ok(match v {
+            None => Lookup::Down,
+            Some(None) => Lookup::Miss,
+            Some(Some(v)) => Lookup::Hit(Bytes::from(v)),
+        })
     }
 
     async fn direct_load(&self, loader: Loader) -> Result<Bytes> {
@@ -195,9 +212,17 @@ impl Inner {
 
     /// The leader's path: value, or cross-process lock then load, or poll.
     async fn lead(self: Arc<Self>, key: String, ttl: Duration, loader: Loader) -> Result<Bytes> {
-        if let Some(v) = self.get(&key).await? {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(v);
+        match self.lookup(&key).await? {
+            Lookup::Hit(v) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(v);
+            }
+            Lookup::Down => {
+                // Redis did not answer: go to the store now rather than spend another timeout.
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                return self.direct_load(loader).await;
+            }
+            Lookup::Miss => {}
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let lock = format!("{key}:lock");

@@ -4,9 +4,13 @@ mod breaker;
 mod cache;
 mod sessions;
 
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_redis::{Pool, Runtime};
+use redis::aio::MultiplexedConnection;
 use redis::{FromRedisValue, ToRedisArgs};
 use sprintlens_core::{Error, Result};
 
@@ -30,7 +34,8 @@ pub struct RedisOptions {
     pub create_timeout: Duration,
     /// How long checking a pooled connection may take.
     pub recycle_timeout: Duration,
-    /// How long one command may take; a Redis that is stopped (not dead) never hangs a request longer.
+    /// How long one command may take once it has a connection; a Redis that is stopped (not dead)
+    /// never hangs a request longer than `wait_timeout + create_timeout + command_timeout`.
     pub command_timeout: Duration,
     /// Prefix of every key this adapter writes.
     pub prefix: String,
@@ -63,10 +68,19 @@ impl RedisOptions {
     }
 }
 
-/// A pool with every wait bounded.
+/// Connections with every wait bounded.
+///
+/// deadpool-redis creates connections (with create and wait timeouts) and checks them with a PING on
+/// every checkout; a multiplexed Redis connection needs no exclusive checkout, so each of `pool_size`
+/// slots keeps one taken from the pool and reuses it (one round trip per command instead of two). A
+/// slot whose connection failed or whose command timed out is emptied and refilled from the pool on
+/// its next use.
 #[derive(Clone)]
 pub(crate) struct Client {
     pool: Pool,
+    slots: Arc<Vec<Mutex<Option<MultiplexedConnection>>>>,
+    next: Arc<AtomicUsize>,
+    connect_timeout: Duration,
     command_timeout: Duration,
     pub(crate) prefix: String,
 }
@@ -100,39 +114,95 @@ impl Client {
             .map_err(|e| Error::config(key, format!("invalid Redis settings: {e}")))?;
         Ok(Client {
             pool,
+            slots: Arc::new((0..o.pool_size).map(|_| Mutex::new(None)).collect()),
+            next: Arc::new(AtomicUsize::new(0)),
+            connect_timeout: o.wait_timeout + o.create_timeout,
             command_timeout: o.command_timeout,
             prefix: o.prefix.clone(),
         })
     }
 
-    /// Runs one command with the command timeout. A connection whose command timed out is discarded,
-    /// never returned to the pool in an unknown state.
+    /// A connection of the next slot, opened through the pool if the slot is empty.
+    async fn conn(&self, operation: &'static str) -> Result<(usize, MultiplexedConnection)> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let existing = self.slots[i]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(c) = existing {
+            return Ok((i, c));
+        }
+        let obj = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| unavailable(operation, e))?;
+        let c = deadpool_redis::Connection::take(obj);
+        *self.slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
+        Ok((i, c))
+    }
+
+    fn discard(&self, slot: Option<usize>) {
+        let range = match slot {
+            Some(i) => i..i + 1,
+            None => 0..self.slots.len(),
+        };
+        for i in range {
+            *self.slots[i].lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+    }
+
+    /// A connection within the wait and create timeouts, then the command within the command
+    /// timeout; a command that times out empties its slot (its connection may be stuck).
+    async fn bounded<T, F>(
+        &self,
+        operation: &'static str,
+        command: impl FnOnce(MultiplexedConnection) -> F,
+    ) -> Result<T>
+    where
+        F: Future<Output = std::result::Result<T, redis::RedisError>>,
+    {
+        let timed_out = || Error::unavailable(BACKEND, operation, true, Some("timed out".into()));
+        let (slot, conn) = tokio::time::timeout(self.connect_timeout, self.conn(operation))
+            .await
+            .map_err(|_| timed_out())??;
+        match tokio::time::timeout(self.command_timeout, command(conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.failed(operation, slot, e)),
+            Err(_) => {
+                self.discard(Some(slot));
+                Err(timed_out())
+            }
+        }
+    }
+
+    fn failed(&self, operation: &'static str, slot: usize, e: redis::RedisError) -> Error {
+        if e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_unrecoverable_error()
+        {
+            // The server went away (or restarted): every connection to it is dead, not only this one.
+            self.discard(None);
+        } else if e.is_timeout() {
+            self.discard(Some(slot));
+        }
+        classify(operation, e)
+    }
+
+    /// Runs one command within the command timeout (which also bounds getting a connection).
     pub(crate) async fn run<T: FromRedisValue>(
         &self,
         operation: &'static str,
         cmd: &redis::Cmd,
     ) -> Result<T> {
-        let mut conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| unavailable(operation, e))?;
-        match tokio::time::timeout(self.command_timeout, cmd.query_async::<T>(&mut conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(classify(operation, e)),
-            Err(_) => {
-                drop(deadpool_redis::Connection::take(conn));
-                Err(Error::unavailable(
-                    BACKEND,
-                    operation,
-                    true,
-                    Some("command timed out".into()),
-                ))
-            }
-        }
+        self.bounded(operation, |mut conn| async move {
+            cmd.query_async::<T>(&mut conn).await
+        })
+        .await
     }
 
-    /// Runs a Lua script with the command timeout.
+    /// Runs a Lua script within the command timeout.
     pub(crate) async fn script<T: FromRedisValue>(
         &self,
         operation: &'static str,
@@ -140,11 +210,6 @@ impl Client {
         keys: &[&str],
         args: &[&dyn ToRedisArgsDyn],
     ) -> Result<T> {
-        let mut conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| unavailable(operation, e))?;
         let mut inv = script.prepare_invoke();
         for k in keys {
             inv.key(*k);
@@ -152,19 +217,11 @@ impl Client {
         for a in args {
             a.push(&mut inv);
         }
-        match tokio::time::timeout(self.command_timeout, inv.invoke_async::<T>(&mut conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(classify(operation, e)),
-            Err(_) => {
-                drop(deadpool_redis::Connection::take(conn));
-                Err(Error::unavailable(
-                    BACKEND,
-                    operation,
-                    true,
-                    Some("command timed out".into()),
-                ))
-            }
-        }
+        let inv = &inv;
+        self.bounded(operation, |mut conn| async move {
+            inv.invoke_async::<T>(&mut conn).await
+        })
+        .await
     }
 }
 

@@ -182,7 +182,10 @@ async fn reads_survive_a_paused_or_killed_redis_and_sessions_fail_closed() {
         }
         assert!(
             start.elapsed() < Duration::from_secs(20),
-            "did not recover after restart"
+            "did not recover after restart: breaker open {}, probe {:?}, sessions {:?}",
+            cache.breaker_open(),
+            cache.get(&CacheKey::new(ws, "probe", "x").unwrap()).await,
+            sessions.validate(&token).await
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
