@@ -23,6 +23,8 @@ use anyhow::{Context, Result, bail};
 pub const PG_PORT: u16 = 54329;
 pub const REDIS_PORT: u16 = 63799;
 pub const CH_PORT: u16 = 58123;
+/// The three masters of the Redis Cluster (cluster bus on port + 10000).
+pub const REDIS_CLUSTER_PORTS: [u16; 3] = [46381, 46382, 46383];
 pub const S3_PORT: u16 = 39000;
 const S3_RPC_PORT: u16 = 39001;
 const S3_ADMIN_PORT: u16 = 39003;
@@ -609,6 +611,157 @@ impl Stack {
         Ok(true)
     }
 
+    // ---------- redis cluster (three masters, for the cluster configuration) ----------
+
+    fn redis_cluster_ready(&self) -> bool {
+        Command::new("redis-cli")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &REDIS_CLUSTER_PORTS[0].to_string(),
+                "--no-auth-warning",
+                "-a",
+                REDIS_PASSWORD,
+                "CLUSTER",
+                "INFO",
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+            .unwrap_or(false)
+    }
+
+    fn start_redis_cluster(&self) -> Result<bool> {
+        if self.redis_cluster_ready() {
+            return Ok(false);
+        }
+        let root = self.root.join("redis-cluster");
+        for port in REDIS_CLUSTER_PORTS {
+            let dir = root.join(port.to_string());
+            fs::create_dir_all(&dir)?;
+            let up = Command::new("redis-cli")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "--no-auth-warning",
+                    "-a",
+                    REDIS_PASSWORD,
+                    "PING",
+                ])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
+                .unwrap_or(false);
+            if up {
+                continue;
+            }
+            run(Command::new("redis-server")
+                .args([
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--protected-mode",
+                    "yes",
+                ])
+                .args([
+                    "--requirepass",
+                    REDIS_PASSWORD,
+                    "--masterauth",
+                    REDIS_PASSWORD,
+                ])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ])
+                .args(["--daemonize", "yes", "--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&dir)
+                .arg("--pidfile")
+                .arg(dir.join("redis.pid"))
+                .arg("--logfile")
+                .arg(dir.join("redis.log")))
+            .context("redis-server (cluster node)")?;
+        }
+        let log = root.join(format!("{}/redis.log", REDIS_CLUSTER_PORTS[0]));
+        wait_for("redis cluster nodes", &log, Duration::from_secs(20), || {
+            REDIS_CLUSTER_PORTS.iter().all(|p| {
+                Command::new("redis-cli")
+                    .args([
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        &p.to_string(),
+                        "--no-auth-warning",
+                        "-a",
+                        REDIS_PASSWORD,
+                        "PING",
+                    ])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
+                    .unwrap_or(false)
+            })
+        })?;
+        let info = run(Command::new("redis-cli").args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &REDIS_CLUSTER_PORTS[0].to_string(),
+            "--no-auth-warning",
+            "-a",
+            REDIS_PASSWORD,
+            "CLUSTER",
+            "INFO",
+        ]))?;
+        if info.contains("cluster_slots_assigned:0") {
+            let nodes: Vec<String> = REDIS_CLUSTER_PORTS
+                .iter()
+                .map(|p| format!("127.0.0.1:{p}"))
+                .collect();
+            run(Command::new("redis-cli")
+                .args([
+                    "--no-auth-warning",
+                    "-a",
+                    REDIS_PASSWORD,
+                    "--cluster",
+                    "create",
+                ])
+                .args(&nodes)
+                .args(["--cluster-replicas", "0", "--cluster-yes"]))
+            .context("redis-cli --cluster create")?;
+        }
+        wait_for("redis cluster", &log, Duration::from_secs(30), || {
+            self.redis_cluster_ready()
+        })?;
+        Ok(true)
+    }
+
+    fn stop_redis_cluster(&self) -> Result<bool> {
+        let mut stopped = false;
+        for port in REDIS_CLUSTER_PORTS {
+            let out = Command::new("redis-cli")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "--no-auth-warning",
+                    "-a",
+                    REDIS_PASSWORD,
+                    "SHUTDOWN",
+                    "NOSAVE",
+                ])
+                .output();
+            stopped |= out.is_ok_and(|o| o.status.success());
+        }
+        Ok(stopped)
+    }
+
     // ---------- clickhouse (chDB + our HTTP front) ----------
 
     fn ch_ready(&self) -> bool {
@@ -816,6 +969,17 @@ impl Stack {
                 "SPRINTLENS_TEST_REDIS_URL",
                 format!("redis://default:{REDIS_PASSWORD}@127.0.0.1:{REDIS_PORT}/0"),
             ),
+            (
+                "SPRINTLENS_TEST_REDIS_CLUSTER_URL",
+                format!(
+                    "redis+cluster://default:{REDIS_PASSWORD}@{}",
+                    REDIS_CLUSTER_PORTS
+                        .iter()
+                        .map(|p| format!("127.0.0.1:{p}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            ),
         ]
     }
 
@@ -829,6 +993,7 @@ impl Stack {
                 Stack::start_postgres as fn(&Stack) -> Result<bool>,
             ),
             ("redis", Stack::start_redis),
+            ("redis-cluster", Stack::start_redis_cluster),
             ("clickhouse", Stack::start_clickhouse),
             ("s3", Stack::start_s3),
         ] {
@@ -858,6 +1023,11 @@ impl Stack {
         vec![
             ("postgres", PG_PORT, self.pg_ready()),
             ("redis", REDIS_PORT, self.redis_ready()),
+            (
+                "redis-cluster",
+                REDIS_CLUSTER_PORTS[0],
+                self.redis_cluster_ready(),
+            ),
             ("clickhouse", CH_PORT, self.ch_ready()),
             ("s3", S3_PORT, self.s3_ready()),
         ]
@@ -870,6 +1040,7 @@ impl Stack {
                 Stack::stop_postgres as fn(&Stack) -> Result<bool>,
             ),
             ("redis", Stack::stop_redis),
+            ("redis-cluster", Stack::stop_redis_cluster),
             ("clickhouse", Stack::stop_clickhouse),
             ("s3", Stack::stop_s3),
         ] {

@@ -77,8 +77,8 @@ impl RedisOptions {
 /// its next use.
 #[derive(Clone)]
 pub(crate) struct Client {
-    pool: Pool,
-    slots: Arc<Vec<Mutex<Option<MultiplexedConnection>>>>,
+    pool: Pools,
+    slots: Arc<Vec<Mutex<Option<Conn>>>>,
     next: Arc<AtomicUsize>,
     connect_timeout: Duration,
     command_timeout: Duration,
@@ -87,10 +87,18 @@ pub(crate) struct Client {
 
 impl Client {
     pub(crate) fn new(o: &RedisOptions, key: &str) -> Result<Self> {
-        if !(o.url.starts_with("redis://") || o.url.starts_with("rediss://")) {
+        if ![
+            "redis://",
+            "rediss://",
+            "redis+cluster://",
+            "rediss+cluster://",
+        ]
+        .iter()
+        .any(|p| o.url.starts_with(p))
+        {
             return Err(Error::config(
                 key,
-                "a Redis URL starts with redis:// or rediss://",
+                "a Redis URL starts with redis://, rediss:// or redis+cluster://",
             ));
         }
         if o.pool_size == 0 {
@@ -102,16 +110,32 @@ impl Client {
                 "the key prefix must be non-empty without spaces",
             ));
         }
-        let pool = deadpool_redis::Config::from_url(o.url.clone())
-            .builder()
-            .map_err(|e| Error::config(key, format!("invalid Redis URL: {e}")))?
-            .max_size(o.pool_size)
-            .wait_timeout(Some(o.wait_timeout))
-            .create_timeout(Some(o.create_timeout))
-            .recycle_timeout(Some(o.recycle_timeout))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| Error::config(key, format!("invalid Redis settings: {e}")))?;
+        let pool = match cluster_nodes(&o.url) {
+            Some(nodes) => Pools::Cluster(
+                deadpool_redis::cluster::Config::from_urls(nodes)
+                    .builder()
+                    .map_err(|e| Error::config(key, format!("invalid Redis Cluster URL: {e}")))?
+                    .max_size(o.pool_size)
+                    .wait_timeout(Some(o.wait_timeout))
+                    .create_timeout(Some(o.create_timeout))
+                    .recycle_timeout(Some(o.recycle_timeout))
+                    .runtime(Runtime::Tokio1)
+                    .build()
+                    .map_err(|e| Error::config(key, format!("invalid Redis settings: {e}")))?,
+            ),
+            None => Pools::Single(
+                deadpool_redis::Config::from_url(o.url.clone())
+                    .builder()
+                    .map_err(|e| Error::config(key, format!("invalid Redis URL: {e}")))?
+                    .max_size(o.pool_size)
+                    .wait_timeout(Some(o.wait_timeout))
+                    .create_timeout(Some(o.create_timeout))
+                    .recycle_timeout(Some(o.recycle_timeout))
+                    .runtime(Runtime::Tokio1)
+                    .build()
+                    .map_err(|e| Error::config(key, format!("invalid Redis settings: {e}")))?,
+            ),
+        };
         Ok(Client {
             pool,
             slots: Arc::new((0..o.pool_size).map(|_| Mutex::new(None)).collect()),
@@ -123,7 +147,7 @@ impl Client {
     }
 
     /// A connection of the next slot, opened through the pool if the slot is empty.
-    async fn conn(&self, operation: &'static str) -> Result<(usize, MultiplexedConnection)> {
+    async fn conn(&self, operation: &'static str) -> Result<(usize, Conn)> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let existing = self.slots[i]
             .lock()
@@ -132,12 +156,14 @@ impl Client {
         if let Some(c) = existing {
             return Ok((i, c));
         }
-        let obj = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| unavailable(operation, e))?;
-        let c = deadpool_redis::Connection::take(obj);
+        let c = match &self.pool {
+            Pools::Single(p) => Conn::Single(deadpool_redis::Connection::take(
+                p.get().await.map_err(|e| unavailable(operation, e))?,
+            )),
+            Pools::Cluster(p) => Conn::Cluster(deadpool_redis::cluster::Connection::take(
+                p.get().await.map_err(|e| unavailable(operation, e))?,
+            )),
+        };
         *self.slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
         Ok((i, c))
     }
@@ -157,7 +183,7 @@ impl Client {
     async fn bounded<T, F>(
         &self,
         operation: &'static str,
-        command: impl FnOnce(MultiplexedConnection) -> F,
+        command: impl FnOnce(Conn) -> F,
     ) -> Result<T>
     where
         F: Future<Output = std::result::Result<T, redis::RedisError>>,
@@ -196,8 +222,11 @@ impl Client {
         operation: &'static str,
         cmd: &redis::Cmd,
     ) -> Result<T> {
-        self.bounded(operation, |mut conn| async move {
-            cmd.query_async::<T>(&mut conn).await
+        self.bounded(operation, |conn| async move {
+            match conn {
+                Conn::Single(mut c) => cmd.query_async::<T>(&mut c).await,
+                Conn::Cluster(mut c) => cmd.query_async::<T>(&mut c).await,
+            }
         })
         .await
     }
@@ -218,11 +247,47 @@ impl Client {
             a.push(&mut inv);
         }
         let inv = &inv;
-        self.bounded(operation, |mut conn| async move {
-            inv.invoke_async::<T>(&mut conn).await
+        self.bounded(operation, |conn| async move {
+            match conn {
+                Conn::Single(mut c) => inv.invoke_async::<T>(&mut c).await,
+                Conn::Cluster(mut c) => inv.invoke_async::<T>(&mut c).await,
+            }
         })
         .await
     }
+}
+
+#[derive(Clone)]
+enum Pools {
+    Single(Pool),
+    Cluster(deadpool_redis::cluster::Pool),
+}
+
+/// A connection to one server or to a cluster (both multiplexed and cheap to clone).
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+/// `redis+cluster://[user:password@]host1:port1,host2:port2,…` → one `redis://` URL per seed node.
+fn cluster_nodes(url: &str) -> Option<Vec<String>> {
+    let (scheme, rest) = match url.strip_prefix("redis+cluster://") {
+        Some(r) => ("redis", r),
+        None => ("rediss", url.strip_prefix("rediss+cluster://")?),
+    };
+    let (auth, hosts) = match rest.rsplit_once('@') {
+        Some((a, h)) => (format!("{a}@"), h),
+        None => (String::new(), rest),
+    };
+    let hosts = hosts.split('/').next().unwrap_or(hosts);
+    Some(
+        hosts
+            .split(',')
+            .filter(|h| !h.is_empty())
+            .map(|h| format!("{scheme}://{auth}{h}"))
+            .collect(),
+    )
 }
 
 /// Object-safe argument pushing for scripts.

@@ -9,12 +9,6 @@ use sprintlens_core::{
 
 use crate::{BACKEND, Client, RedisOptions};
 
-/// Deletes every session of a user (the set's members) and the set; returns how many existed.
-const REVOKE_ALL: &str = "local n = 0
-for _, h in ipairs(redis.call('SMEMBERS', KEYS[1])) do n = n + redis.call('DEL', ARGV[1] .. h) end
-redis.call('DEL', KEYS[1])
-return n";
-
 /// `SessionStore` on Redis (`redis://…`).
 ///
 /// Sessions live at `{prefix}:s1:{sha256(token)}` (the token itself is never stored) with a Redis
@@ -179,17 +173,24 @@ impl SessionStore for RedisSessionStore {
     }
 
     async fn revoke_all(&self, workspace: WorkspaceId, user: &str) -> Result<u64> {
-        let script = redis::Script::new(REVOKE_ALL);
-        let prefix = format!("{}:s1:", self.client.prefix);
-        let n: i64 = self
+        // One key per command, so it also works on a cluster (a user's sessions hash to many slots).
+        let set = self.user_key(workspace, user);
+        let members: Vec<String> = self
             .client
-            .script(
-                "session_revoke_all",
-                &script,
-                &[&self.user_key(workspace, user)],
-                &[&prefix],
-            )
+            .run("session_revoke_all", redis::cmd("SMEMBERS").arg(&set))
             .await?;
-        Ok(n as u64)
+        let mut n = 0u64;
+        for h in members {
+            let d: i64 = self
+                .client
+                .run("session_revoke_all", redis::cmd("DEL").arg(self.key(&h)))
+                .await?;
+            n += d as u64;
+            let _: i64 = self
+                .client
+                .run("session_revoke_all", redis::cmd("SREM").arg(&set).arg(&h))
+                .await?;
+        }
+        Ok(n)
     }
 }

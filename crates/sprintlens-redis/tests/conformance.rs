@@ -126,3 +126,69 @@ async fn keys_are_namespaced_and_a_dump_holds_no_session_token() {
         );
     }
 }
+
+fn cluster_url() -> Option<String> {
+    match std::env::var("SPRINTLENS_TEST_REDIS_CLUSTER_URL") {
+        Ok(u) => Some(u),
+        Err(_) => {
+            assert!(
+                std::env::var("SPRINTLENS_TEST_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "SPRINTLENS_TEST_REQUIRE_SERVICES=1 but SPRINTLENS_TEST_REDIS_CLUSTER_URL is not set"
+            );
+            eprintln!("skipped: SPRINTLENS_TEST_REDIS_CLUSTER_URL not set");
+            None
+        }
+    }
+}
+
+async fn cluster_cache() -> Option<(Arc<dyn Cache>, ())> {
+    let c = RedisCache::new(&options(cluster_url()?)).unwrap();
+    Some((Arc::new(c) as Arc<dyn Cache>, ()))
+}
+
+async fn cluster_sessions() -> Option<(Arc<dyn SessionStore>, ())> {
+    let s = RedisSessionStore::new(&options(cluster_url()?)).unwrap();
+    Some((Arc::new(s) as Arc<dyn SessionStore>, ()))
+}
+
+/// The same suites on a three-master Redis Cluster (`redis+cluster://…`).
+mod cluster_cache_suite {
+    use super::*;
+    sprintlens_testkit::cache_suite!(cluster_cache);
+}
+
+mod cluster_session_store {
+    use super::*;
+    sprintlens_testkit::session_store_suite!(cluster_sessions);
+}
+
+#[tokio::test]
+async fn cluster_keys_spread_over_the_masters() {
+    let Some(url) = cluster_url() else { return };
+    let cache = RedisCache::new(&options(url.clone())).unwrap();
+    let ws = WorkspaceId::new();
+    for i in 0..60 {
+        let k = CacheKey::new(ws, "spread", &format!("k{i}")).unwrap();
+        cache
+            .set(&k, Bytes::from_static(b"v"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(cache.get(&k).await.unwrap(), Some(Bytes::from_static(b"v")));
+    }
+    // Every master holds some of them.
+    let nodes = url.split('@').nth(1).unwrap().split(',');
+    let password = url
+        .trim_start_matches("redis+cluster://")
+        .split('@')
+        .next()
+        .unwrap()
+        .split(':')
+        .nth(1)
+        .unwrap();
+    for node in nodes {
+        let client = redis::Client::open(format!("redis://default:{password}@{node}")).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let n: i64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
+        assert!(n > 0, "master {node} holds no key");
+    }
+}

@@ -198,14 +198,20 @@ pub fn plan(config: &StorageConfig) -> Result<Plan> {
         let (k, u) = ("cache.url", &config.cache.url);
         match u.scheme().as_str() {
             "memory" if u.rest().is_empty() => need(k, "memory", "memory", mem, Backend::Memory)?,
-            "redis" | "rediss" => need(
+            "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => need(
                 k,
                 "redis",
                 "redis",
                 redis,
                 Backend::Redis(u.expose().into()),
             )?,
-            s => return Err(unknown(k, s, &["memory://", "redis://…"])),
+            s => {
+                return Err(unknown(
+                    k,
+                    s,
+                    &["memory://", "redis://…", "redis+cluster://…"],
+                ));
+            }
         }
     };
     let sessions = {
@@ -213,7 +219,7 @@ pub fn plan(config: &StorageConfig) -> Result<Plan> {
         match u.scheme().as_str() {
             "sqlite" => sqlite_path(k, u.expose())?,
             "memory" if u.rest().is_empty() => need(k, "memory", "memory", mem, Backend::Memory)?,
-            "redis" | "rediss" => need(
+            "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => need(
                 k,
                 "redis",
                 "redis",
