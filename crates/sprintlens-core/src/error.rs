@@ -169,6 +169,37 @@ impl Error {
         }
     }
 
+    /// A copy of this error with the same kind, fields and retryability; a source error (not
+    /// `Clone`) is kept as its message. For handing one failure to many waiters.
+    pub fn lossy_clone(&self) -> Error {
+        match self {
+            Error::NotFound { what, id } => Error::not_found(what.clone(), id),
+            Error::Conflict { message } => Error::conflict(message.clone()),
+            Error::InvalidInput { field, reason } => Error::invalid(field.clone(), reason.clone()),
+            Error::TooLarge { field, size, limit } => {
+                Error::too_large(field.clone(), *size, *limit)
+            }
+            Error::Unavailable {
+                backend,
+                operation,
+                retryable,
+                source,
+            } => Error::unavailable(
+                backend,
+                operation,
+                *retryable,
+                source.as_ref().map(|s| s.to_string().into()),
+            ),
+            Error::Unsupported { backend, operation } => Error::unsupported(backend, operation),
+            Error::Config { key, reason } => Error::config(key.clone(), reason.clone()),
+            Error::Backend {
+                backend,
+                operation,
+                source,
+            } => Error::backend(backend, operation, source.to_string()),
+        }
+    }
+
     /// An [`Error::NotFound`].
     pub fn not_found(what: impl Into<String>, id: impl fmt::Display) -> Self {
         Error::NotFound {

@@ -67,30 +67,6 @@ impl MemoryCache {
     }
 }
 
-/// A copy of a shared loader error, keeping its kind (errors are not `Clone`: sources are boxed).
-fn copy_error(e: &Error) -> Error {
-    match e {
-        Error::NotFound { what, id } => Error::not_found(what.clone(), id),
-        Error::Conflict { message } => Error::conflict(message.clone()),
-        Error::InvalidInput { field, reason } => Error::invalid(field.clone(), reason.clone()),
-        Error::TooLarge { field, size, limit } => Error::too_large(field.clone(), *size, *limit),
-        Error::Unavailable {
-            backend,
-            operation,
-            retryable,
-            source,
-        } => Error::unavailable(
-            backend,
-            operation,
-            *retryable,
-            source.as_ref().map(|s| s.to_string().into()),
-        ),
-        Error::Unsupported { backend, operation } => Error::unsupported(backend, operation),
-        Error::Config { key, reason } => Error::config(key.clone(), reason.clone()),
-        other => Error::backend(BACKEND, "get_or_load", other.to_string()),
-    }
-}
-
 #[async_trait]
 impl Cache for MemoryCache {
     fn backend(&self) -> &'static str {
@@ -139,7 +115,7 @@ impl Cache for MemoryCache {
             })
             .await
             .map(|e| e.value)
-            .map_err(|e| copy_error(&e))
+            .map_err(|e| e.lossy_clone())
     }
 
     fn stats(&self) -> CacheStats {

@@ -75,29 +75,6 @@ fn token() -> String {
     hex::encode(b)
 }
 
-fn copy_error(e: &Error) -> Error {
-    match e {
-        Error::NotFound { what, id } => Error::not_found(what.clone(), id),
-        Error::Conflict { message } => Error::conflict(message.clone()),
-        Error::InvalidInput { field, reason } => Error::invalid(field.clone(), reason.clone()),
-        Error::TooLarge { field, size, limit } => Error::too_large(field.clone(), *size, *limit),
-        Error::Unavailable {
-            backend,
-            operation,
-            retryable,
-            source,
-        } => Error::unavailable(
-            backend,
-            operation,
-            *retryable,
-            source.as_ref().map(|s| s.to_string().into()),
-        ),
-        Error::Unsupported { backend, operation } => Error::unsupported(backend, operation),
-        Error::Config { key, reason } => Error::config(key.clone(), reason.clone()),
-        other => Error::backend(BACKEND, "get_or_load", other.to_string()),
-    }
-}
-
 impl RedisCache {
     /// A cache over `options`; nothing connects until the first call.
     pub fn new(options: &RedisOptions) -> Result<Self> {
@@ -387,7 +364,7 @@ impl Cache for RedisCache {
         if !leader && result.is_ok() {
             self.inner.hits.fetch_add(1, Ordering::Relaxed);
         }
-        result.map_err(|e| copy_error(&e))
+        result.map_err(|e| e.lossy_clone())
     }
 
     fn stats(&self) -> CacheStats {

@@ -36,15 +36,8 @@ pub fn compiled_schemes() -> Vec<&'static str> {
     s
 }
 
-/// Schemes that belong to adapters not in this build (or not written yet), with the feature to enable.
-const ELSEWHERE: &[(&str, &str)] = &[
-    ("postgres", "postgres"),
-    ("postgresql", "postgres"),
-    ("clickhouse", "clickhouse"),
-    ("s3", "s3"),
-    ("redis", "redis"),
-    ("rediss", "redis"),
-];
+/// Schemes of adapters sprintlens does not have yet.
+const NOT_YET: &[&str] = &["clickhouse", "s3"];
 
 /// What a section resolves to.
 #[derive(Clone, Debug, PartialEq)]
@@ -83,19 +76,15 @@ pub struct Plan {
 }
 
 fn unknown(key: &str, scheme: &str, allowed: &[&str]) -> Error {
-    if let Some((_, feature)) = ELSEWHERE.iter().find(|(s, _)| *s == scheme) {
-        return Error::config(
-            key,
-            format!(
-                "scheme `{scheme}` needs the `{feature}` adapter, which this build does not include \
-                 (enable the `{feature}` feature of the sprintlens crate once that adapter exists)"
-            ),
-        );
-    }
+    let why = if NOT_YET.contains(&scheme) {
+        format!("the `{scheme}` adapter is not part of sprintlens yet")
+    } else {
+        format!("`{scheme}` cannot serve this section")
+    };
     Error::config(
         key,
         format!(
-            "unknown scheme `{scheme}`; this section accepts {} in this build",
+            "{why}; this section accepts {} in this build",
             allowed.join(", ")
         ),
     )
