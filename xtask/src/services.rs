@@ -78,6 +78,26 @@ fn run(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `redis-cli` against a loopback port with the stack's password; its output if it ran successfully.
+fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
+    let out = Command::new("redis-cli")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "--no-auth-warning",
+            "-a",
+            REDIS_PASSWORD,
+        ])
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 fn tail(path: &Path, lines: usize) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
@@ -536,20 +556,7 @@ impl Stack {
     // ---------- redis ----------
 
     fn redis_ready(&self) -> bool {
-        Command::new("redis-cli")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &REDIS_PORT.to_string(),
-                "--no-auth-warning",
-                "-a",
-                REDIS_PASSWORD,
-                "PING",
-            ])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
-            .unwrap_or(false)
+        redis_cli(REDIS_PORT, &["PING"]).is_some_and(|o| o.trim() == "PONG")
     }
 
     fn start_redis(&self) -> Result<bool> {
@@ -595,40 +602,15 @@ impl Stack {
         if !self.redis_ready() {
             return Ok(false);
         }
-        let _ = Command::new("redis-cli")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &REDIS_PORT.to_string(),
-                "--no-auth-warning",
-                "-a",
-                REDIS_PASSWORD,
-                "SHUTDOWN",
-                "NOSAVE",
-            ])
-            .output();
+        let _ = redis_cli(REDIS_PORT, &["SHUTDOWN", "NOSAVE"]);
         Ok(true)
     }
 
     // ---------- redis cluster (three masters, for the cluster configuration) ----------
 
     fn redis_cluster_ready(&self) -> bool {
-        Command::new("redis-cli")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &REDIS_CLUSTER_PORTS[0].to_string(),
-                "--no-auth-warning",
-                "-a",
-                REDIS_PASSWORD,
-                "CLUSTER",
-                "INFO",
-            ])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
-            .unwrap_or(false)
+        redis_cli(REDIS_CLUSTER_PORTS[0], &["CLUSTER", "INFO"])
+            .is_some_and(|o| o.contains("cluster_state:ok"))
     }
 
     fn start_redis_cluster(&self) -> Result<bool> {
@@ -639,20 +621,7 @@ impl Stack {
         for port in REDIS_CLUSTER_PORTS {
             let dir = root.join(port.to_string());
             fs::create_dir_all(&dir)?;
-            let up = Command::new("redis-cli")
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                    "--no-auth-warning",
-                    "-a",
-                    REDIS_PASSWORD,
-                    "PING",
-                ])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
-                .unwrap_or(false);
+            let up = redis_cli(port, &["PING"]).is_some_and(|o| o.trim() == "PONG");
             if up {
                 continue;
             }
@@ -690,22 +659,9 @@ impl Stack {
         }
         let log = root.join(format!("{}/redis.log", REDIS_CLUSTER_PORTS[0]));
         wait_for("redis cluster nodes", &log, Duration::from_secs(20), || {
-            REDIS_CLUSTER_PORTS.iter().all(|p| {
-                Command::new("redis-cli")
-                    .args([
-                        "-h",
-                        "127.0.0.1",
-                        "-p",
-                        &p.to_string(),
-                        "--no-auth-warning",
-                        "-a",
-                        REDIS_PASSWORD,
-                        "PING",
-                    ])
-                    .output()
-                    .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
-                    .unwrap_or(false)
-            })
+            REDIS_CLUSTER_PORTS
+                .iter()
+                .all(|p| redis_cli(*p, &["PING"]).is_some_and(|o| o.trim() == "PONG"))
         })?;
         let info = run(Command::new("redis-cli").args([
             "-h",
@@ -744,20 +700,8 @@ impl Stack {
     fn stop_redis_cluster(&self) -> Result<bool> {
         let mut stopped = false;
         for port in REDIS_CLUSTER_PORTS {
-            let out = Command::new("redis-cli")
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                    "--no-auth-warning",
-                    "-a",
-                    REDIS_PASSWORD,
-                    "SHUTDOWN",
-                    "NOSAVE",
-                ])
-                .output();
-            stopped |= out.is_ok_and(|o| o.status.success());
+            let out = redis_cli(port, &["SHUTDOWN", "NOSAVE"]);
+            stopped |= out.is_some();
         }
         Ok(stopped)
     }
@@ -1066,7 +1010,7 @@ pub fn main(project: &Path, args: &[String]) -> Result<()> {
         Some("status") => {
             for (name, port, up) in stack.status() {
                 println!(
-                    "{name:<11} 127.0.0.1:{port:<6} {}",
+                    "{name:<14} 127.0.0.1:{port:<6} {}",
                     if up { "running" } else { "stopped" }
                 );
             }
