@@ -82,7 +82,8 @@ fn bad_config_names_the_key_and_creates_nothing() {
     assert!(!dir.path().join("sprintlens-data").exists());
 }
 
-/// The same demo with records and vectors on the live PostgreSQL of `cargo xtask services up`.
+/// The same demo with records and vectors on the live PostgreSQL of `cargo xtask services up`, and
+/// attachments in its S3 bucket.
 #[test]
 fn demo_runs_with_records_and_vectors_on_postgres() {
     let (Ok(app), Ok(admin)) = (
@@ -97,8 +98,11 @@ fn demo_runs_with_records_and_vectors_on_postgres() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
+    let s3 = std::env::var("SPRINTLENS_TEST_S3_URL")
+        .expect("the stack sets the S3 URL with the PostgreSQL ones");
     let run = |args: &[&str]| {
         let out = sprintlens()
+            .env("SPRINTLENS_BLOBS_URL", &s3)
             .env("SPRINTLENS_RECORDS_URL", &app)
             .env("SPRINTLENS_VECTORS_URL", &app)
             .env("SPRINTLENS_RECORDS_ADMIN_URL", &admin)
@@ -135,12 +139,17 @@ fn demo_runs_with_records_and_vectors_on_postgres() {
     ]);
     for needle in [
         "records   -> postgres://",
+        "blobs     -> s3://",
         "ingested 200 conversations",
         "cache hit",
         "verified on read",
     ] {
         assert!(demo.contains(needle), "missing {needle:?} in:\n{demo}");
     }
+    assert!(
+        !demo.contains("6d1f0c5e9b8a7f6e"),
+        "the S3 secret must be redacted:\n{demo}"
+    );
     assert!(
         !demo.contains("sprintlens-app-dev"),
         "passwords must be redacted:\n{demo}"

@@ -27,6 +27,86 @@ pub enum Location {
     Folder(std::path::PathBuf),
     /// Process memory (`memory://`); lost at exit.
     Memory,
+    /// An S3 bucket (AWS, MinIO, Garage, any S3).
+    S3(S3Location),
+}
+
+/// An S3 bucket and how to reach it: `s3://BUCKET?endpoint=URL&region=R&access_key_id=K&secret_access_key=S`
+/// (`allow_http=true` for a plain-HTTP endpoint). Without `endpoint`, AWS; without keys, the AWS
+/// environment (`AWS_ACCESS_KEY_ID`, …).
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Location {
+    /// The bucket.
+    pub bucket: String,
+    /// The endpoint (MinIO, Garage, …); AWS when absent.
+    pub endpoint: Option<String>,
+    /// The region.
+    pub region: Option<String>,
+    /// The access key id.
+    pub access_key_id: Option<String>,
+    /// The secret access key.
+    pub secret_access_key: Option<String>,
+    /// Allow `http://` endpoints.
+    pub allow_http: bool,
+}
+
+impl std::fmt::Debug for S3Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Location")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "***"),
+            )
+            .field("allow_http", &self.allow_http)
+            .finish()
+    }
+}
+
+impl S3Location {
+    fn parse(key: &str, rest: &str) -> Result<Self> {
+        let (bucket, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let bucket = bucket.trim_end_matches('/');
+        if bucket.is_empty() || bucket.contains('/') {
+            return Err(Error::config(
+                key,
+                "s3:// needs a bucket name, e.g. s3://attachments?endpoint=…",
+            ));
+        }
+        let mut loc = S3Location {
+            bucket: bucket.to_string(),
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            allow_http: false,
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = v.to_string();
+            match k {
+                "endpoint" => loc.endpoint = Some(v),
+                "region" => loc.region = Some(v),
+                "access_key_id" => loc.access_key_id = Some(v),
+                "secret_access_key" => loc.secret_access_key = Some(v),
+                "allow_http" => {
+                    loc.allow_http = v.parse().map_err(|_| {
+                        Error::config(format!("{key}?allow_http"), "must be true or false")
+                    })?
+                }
+                other => {
+                    return Err(Error::config(
+                        format!("{key}?{other}"),
+                        "unknown S3 URL parameter; known: endpoint, region, access_key_id, secret_access_key, allow_http",
+                    ));
+                }
+            }
+        }
+        Ok(loc)
+    }
 }
 
 /// Settings of an [`ObjectBlobStore`].
@@ -51,10 +131,12 @@ impl BlobOptions {
             Location::Folder(dir.into())
         } else if url == "memory://" {
             Location::Memory
+        } else if let Some(rest) = url.strip_prefix("s3://") {
+            Location::S3(S3Location::parse(key, rest)?)
         } else {
             return Err(Error::config(
                 key,
-                "a blob URL is file://DIR or memory:// (s3:// arrives with the S3 adapter)",
+                "a blob URL is file://DIR, memory:// or s3://BUCKET?endpoint=…",
             ));
         };
         Ok(BlobOptions {
@@ -80,12 +162,14 @@ struct Sidecar {
 /// object attributes), written after the bytes; a sidecar that does not match the object's size is
 /// ignored.
 ///
-/// Capabilities: conditional create (yes, both), presigned URLs (no).
+/// Capabilities: conditional create on folders and memory, and on S3 when [`ObjectBlobStore::probe`]
+/// finds the server honours it (MinIO, AWS; not Garage); presigned URLs: not yet.
 #[derive(Clone)]
 pub struct ObjectBlobStore {
     store: Arc<dyn ObjectStore>,
     options: BlobOptions,
     backend: &'static str,
+    conditional: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for ObjectBlobStore {
@@ -125,12 +209,67 @@ impl ObjectBlobStore {
                 (Arc::new(fs), "file")
             }
             Location::Memory => (Arc::new(InMemory::new()), "memory"),
+            Location::S3(loc) => {
+                let mut b = object_store::aws::AmazonS3Builder::new()
+                    .with_bucket_name(&loc.bucket)
+                    .with_allow_http(loc.allow_http);
+                if let Some(e) = &loc.endpoint {
+                    b = b.with_endpoint(e);
+                }
+                if let Some(r) = &loc.region {
+                    b = b.with_region(r);
+                }
+                if let Some(k) = &loc.access_key_id {
+                    b = b.with_access_key_id(k);
+                }
+                if let Some(k) = &loc.secret_access_key {
+                    b = b.with_secret_access_key(k);
+                }
+                let s3 = b
+                    .build()
+                    .map_err(|e| Error::config("blobs.url", format!("invalid S3 settings: {e}")))?;
+                (Arc::new(s3), "s3")
+            }
         };
+        // Local folders and memory create atomically; S3 only after a probe shows the server
+        // honours If-None-Match (MinIO and AWS do, Garage does not).
+        let conditional = !matches!(options.location, Location::S3(_));
         Ok(ObjectBlobStore {
             store,
             options,
             backend,
+            conditional: Arc::new(std::sync::atomic::AtomicBool::new(conditional)),
         })
+    }
+
+    /// Probes what the server can do (S3: whether a create-only put is refused when the key exists)
+    /// and returns the capabilities in force. Cheap for folders and memory.
+    pub async fn probe(&self) -> Result<BlobCapabilities> {
+        if matches!(self.options.location, Location::S3(_)) {
+            let name = uuid_like();
+            let path = Path::from_iter([".sprintlens-probe", name.as_str()]);
+            let create = || object_store::PutOptions {
+                mode: object_store::PutMode::Create,
+                ..Default::default()
+            };
+            self.store
+                .put_opts(&path, PutPayload::from_static(b"1"), create())
+                .await
+                .map_err(|e| classify(self.backend, "probe", e))?;
+            let second = self
+                .store
+                .put_opts(&path, PutPayload::from_static(b"2"), create())
+                .await;
+            let honoured = matches!(
+                second,
+                Err(object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. })
+            );
+            let _ = self.store.delete(&path).await;
+            self.conditional
+                .store(honoured, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(self.capabilities())
     }
 
     fn path(&self, ws: WorkspaceId, key: &BlobKey) -> Path {
@@ -199,7 +338,7 @@ impl BlobStore for ObjectBlobStore {
 
     fn capabilities(&self) -> BlobCapabilities {
         BlobCapabilities {
-            conditional_create: true,
+            conditional_create: self.conditional.load(std::sync::atomic::Ordering::Relaxed),
             presign: false,
             max_object_bytes: self.options.max_object_bytes,
         }
@@ -226,6 +365,12 @@ impl BlobStore for ObjectBlobStore {
         let sha256 = sha256_hex(&data);
         let mode = match options.mode {
             PutMode::Overwrite => object_store::PutMode::Overwrite,
+            PutMode::Create if !self.capabilities().conditional_create => {
+                return Err(Error::unsupported(
+                    self.backend,
+                    "create-only put (no conditional writes)",
+                ));
+            }
             PutMode::Create => object_store::PutMode::Create,
         };
         let opts = object_store::PutOptions {
@@ -369,4 +514,16 @@ impl BlobStore for ObjectBlobStore {
         }
         Ok(existed)
     }
+}
+
+/// A unique probe name (time and a counter; no randomness needed).
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}-{}",
+        std::process::id(),
+        Timestamp::now().as_micros(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }

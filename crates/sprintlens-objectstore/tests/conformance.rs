@@ -78,3 +78,78 @@ async fn keys_stay_inside_the_workspace_folder() {
     assert!(root.join(ws.to_string()).join("a/b.txt").is_file());
     assert!(sprintlens_core::BlobKey::new("../escape").is_err());
 }
+
+fn s3_url() -> Option<String> {
+    match std::env::var("SPRINTLENS_TEST_S3_URL") {
+        Ok(u) => Some(u),
+        Err(_) => {
+            assert!(
+                std::env::var("SPRINTLENS_TEST_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "SPRINTLENS_TEST_REQUIRE_SERVICES=1 but SPRINTLENS_TEST_S3_URL is not set"
+            );
+            eprintln!("skipped: SPRINTLENS_TEST_S3_URL not set");
+            None
+        }
+    }
+}
+
+async fn s3() -> Option<(Arc<dyn BlobStore>, ())> {
+    let store =
+        ObjectBlobStore::open(BlobOptions::from_url("blobs.url", &s3_url()?, 1024 * 1024).unwrap())
+            .unwrap();
+    store.probe().await.unwrap();
+    Some((Arc::new(store) as Arc<dyn BlobStore>, ()))
+}
+
+/// The same suite against the S3 server of the local stack (Garage).
+mod s3_bucket {
+    use super::*;
+    sprintlens_testkit::blob_store_suite!(s3);
+}
+
+#[tokio::test]
+async fn s3_capabilities_are_probed_not_assumed() {
+    let Some(url) = s3_url() else { return };
+    let store =
+        ObjectBlobStore::open(BlobOptions::from_url("blobs.url", &url, 1024).unwrap()).unwrap();
+    assert!(
+        !store.capabilities().conditional_create,
+        "unknown until probed"
+    );
+    let caps = store.probe().await.unwrap();
+    // Garage ignores If-None-Match: the probe sees its second create-only put succeed.
+    assert!(!caps.conditional_create);
+    let ws = sprintlens_core::WorkspaceId::new();
+    let key = sprintlens_core::BlobKey::new("once").unwrap();
+    let err = store
+        .put(
+            ws,
+            &key,
+            bytes::Bytes::from_static(b"x"),
+            sprintlens_core::PutOptions {
+                content_type: None,
+                mode: sprintlens_core::PutMode::Create,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), sprintlens_core::ErrorKind::Unsupported);
+    assert!(
+        store.head(ws, &key).await.is_err(),
+        "nothing may be written"
+    );
+}
+
+#[test]
+fn s3_urls_name_bad_parameters_and_redact_secrets() {
+    let o = BlobOptions::from_url(
+        "blobs.url",
+        "s3://b?endpoint=http://h:9000&region=r&access_key_id=k&secret_access_key=SECRET&allow_http=true",
+        10,
+    )
+    .unwrap();
+    assert!(!format!("{o:?}").contains("SECRET"));
+    let e = BlobOptions::from_url("blobs.url", "s3://b?endpont=x", 10).unwrap_err();
+    assert_eq!(e.field(), Some("blobs.url?endpont"));
+    assert!(BlobOptions::from_url("blobs.url", "s3://", 10).is_err());
+}

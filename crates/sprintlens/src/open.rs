@@ -37,7 +37,7 @@ pub fn compiled_schemes() -> Vec<&'static str> {
 }
 
 /// Schemes of adapters sprintlens does not have yet.
-const NOT_YET: &[&str] = &["clickhouse", "s3"];
+const NOT_YET: &[&str] = &["clickhouse"];
 
 /// What a section resolves to.
 #[derive(Clone, Debug, PartialEq)]
@@ -54,6 +54,8 @@ pub enum Backend {
     Hash,
     /// A Redis server.
     Redis(String),
+    /// An S3 bucket.
+    S3(String),
 }
 
 /// The resolved backend of every section.
@@ -131,6 +133,7 @@ fn blob_backend(key: &str, url: &str, max: u64) -> Result<Backend> {
     Ok(match o.location {
         sprintlens_objectstore::Location::Folder(p) => Backend::Folder(p),
         sprintlens_objectstore::Location::Memory => Backend::Memory,
+        sprintlens_objectstore::Location::S3(l) => Backend::S3(l.bucket),
     })
 }
 
@@ -178,8 +181,8 @@ pub fn plan(config: &StorageConfig) -> Result<Plan> {
     let blobs = {
         let (k, u) = ("blobs.url", &config.blobs.url);
         match u.scheme().as_str() {
-            "file" | "memory" => blob_backend(k, u.expose(), config.blobs.max_object_bytes)?,
-            s => return Err(unknown(k, s, &["file://DIR", "memory://"])),
+            "file" | "memory" | "s3" => blob_backend(k, u.expose(), config.blobs.max_object_bytes)?,
+            s => return Err(unknown(k, s, &["file://DIR", "memory://", "s3://BUCKET?…"])),
         }
     };
     let redis = cfg!(feature = "redis");
@@ -362,14 +365,19 @@ impl Storage {
         });
         let blobs: Arc<dyn BlobStore> = match &plan.blobs {
             #[cfg(feature = "objectstore")]
-            Backend::Folder(_) | Backend::Memory => {
-                Arc::new(sprintlens_objectstore::ObjectBlobStore::open(
+            Backend::Folder(_) | Backend::Memory | Backend::S3(_) => {
+                let store = sprintlens_objectstore::ObjectBlobStore::open(
                     sprintlens_objectstore::BlobOptions::from_url(
                         "blobs.url",
                         config.blobs.url.expose(),
                         config.blobs.max_object_bytes,
                     )?,
-                )?)
+                )?;
+                // S3 capabilities (conditional writes) are probed, not assumed.
+                if matches!(plan.blobs, Backend::S3(_)) {
+                    store.probe().await?;
+                }
+                Arc::new(store)
             }
             #[allow(unreachable_patterns)]
             _ => return Err(missing("blobs.url")),
