@@ -123,6 +123,18 @@ pub struct PutOptions {
     pub mode: PutMode,
 }
 
+/// What a presigned URL lets its holder do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PresignMethod {
+    /// Read the blob.
+    Get,
+    /// Write the blob.
+    Put,
+}
+
+/// Longest lifetime of a presigned URL (S3's limit).
+pub const MAX_PRESIGN: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
 /// What a blob backend can do.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct BlobCapabilities {
@@ -146,6 +158,8 @@ pub struct BlobCapabilities {
 /// - `get_range` MUST return exactly the bytes in the range (clamped to the size).
 /// - `list` MUST return keys under the prefix in key order, pages without gaps or repeats.
 /// - `delete` MUST return whether the blob existed.
+/// - `presign` MUST return [`Error::Unsupported`] when `capabilities().presign` is false; otherwise the URL
+///   MUST work with a plain HTTP client for that key only, and MUST stop working after `expires_in`.
 #[async_trait]
 pub trait BlobStore: Send + Sync + std::fmt::Debug {
     /// The backend name.
@@ -181,6 +195,14 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     ) -> Result<Page<BlobMeta>>;
     /// Removes a blob.
     async fn delete(&self, workspace: WorkspaceId, key: &BlobKey) -> Result<bool>;
+    /// A URL with which a plain HTTP client may GET or PUT the blob until `expires_in` passes.
+    async fn presign(
+        &self,
+        workspace: WorkspaceId,
+        key: &BlobKey,
+        method: PresignMethod,
+        expires_in: std::time::Duration,
+    ) -> Result<String>;
 }
 
 #[deny(clippy::missing_trait_methods)]
@@ -226,6 +248,15 @@ impl<T: BlobStore + ?Sized> BlobStore for Arc<T> {
     }
     async fn delete(&self, workspace: WorkspaceId, key: &BlobKey) -> Result<bool> {
         (**self).delete(workspace, key).await
+    }
+    async fn presign(
+        &self,
+        workspace: WorkspaceId,
+        key: &BlobKey,
+        method: PresignMethod,
+        expires_in: std::time::Duration,
+    ) -> Result<String> {
+        (**self).presign(workspace, key, method, expires_in).await
     }
 }
 

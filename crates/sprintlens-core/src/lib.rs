@@ -13,7 +13,10 @@ pub mod validate;
 pub mod vector;
 
 pub use analytics::*;
-pub use blob::{BlobCapabilities, BlobKey, BlobMeta, BlobStore, BlobStoreExt, PutMode, PutOptions};
+pub use blob::{
+    BlobCapabilities, BlobKey, BlobMeta, BlobStore, BlobStoreExt, PresignMethod, PutMode,
+    PutOptions,
+};
 pub use cache::{Cache, CacheKey, CacheStats, Loader};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use id::*;

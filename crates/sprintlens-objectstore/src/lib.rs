@@ -163,13 +163,14 @@ struct Sidecar {
 /// ignored.
 ///
 /// Capabilities: conditional create on folders and memory, and on S3 when [`ObjectBlobStore::probe`]
-/// finds the server honours it (MinIO, AWS; not Garage); presigned URLs: not yet.
+/// finds the server honours it (MinIO, AWS; not Garage); presigned GET/PUT URLs on S3.
 #[derive(Clone)]
 pub struct ObjectBlobStore {
     store: Arc<dyn ObjectStore>,
     options: BlobOptions,
     backend: &'static str,
     conditional: Arc<std::sync::atomic::AtomicBool>,
+    signer: Option<Arc<object_store::aws::AmazonS3>>,
 }
 
 impl std::fmt::Debug for ObjectBlobStore {
@@ -200,6 +201,7 @@ fn classify(backend: &'static str, operation: &'static str, e: object_store::Err
 impl ObjectBlobStore {
     /// Opens the store (creating the folder if needed).
     pub fn open(options: BlobOptions) -> Result<Self> {
+        let mut signer = None;
         let (store, backend): (Arc<dyn ObjectStore>, &'static str) = match &options.location {
             Location::Folder(dir) => {
                 std::fs::create_dir_all(dir)
@@ -225,10 +227,11 @@ impl ObjectBlobStore {
                 if let Some(k) = &loc.secret_access_key {
                     b = b.with_secret_access_key(k);
                 }
-                let s3 = b
-                    .build()
-                    .map_err(|e| Error::config("blobs.url", format!("invalid S3 settings: {e}")))?;
-                (Arc::new(s3), "s3")
+                let s3 = Arc::new(b.build().map_err(|e| {
+                    Error::config("blobs.url", format!("invalid S3 settings: {e}"))
+                })?);
+                signer = Some(s3.clone());
+                (s3, "s3")
             }
         };
         // Local folders and memory create atomically; S3 only after a probe shows the server
@@ -239,6 +242,7 @@ impl ObjectBlobStore {
             options,
             backend,
             conditional: Arc::new(std::sync::atomic::AtomicBool::new(conditional)),
+            signer,
         })
     }
 
@@ -339,7 +343,7 @@ impl BlobStore for ObjectBlobStore {
     fn capabilities(&self) -> BlobCapabilities {
         BlobCapabilities {
             conditional_create: self.conditional.load(std::sync::atomic::Ordering::Relaxed),
-            presign: false,
+            presign: self.signer.is_some(),
             max_object_bytes: self.options.max_object_bytes,
         }
     }
@@ -513,6 +517,34 @@ impl BlobStore for ObjectBlobStore {
             Err(e) => return Err(classify(self.backend, "delete", e)),
         }
         Ok(existed)
+    }
+
+    async fn presign(
+        &self,
+        workspace: WorkspaceId,
+        key: &BlobKey,
+        method: sprintlens_core::PresignMethod,
+        expires_in: std::time::Duration,
+    ) -> Result<String> {
+        let Some(signer) = &self.signer else {
+            return Err(Error::unsupported(self.backend, "presigned URLs"));
+        };
+        if expires_in.is_zero() || expires_in > sprintlens_core::blob::MAX_PRESIGN {
+            return Err(Error::invalid(
+                "expires_in",
+                "must be between 1 s and 7 days",
+            ));
+        }
+        use object_store::signer::{Method, Signer};
+        let m = match method {
+            sprintlens_core::PresignMethod::Get => Method::GET,
+            sprintlens_core::PresignMethod::Put => Method::PUT,
+        };
+        signer
+            .signed_url(m, &self.path(workspace, key), expires_in)
+            .await
+            .map(|u| u.to_string())
+            .map_err(|e| classify(self.backend, "presign", e))
     }
 }
 

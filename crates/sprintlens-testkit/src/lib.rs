@@ -163,6 +163,7 @@ macro_rules! blob_store_suite {
                 workspaces_are_isolated,
                 too_large_writes_nothing,
                 create_mode_conflicts_or_is_unsupported,
+                presigned_urls_work_and_expire,
             ]
         );
     };
