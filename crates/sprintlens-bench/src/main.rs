@@ -13,7 +13,7 @@ use sprintlens_core::{
     EmbeddingKind, RecordId, Timestamp, VectorEntry, VectorIndex, VectorQuery, WorkspaceId,
 };
 use sprintlens_sqlite::{SqliteOptions, SqliteStore};
-use sprintlens_testkit::generate::{Rng, random_embedding};
+use sprintlens_testkit::generate::{Rng, exact_top_k, random_embedding};
 
 const DIM: usize = 384;
 const QUERIES: usize = 30;
@@ -54,14 +54,7 @@ async fn run_size(n: usize) -> Result<(Stats, Stats)> {
     // Exact ground truth.
     let truth: Vec<Vec<RecordId>> = queries
         .iter()
-        .map(|q| {
-            let mut s: Vec<(f32, RecordId)> = entries
-                .iter()
-                .map(|e| (e.embedding.cosine(q), e.id))
-                .collect();
-            s.sort_by(|a, b| b.0.total_cmp(&a.0));
-            s.into_iter().take(K).map(|x| x.1).collect()
-        })
+        .map(|q| exact_top_k(&entries, q, K))
         .collect();
 
     // sprintlens-sqlite.

@@ -12,7 +12,7 @@ use sprintlens_core::{
     WorkspaceId,
 };
 use sprintlens_postgres::{PgOptions, PgStore};
-use sprintlens_testkit::generate::{self, Rng, random_embedding};
+use sprintlens_testkit::generate::{self, Rng, exact_top_k, random_embedding};
 
 use crate::percentile;
 
@@ -125,14 +125,7 @@ pub async fn vectors(n: usize, clients: &[usize]) -> Result<()> {
     let queries: Vec<_> = (0..QUERIES).map(|_| near(&mut rng)).collect();
     let truth: Vec<Vec<RecordId>> = queries
         .iter()
-        .map(|q| {
-            let mut s: Vec<(f32, RecordId)> = entries
-                .iter()
-                .map(|e| (e.embedding.cosine(q), e.id))
-                .collect();
-            s.sort_by(|a, b| b.0.total_cmp(&a.0));
-            s.into_iter().take(K).map(|x| x.1).collect()
-        })
+        .map(|q| exact_top_k(&entries, q, K))
         .collect();
     println!(
         "loaded {n} × {DIM} vectors through the adapter in {load:.1} s ({:.0} vectors/s)",

@@ -507,6 +507,24 @@ pub struct Page<T> {
     pub next: Option<PageToken>,
 }
 
+impl<T> Page<T> {
+    /// A page from a query that fetched up to `limit + 1` items: the extra item only tells that
+    /// another page exists; the token is taken from the last item kept.
+    pub fn from_overfetch(
+        mut items: Vec<T>,
+        limit: usize,
+        token: impl Fn(&T) -> PageToken,
+    ) -> Self {
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(token)
+        } else {
+            None
+        };
+        Page { items, next }
+    }
+}
+
 /// Largest page a list or scan returns.
 pub const MAX_PAGE: usize = 1000;
 

@@ -351,14 +351,10 @@ impl RecordStore for PgStore {
             .await
             .map_err(|e| classify("list", e))?;
         tx.commit().await.map_err(|e| classify("list", e))?;
-        let mut items = rows.iter().map(decode).collect::<Result<Vec<_>>>()?;
-        let next = if items.len() > query.limit {
-            items.truncate(query.limit);
-            items.last().map(|r| PageToken(r.id.to_string()))
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        let items = rows.iter().map(decode).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_overfetch(items, query.limit, |r| {
+            PageToken(r.id.to_string())
+        }))
     }
 
     async fn delete(

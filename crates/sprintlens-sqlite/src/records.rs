@@ -207,14 +207,10 @@ impl RecordStore for SqliteStore {
                 rows.collect::<rusqlite::Result<Vec<_>>>()
             })
             .await?;
-        let mut items = rows.into_iter().map(decode).collect::<Result<Vec<_>>>()?;
-        let next = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|r| PageToken(r.id.to_string()))
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        let items = rows.into_iter().map(decode).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_overfetch(items, limit, |r| {
+            PageToken(r.id.to_string())
+        }))
     }
 
     async fn delete(

@@ -329,6 +329,17 @@ pub fn usage(
     })
 }
 
+/// The ids of the `k` entries closest to `query` by exact cosine similarity, best first: the ground
+/// truth recall is measured against.
+pub fn exact_top_k(entries: &[VectorEntry], query: &Embedding, k: usize) -> Vec<RecordId> {
+    let mut scored: Vec<(f32, RecordId)> = entries
+        .iter()
+        .map(|e| (e.embedding.cosine(query), e.id))
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scored.into_iter().take(k).map(|x| x.1).collect()
+}
+
 /// A random unit vector of `dim` components.
 pub fn random_embedding(rng: &mut Rng, dim: usize) -> Embedding {
     let v: Vec<f32> = (0..dim).map(|_| (rng.unit() * 2.0 - 1.0) as f32).collect();

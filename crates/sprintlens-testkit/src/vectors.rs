@@ -214,12 +214,7 @@ pub async fn search_matches_exact_ranking(index: Index) {
     let mut found = 0;
     for _ in 0..10 {
         let q = random_embedding(&mut rng, dim);
-        let mut exact: Vec<(f32, RecordId)> = entries
-            .iter()
-            .map(|e| (e.embedding.cosine(&q), e.id))
-            .collect();
-        exact.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let truth: Vec<RecordId> = exact.iter().take(10).map(|x| x.1).collect();
+        let truth = crate::generate::exact_top_k(&entries, &q, 10);
         let hits = index.search(&query(ws, q, 10)).await.unwrap();
         found += hits.iter().filter(|h| truth.contains(&h.id)).count();
     }
