@@ -135,6 +135,23 @@ pub enum PresignMethod {
 /// Longest lifetime of a presigned URL (S3's limit).
 pub const MAX_PRESIGN: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
+/// Bytes flowing into or out of a blob, chunk by chunk.
+pub type ByteStream = futures::stream::BoxStream<'static, Result<Bytes>>;
+
+/// A [`ByteStream`] of one chunk.
+pub fn once(data: Bytes) -> ByteStream {
+    Box::pin(futures::stream::once(async move { Ok(data) }))
+}
+
+/// What the janitor found and removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct UploadSweep {
+    /// Incomplete multipart uploads seen.
+    pub seen: u64,
+    /// Incomplete uploads older than the cut-off that were aborted (or would be, in a dry run).
+    pub aborted: u64,
+}
+
 /// What a blob backend can do.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct BlobCapabilities {
@@ -160,6 +177,17 @@ pub struct BlobCapabilities {
 /// - `delete` MUST return whether the blob existed.
 /// - `presign` MUST return [`Error::Unsupported`] when `capabilities().presign` is false; otherwise the URL
 ///   MUST work with a plain HTTP client for that key only, and MUST stop working after `expires_in`.
+/// - `put_stream` MUST hold at most a bounded amount of the stream in memory whatever its length,
+///   refuse with [`Error::TooLarge`] as soon as the bytes received pass `max_object_bytes`, and on
+///   any failure, refusal or cancellation leave no object (and no sidecar) visible at `key`; a
+///   previous object at `key` stays as it was.
+/// - `get_stream` MUST yield the bytes (of the range, clamped) without reading the whole object
+///   into memory first.
+/// - `copy` MUST copy bytes and metadata, replacing `to`, and return [`Error::NotFound`] if `from`
+///   is missing.
+/// - `workspaces` MUST list each workspace holding at least one blob, once.
+/// - `sweep_uploads` MUST abort only incomplete uploads (of the workspace, when given) started
+///   before `older_than` ago, and count without aborting when `dry_run`.
 #[async_trait]
 pub trait BlobStore: Send + Sync + std::fmt::Debug {
     /// The backend name.
@@ -203,6 +231,33 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
         method: PresignMethod,
         expires_in: std::time::Duration,
     ) -> Result<String>;
+    /// Stores the bytes of `data` at `key`, in parts when large.
+    async fn put_stream(
+        &self,
+        workspace: WorkspaceId,
+        key: &BlobKey,
+        data: ByteStream,
+        options: PutOptions,
+    ) -> Result<BlobMeta>;
+    /// The blob (or a byte range of it) as a stream.
+    async fn get_stream(
+        &self,
+        workspace: WorkspaceId,
+        key: &BlobKey,
+        range: Option<Range<u64>>,
+    ) -> Result<(BlobMeta, ByteStream)>;
+    /// Copies `from` to `to` within the workspace (server-side where the backend can).
+    async fn copy(&self, workspace: WorkspaceId, from: &BlobKey, to: &BlobKey) -> Result<BlobMeta>;
+    /// Workspaces that hold blobs.
+    async fn workspaces(&self) -> Result<Vec<WorkspaceId>>;
+    /// Aborts incomplete multipart uploads started more than `older_than` ago, in one workspace
+    /// or (None) in all of them.
+    async fn sweep_uploads(
+        &self,
+        workspace: Option<WorkspaceId>,
+        older_than: std::time::Duration,
+        dry_run: bool,
+    ) -> Result<UploadSweep>;
 }
 
 #[deny(clippy::missing_trait_methods)]
@@ -258,6 +313,37 @@ impl<T: BlobStore + ?Sized> BlobStore for Arc<T> {
     ) -> Result<String> {
         (**self).presign(workspace, key, method, expires_in).await
     }
+    async fn put_stream(
+        &self,
+        workspace: WorkspaceId,
+        key: &BlobKey,
+        data: ByteStream,
+        options: PutOptions,
+    ) -> Result<BlobMeta> {
+        (**self).put_stream(workspace, key, data, options).await
+    }
+    async fn get_stream(
+        &self,
+        workspace: WorkspaceId,
+        key: &BlobKey,
+        range: Option<Range<u64>>,
+    ) -> Result<(BlobMeta, ByteStream)> {
+        (**self).get_stream(workspace, key, range).await
+    }
+    async fn copy(&self, workspace: WorkspaceId, from: &BlobKey, to: &BlobKey) -> Result<BlobMeta> {
+        (**self).copy(workspace, from, to).await
+    }
+    async fn workspaces(&self) -> Result<Vec<WorkspaceId>> {
+        (**self).workspaces().await
+    }
+    async fn sweep_uploads(
+        &self,
+        workspace: Option<WorkspaceId>,
+        older_than: std::time::Duration,
+        dry_run: bool,
+    ) -> Result<UploadSweep> {
+        (**self).sweep_uploads(workspace, older_than, dry_run).await
+    }
 }
 
 /// Lowercase hex SHA-256 of `data`.
@@ -288,6 +374,56 @@ pub trait BlobStoreExt: BlobStore {
         }
         Ok((meta, data))
     }
+
+    /// Stores `data` under `sha256/<hex of its SHA-256>`, so identical bytes are stored once.
+    /// Returns the blob and whether it was new. The bytes are streamed to a staging key first
+    /// (the hash is known only at the end), then copied into place unless already there.
+    async fn put_content_addressed(
+        &self,
+        workspace: WorkspaceId,
+        data: ByteStream,
+        content_type: Option<String>,
+    ) -> Result<(BlobMeta, bool)> {
+        let staging = BlobKey::new(&format!("staging/{}", crate::id::EventId::new()))?;
+        let options = PutOptions {
+            content_type,
+            mode: PutMode::Overwrite,
+        };
+        let staged = self.put_stream(workspace, &staging, data, options).await?;
+        let outcome = async {
+            let sha = staged.sha256.clone().ok_or_else(|| {
+                Error::backend(
+                    self.backend(),
+                    "put_content_addressed",
+                    "no sha256 recorded",
+                )
+            })?;
+            let key = content_key(&sha)?;
+            match self.head(workspace, &key).await {
+                // Same hash, same size: the bytes are already there (identical writers race
+                // harmlessly, they write the same bytes).
+                Ok(existing) if existing.size == staged.size && existing.sha256.is_some() => {
+                    Ok((existing, false))
+                }
+                Ok(_) | Err(_) => Ok((self.copy(workspace, &staging, &key).await?, true)),
+            }
+        }
+        .await;
+        self.delete(workspace, &staging).await?;
+        outcome
+    }
+}
+
+/// The key of content-addressed bytes: `sha256/<lowercase hex>`.
+pub fn content_key(sha256: &str) -> Result<BlobKey> {
+    if sha256.len() != 64
+        || !sha256
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        return Err(Error::invalid("sha256", "must be 64 lowercase hex digits"));
+    }
+    BlobKey::new(&format!("sha256/{sha256}"))
 }
 
 impl<T: BlobStore + ?Sized> BlobStoreExt for T {}

@@ -203,6 +203,101 @@ pub struct BlobsConfig {
     /// Largest object accepted, in bytes.
     #[serde(default = "default_max_object")]
     pub max_object_bytes: u64,
+    /// Streamed uploads larger than this go up as multipart uploads (smaller ones in one request).
+    #[serde(default = "default_part_bytes")]
+    pub multipart_threshold_bytes: u64,
+    /// Size of each multipart part (S3 needs at least 5 MiB); the buffer per part in flight.
+    #[serde(default = "default_part_bytes")]
+    pub part_size_bytes: u64,
+    /// Parts of one upload in flight at once (memory per upload ~ `part_size_bytes` × this).
+    #[serde(default = "default_upload_concurrency")]
+    pub upload_concurrency: u32,
+    /// Time allowed to connect to the object server, in milliseconds.
+    #[serde(default = "default_blob_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// Time allowed for one HTTP request, in milliseconds.
+    #[serde(default = "default_blob_request_timeout")]
+    pub request_timeout_ms: u64,
+    /// Retries of a failed request that is safe to repeat (0 = none).
+    #[serde(default = "default_blob_retries")]
+    pub max_retries: u32,
+    /// First backoff between retries, in milliseconds (doubling, with jitter, up to 15 s).
+    #[serde(default = "default_blob_backoff")]
+    pub retry_backoff_ms: u64,
+    /// Overall deadline of one request including its retries, in milliseconds.
+    #[serde(default = "default_blob_deadline")]
+    pub deadline_ms: u64,
+    /// Store attachments by their SHA-256 (`sha256/<hex>`), so identical bytes are stored once.
+    #[serde(default)]
+    pub content_addressed: bool,
+}
+
+/// Smallest multipart part S3 accepts (all parts but the last).
+pub const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
+
+impl Default for BlobsConfig {
+    /// `memory://` with every key at its default.
+    fn default() -> Self {
+        BlobsConfig::new(BackendUrl("memory://".to_string()))
+    }
+}
+
+impl BlobsConfig {
+    /// A section with `url` and every other key at its default.
+    pub fn new(url: BackendUrl) -> Self {
+        BlobsConfig {
+            url,
+            max_object_bytes: default_max_object(),
+            multipart_threshold_bytes: default_part_bytes(),
+            part_size_bytes: default_part_bytes(),
+            upload_concurrency: default_upload_concurrency(),
+            connect_timeout_ms: default_blob_connect_timeout(),
+            request_timeout_ms: default_blob_request_timeout(),
+            max_retries: default_blob_retries(),
+            retry_backoff_ms: default_blob_backoff(),
+            deadline_ms: default_blob_deadline(),
+            content_addressed: false,
+        }
+    }
+
+    /// Checks the numbers (the URL is checked by the adapter's parser).
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("blobs.max_object_bytes", self.max_object_bytes),
+            (
+                "blobs.multipart_threshold_bytes",
+                self.multipart_threshold_bytes,
+            ),
+            ("blobs.upload_concurrency", self.upload_concurrency as u64),
+            ("blobs.connect_timeout_ms", self.connect_timeout_ms),
+            ("blobs.request_timeout_ms", self.request_timeout_ms),
+            ("blobs.deadline_ms", self.deadline_ms),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err(Error::config(key, "must be positive"));
+            }
+        }
+        if self.part_size_bytes < MIN_PART_BYTES || self.part_size_bytes > 5 * 1024 * 1024 * 1024 {
+            return Err(Error::config(
+                "blobs.part_size_bytes",
+                "must be between 5 MiB (S3's smallest part) and 5 GiB",
+            ));
+        }
+        if self.upload_concurrency > 64 {
+            return Err(Error::config(
+                "blobs.upload_concurrency",
+                "must be at most 64",
+            ));
+        }
+        if self.deadline_ms < self.request_timeout_ms {
+            return Err(Error::config(
+                "blobs.deadline_ms",
+                "must be at least blobs.request_timeout_ms",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[cache]`: hot reads.
@@ -287,6 +382,27 @@ fn default_dimension() -> usize {
 fn default_max_object() -> u64 {
     100 * 1024 * 1024
 }
+fn default_part_bytes() -> u64 {
+    8 * 1024 * 1024
+}
+fn default_upload_concurrency() -> u32 {
+    4
+}
+fn default_blob_connect_timeout() -> u64 {
+    5_000
+}
+fn default_blob_request_timeout() -> u64 {
+    30_000
+}
+fn default_blob_retries() -> u32 {
+    3
+}
+fn default_blob_backoff() -> u64 {
+    100
+}
+fn default_blob_deadline() -> u64 {
+    120_000
+}
 fn default_max_entries() -> u64 {
     10_000
 }
@@ -338,7 +454,22 @@ pub const SECTIONS: &[(&str, &[&str])] = &[
     ),
     ("vectors", &["url", "dimension", "half", "ef_search"]),
     ("analytics", &["url"]),
-    ("blobs", &["url", "max_object_bytes"]),
+    (
+        "blobs",
+        &[
+            "url",
+            "max_object_bytes",
+            "multipart_threshold_bytes",
+            "part_size_bytes",
+            "upload_concurrency",
+            "connect_timeout_ms",
+            "request_timeout_ms",
+            "max_retries",
+            "retry_backoff_ms",
+            "deadline_ms",
+            "content_addressed",
+        ],
+    ),
     (
         "cache",
         &[
@@ -387,10 +518,7 @@ impl StorageConfig {
                 ef_search: default_ef_search(),
             },
             analytics: AnalyticsConfig { url: url(&db) },
-            blobs: BlobsConfig {
-                url: url(&format!("file://{data_dir}/blobs")),
-                max_object_bytes: default_max_object(),
-            },
+            blobs: BlobsConfig::new(url(&format!("file://{data_dir}/blobs"))),
             cache: CacheConfig {
                 url: url("memory://"),
                 max_entries: default_max_entries(),
@@ -486,9 +614,7 @@ impl StorageConfig {
                 ),
             ));
         }
-        if self.blobs.max_object_bytes == 0 {
-            return Err(Error::config("blobs.max_object_bytes", "must be positive"));
-        }
+        self.blobs.validate()?;
         if self.cache.max_entries == 0 {
             return Err(Error::config("cache.max_entries", "must be positive"));
         }

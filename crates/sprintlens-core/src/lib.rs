@@ -14,8 +14,8 @@ pub mod vector;
 
 pub use analytics::*;
 pub use blob::{
-    BlobCapabilities, BlobKey, BlobMeta, BlobStore, BlobStoreExt, PresignMethod, PutMode,
-    PutOptions,
+    BlobCapabilities, BlobKey, BlobMeta, BlobStore, BlobStoreExt, ByteStream, PresignMethod,
+    PutMode, PutOptions, UploadSweep,
 };
 pub use cache::{Cache, CacheKey, CacheStats, Loader};
 pub use error::{BoxError, Error, ErrorKind, Result};

@@ -6,11 +6,14 @@ use sprintlens_core::BlobStore;
 use sprintlens_objectstore::{BlobOptions, Location, ObjectBlobStore};
 use tempfile::TempDir;
 
+/// Room for the suite's streamed (multipart) cases.
+const SUITE_MAX: u64 = 34 * 1024 * 1024;
+
 async fn folder() -> (Arc<dyn BlobStore>, TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = ObjectBlobStore::open(BlobOptions {
-        location: Location::Folder(dir.path().join("blobs")),
-        max_object_bytes: 1024 * 1024,
+        max_object_bytes: SUITE_MAX,
+        ..BlobOptions::new(Location::Folder(dir.path().join("blobs")))
     })
     .unwrap();
     (Arc::new(store), dir)
@@ -18,8 +21,8 @@ async fn folder() -> (Arc<dyn BlobStore>, TempDir) {
 
 async fn memory() -> (Arc<dyn BlobStore>, ()) {
     let store = ObjectBlobStore::open(BlobOptions {
-        location: Location::Memory,
-        max_object_bytes: 1024 * 1024,
+        max_object_bytes: SUITE_MAX,
+        ..BlobOptions::new(Location::Memory)
     })
     .unwrap();
     (Arc::new(store), ())
@@ -60,8 +63,8 @@ async fn keys_stay_inside_the_workspace_folder() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("blobs");
     let store = ObjectBlobStore::open(BlobOptions {
-        location: Location::Folder(root.clone()),
         max_object_bytes: 1024,
+        ..BlobOptions::new(Location::Folder(root.clone()))
     })
     .unwrap();
     let ws = sprintlens_core::WorkspaceId::new();
@@ -95,7 +98,7 @@ fn s3_url() -> Option<String> {
 
 async fn s3() -> Option<(Arc<dyn BlobStore>, ())> {
     let store =
-        ObjectBlobStore::open(BlobOptions::from_url("blobs.url", &s3_url()?, 1024 * 1024).unwrap())
+        ObjectBlobStore::open(BlobOptions::from_url("blobs.url", &s3_url()?, SUITE_MAX).unwrap())
             .unwrap();
     store.probe().await.unwrap();
     Some((Arc::new(store) as Arc<dyn BlobStore>, ()))

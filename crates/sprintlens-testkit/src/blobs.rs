@@ -345,3 +345,261 @@ pub async fn presigned_urls_work_and_expire(b: B) {
         .unwrap_err();
     assert_eq!(err.field(), Some("expires_in"));
 }
+
+/// Bytes that differ at every position (so reordered or dropped parts are caught): `len` bytes
+/// in chunks of `chunk`.
+fn patterned(len: usize, chunk: usize) -> (Vec<Bytes>, Vec<u8>) {
+    let all: Vec<u8> = (0..len as u64)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let chunks = all.chunks(chunk).map(Bytes::copy_from_slice).collect();
+    (chunks, all)
+}
+
+fn stream_of(chunks: Vec<Bytes>) -> ByteStream {
+    Box::pin(futures::stream::iter(chunks.into_iter().map(Ok)))
+}
+
+async fn collect(mut s: ByteStream) -> Vec<u8> {
+    use futures::StreamExt;
+    let mut out = Vec::new();
+    while let Some(c) = s.next().await {
+        out.extend_from_slice(&c.unwrap());
+    }
+    out
+}
+
+/// Needs room for a streamed object of this many bytes; smaller limits skip the case.
+const STREAMED: usize = 13 * 1024 * 1024 + 12_345;
+
+/// A stream longer than the multipart threshold (8 MiB default) round-trips byte for byte, with
+/// its SHA-256; streamed and ranged reads (across a part boundary) return exactly the bytes.
+pub async fn streamed_put_in_parts_round_trips(b: B) {
+    if b.capabilities().max_object_bytes < STREAMED as u64 {
+        return;
+    }
+    let ws = WorkspaceId::new();
+    let (chunks, all) = patterned(STREAMED, 256 * 1024 + 7);
+    let opts = PutOptions {
+        content_type: Some("video/mp4".into()),
+        mode: PutMode::Overwrite,
+    };
+    let meta = b
+        .put_stream(ws, &key("media/clip.mp4"), stream_of(chunks), opts)
+        .await
+        .unwrap();
+    assert_eq!(meta.size, STREAMED as u64);
+    assert_eq!(meta.sha256.as_deref(), Some(sha256_hex(&all).as_str()));
+    let head = b.head(ws, &key("media/clip.mp4")).await.unwrap();
+    assert_eq!((head.size, head.sha256.clone()), (meta.size, meta.sha256));
+    assert_eq!(head.content_type.as_deref(), Some("video/mp4"));
+    let (m, s) = b
+        .get_stream(ws, &key("media/clip.mp4"), None)
+        .await
+        .unwrap();
+    assert_eq!(m.size, STREAMED as u64);
+    let got = collect(s).await;
+    assert!(got == all, "streamed read differs from what was written");
+    let boundary = 8 * 1024 * 1024u64;
+    let (_, s) = b
+        .get_stream(
+            ws,
+            &key("media/clip.mp4"),
+            Some(boundary - 10..boundary + 10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        collect(s).await,
+        &all[boundary as usize - 10..boundary as usize + 10]
+    );
+    // Clamped past the end, and empty beyond it.
+    let (_, s) = b
+        .get_stream(
+            ws,
+            &key("media/clip.mp4"),
+            Some(STREAMED as u64 - 3..u64::MAX),
+        )
+        .await
+        .unwrap();
+    assert_eq!(collect(s).await, &all[STREAMED - 3..]);
+    let (_, s) = b
+        .get_stream(ws, &key("media/clip.mp4"), Some(u64::MAX - 1..u64::MAX))
+        .await
+        .unwrap();
+    assert!(collect(s).await.is_empty());
+    assert_eq!(
+        b.get_stream(ws, &key("missing"), None)
+            .await
+            .err()
+            .unwrap()
+            .kind(),
+        ErrorKind::NotFound
+    );
+    // A small stream is one request and round-trips too.
+    b.put_stream(
+        ws,
+        &key("small"),
+        stream_of(vec![Bytes::from_static(b"ab"), Bytes::from_static(b"c")]),
+        PutOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(&b.get(ws, &key("small")).await.unwrap().1[..], b"abc");
+}
+
+/// A stream that never ends is refused once it passes the limit (it is never fully buffered); a
+/// stream that fails half-way after the multipart threshold leaves nothing at a new key and the
+/// old object untouched at an existing one.
+pub async fn failed_or_refused_streams_leave_nothing(b: B) {
+    let limit = b.capabilities().max_object_bytes;
+    if limit < STREAMED as u64 || limit > 256 * 1024 * 1024 {
+        return;
+    }
+    let ws = WorkspaceId::new();
+    let endless: ByteStream = Box::pin(futures::stream::repeat_with(|| {
+        Ok(Bytes::from(vec![1u8; 1024 * 1024]))
+    }));
+    let err = b
+        .put_stream(ws, &key("endless"), endless, PutOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TooLarge);
+    assert_eq!(
+        b.head(ws, &key("endless")).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    b.put(
+        ws,
+        &key("kept"),
+        Bytes::from_static(b"old"),
+        PutOptions::default(),
+    )
+    .await
+    .unwrap();
+    for k in ["fresh", "kept"] {
+        let (chunks, _) = patterned(STREAMED, 1024 * 1024);
+        let failing = futures::stream::iter(chunks.into_iter().take(10).map(Ok).chain(
+            std::iter::once(Err(Error::unavailable(
+                "client",
+                "read upload body",
+                true,
+                None,
+            ))),
+        ));
+        let err = b
+            .put_stream(ws, &key(k), Box::pin(failing), PutOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "the stream's own error");
+    }
+    assert_eq!(
+        b.head(ws, &key("fresh")).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    let (m, data) = b.get_verified(ws, &key("kept")).await.unwrap();
+    assert_eq!((&data[..], m.size), (&b"old"[..], 3));
+    let keys: Vec<String> = b
+        .list(ws, "", None, 100)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|m| m.key.to_string())
+        .collect();
+    assert_eq!(keys, ["kept"]);
+}
+
+/// Copy carries bytes and metadata, replaces the target, and names a missing source.
+pub async fn copy_keeps_bytes_and_metadata(b: B) {
+    let ws = WorkspaceId::new();
+    let opts = PutOptions {
+        content_type: Some("text/csv".into()),
+        mode: PutMode::Overwrite,
+    };
+    let src = b
+        .put(
+            ws,
+            &key("exports/a.csv"),
+            Bytes::from_static(b"id,x\n1,2\n"),
+            opts,
+        )
+        .await
+        .unwrap();
+    b.put(
+        ws,
+        &key("exports/b.csv"),
+        Bytes::from_static(b"stale"),
+        PutOptions::default(),
+    )
+    .await
+    .unwrap();
+    let copied = b
+        .copy(ws, &key("exports/a.csv"), &key("exports/b.csv"))
+        .await
+        .unwrap();
+    assert_eq!(copied.sha256, src.sha256);
+    assert_eq!(copied.content_type.as_deref(), Some("text/csv"));
+    let (m, data) = b.get_verified(ws, &key("exports/b.csv")).await.unwrap();
+    assert_eq!(&data[..], b"id,x\n1,2\n");
+    assert_eq!(m.size, 9);
+    assert_eq!(
+        &b.get(ws, &key("exports/a.csv")).await.unwrap().1[..],
+        b"id,x\n1,2\n"
+    );
+    assert_eq!(
+        b.copy(ws, &key("nope"), &key("exports/c.csv"))
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        b.head(ws, &key("exports/c.csv")).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
+/// The same bytes stored content-addressed twice are one object; no staging copy is left.
+pub async fn content_addressed_bytes_are_stored_once(b: B) {
+    let ws = WorkspaceId::new();
+    let data = Bytes::from_static(b"the same attachment");
+    let (first, new) = b
+        .put_content_addressed(ws, blob::once(data.clone()), Some("text/plain".into()))
+        .await
+        .unwrap();
+    assert!(new);
+    assert_eq!(first.key.as_str(), format!("sha256/{}", sha256_hex(&data)));
+    let (second, new) = b
+        .put_content_addressed(ws, blob::once(data.clone()), None)
+        .await
+        .unwrap();
+    assert!(!new, "identical bytes must not be stored again");
+    assert_eq!(second.key, first.key);
+    let all = b.list(ws, "", None, 100).await.unwrap().items;
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(
+        &b.get_verified(ws, &first.key).await.unwrap().1[..],
+        &data[..]
+    );
+}
+
+/// Workspaces holding blobs are listed (the janitor walks them).
+pub async fn workspaces_with_blobs_are_listed(b: B) {
+    let (wa, wb) = (WorkspaceId::new(), WorkspaceId::new());
+    for ws in [wa, wb] {
+        b.put(
+            ws,
+            &key("x"),
+            Bytes::from_static(b"1"),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let listed = b.workspaces().await.unwrap();
+    assert!(listed.contains(&wa) && listed.contains(&wb), "{listed:?}");
+    let mut dedup = listed.clone();
+    dedup.dedup();
+    assert_eq!(dedup, listed, "each workspace once");
+}

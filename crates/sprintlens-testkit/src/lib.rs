@@ -164,6 +164,11 @@ macro_rules! blob_store_suite {
                 too_large_writes_nothing,
                 create_mode_conflicts_or_is_unsupported,
                 presigned_urls_work_and_expire,
+                streamed_put_in_parts_round_trips,
+                failed_or_refused_streams_leave_nothing,
+                copy_keeps_bytes_and_metadata,
+                content_addressed_bytes_are_stored_once,
+                workspaces_with_blobs_are_listed,
             ]
         );
     };

@@ -367,11 +367,7 @@ impl Storage {
             #[cfg(feature = "objectstore")]
             Backend::Folder(_) | Backend::Memory | Backend::S3(_) => {
                 let store = sprintlens_objectstore::ObjectBlobStore::open(
-                    sprintlens_objectstore::BlobOptions::from_url(
-                        "blobs.url",
-                        config.blobs.url.expose(),
-                        config.blobs.max_object_bytes,
-                    )?,
+                    sprintlens_objectstore::BlobOptions::from_config(&config.blobs)?,
                 )?;
                 // S3 capabilities (conditional writes) are probed, not assumed.
                 if matches!(plan.blobs, Backend::S3(_)) {
