@@ -36,6 +36,49 @@ enum Command {
         #[command(subcommand)]
         action: SchemaAction,
     },
+    /// Files and media.
+    Blobs {
+        #[command(subcommand)]
+        action: BlobsAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BlobsAction {
+    /// Aborts stale incomplete uploads and removes blobs that no file record points to.
+    Gc {
+        /// Grace period: younger uploads and blobs are left alone (e.g. 90s, 30m, 24h, 7d).
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        older_than: std::time::Duration,
+        /// Report what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only this workspace (default: every workspace holding blobs).
+        #[arg(long)]
+        workspace: Option<sprintlens::core::WorkspaceId>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `90s`, `30m`, `24h`, `7d` or plain seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 90s, 30m, 24h or 7d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("unknown unit `{unit}` in `{s}` (use s, m, h or d)")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 #[derive(Subcommand, Debug)]
@@ -83,6 +126,48 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 );
             }
             println!("schema is up to date");
+            Ok(true)
+        }
+        Command::Blobs {
+            action:
+                BlobsAction::Gc {
+                    older_than,
+                    dry_run,
+                    workspace,
+                    json,
+                },
+        } => {
+            let storage = Storage::open(config).await?;
+            let report = storage
+                .gc_blobs(&sprintlens::gc::GcOptions {
+                    workspace,
+                    older_than,
+                    dry_run,
+                })
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                let verb = if dry_run { "would remove" } else { "removed" };
+                println!(
+                    "blobs gc on {} ({}): {} workspaces, {} blobs scanned, {} referenced, {} orphans ({} bytes) {verb}, {} unreferenced inside the grace period",
+                    storage.blobs().backend(),
+                    if dry_run { "dry run" } else { "applied" },
+                    report.workspaces,
+                    report.blobs_scanned,
+                    report.blobs_referenced,
+                    report.orphans,
+                    report.orphan_bytes,
+                    report.young_unreferenced,
+                );
+                println!(
+                    "incomplete uploads: {} seen, {} older than {older_than:?} {verb}",
+                    report.uploads.seen, report.uploads.aborted
+                );
+                for k in &report.orphan_sample {
+                    println!("  orphan {k}");
+                }
+            }
             Ok(true)
         }
     }

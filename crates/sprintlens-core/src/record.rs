@@ -247,6 +247,16 @@ pub struct FileObject {
     pub content_type: Option<String>,
     /// Lowercase hex SHA-256 of the bytes.
     pub sha256: String,
+    /// Where the bytes live when not at `key`: `sha256/<hex>` for content-addressed files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob_key: Option<String>,
+}
+
+impl FileObject {
+    /// The blob key holding the bytes (`blob_key`, else `key`).
+    pub fn stored_at(&self) -> &str {
+        self.blob_key.as_deref().unwrap_or(&self.key)
+    }
 }
 
 /// The typed content of a record.
@@ -485,6 +495,14 @@ impl RecordBody {
                     Error::InvalidInput { reason, .. } => Error::invalid("file_object.key", reason),
                     other => other,
                 })?;
+                if let Some(k) = &b.blob_key {
+                    crate::blob::BlobKey::new(k).map_err(|e| match e {
+                        Error::InvalidInput { reason, .. } => {
+                            Error::invalid("file_object.blob_key", reason)
+                        }
+                        other => other,
+                    })?;
+                }
                 if let Some(ct) = &b.content_type {
                     name("file_object.content_type", ct)?;
                 }

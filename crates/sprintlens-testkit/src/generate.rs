@@ -265,6 +265,10 @@ pub fn one_of_each(workspace: WorkspaceId) -> Vec<Record> {
             size: 5,
             content_type: Some("text/plain".into()),
             sha256: sprintlens_core::blob::sha256_hex(b"hello"),
+            blob_key: Some(format!(
+                "sha256/{}",
+                sprintlens_core::blob::sha256_hex(b"hello")
+            )),
         }),
     )
     .unwrap();

@@ -11,6 +11,12 @@ use sprintlens_core::*;
 
 use crate::Storage;
 
+/// The bytes of a file being attached.
+enum Payload {
+    Bytes(Bytes),
+    Stream(ByteStream),
+}
+
 /// The typed API for one workspace. Cheap to make: `storage.workspace(id)`.
 #[derive(Clone, Copy)]
 pub struct Workspace<'a> {
@@ -577,7 +583,9 @@ impl<'a> Workspace<'a> {
             .await
     }
 
-    /// Stores a file and its record (key, size, content type, SHA-256).
+    /// Stores a file and its record (key, size, content type, SHA-256). With
+    /// `[blobs] content_addressed = true` the bytes are stored once per distinct SHA-256 (at
+    /// `sha256/<hex>`) and the record points there.
     pub async fn attach_file(
         &self,
         project: Option<ProjectId>,
@@ -585,20 +593,54 @@ impl<'a> Workspace<'a> {
         data: Bytes,
         content_type: Option<&str>,
     ) -> Result<Record> {
+        self.attach(project, key, Payload::Bytes(data), content_type)
+            .await
+    }
+
+    /// Like [`Workspace::attach_file`], from a stream: large files go up in concurrent parts with
+    /// bounded memory, and a stream that fails or passes `[blobs] max_object_bytes` stores nothing.
+    pub async fn attach_file_stream(
+        &self,
+        project: Option<ProjectId>,
+        key: &str,
+        data: ByteStream,
+        content_type: Option<&str>,
+    ) -> Result<Record> {
+        self.attach(project, key, Payload::Stream(data), content_type)
+            .await
+    }
+
+    async fn attach(
+        &self,
+        project: Option<ProjectId>,
+        key: &str,
+        data: Payload,
+        content_type: Option<&str>,
+    ) -> Result<Record> {
         let blob_key = BlobKey::new(key)?;
-        let meta = self
-            .storage
-            .blobs
-            .put(
-                self.id,
-                &blob_key,
-                data,
-                PutOptions {
-                    content_type: content_type.map(Into::into),
-                    mode: PutMode::Overwrite,
-                },
-            )
-            .await?;
+        let blobs = &self.storage.blobs;
+        let content_type = content_type.map(String::from);
+        let (meta, stored_at) = if self.storage.config.blobs.content_addressed {
+            let stream = match data {
+                Payload::Bytes(b) => blob::once(b),
+                Payload::Stream(s) => s,
+            };
+            let (meta, _) = blobs
+                .put_content_addressed(self.id, stream, content_type.clone())
+                .await?;
+            let at = meta.key.to_string();
+            (meta, Some(at))
+        } else {
+            let options = PutOptions {
+                content_type: content_type.clone(),
+                mode: PutMode::Overwrite,
+            };
+            let meta = match data {
+                Payload::Bytes(b) => blobs.put(self.id, &blob_key, b, options).await?,
+                Payload::Stream(s) => blobs.put_stream(self.id, &blob_key, s, options).await?,
+            };
+            (meta, None)
+        };
         let sha256 = meta
             .sha256
             .ok_or_else(|| Error::backend("sprintlens", "attach_file", "no sha256"))?;
@@ -607,8 +649,10 @@ impl<'a> Workspace<'a> {
             project,
             key: key.into(),
             size: meta.size,
-            content_type: meta.content_type,
+            // The caller's content type (a content-addressed blob keeps its first uploader's).
+            content_type: content_type.or(meta.content_type),
             sha256,
+            blob_key: stored_at,
         });
         match existing {
             Some(r) => {
@@ -629,11 +673,15 @@ impl<'a> Workspace<'a> {
             .find_by_name(RecordKind::FileObject, None, key)
             .await?
             .ok_or_else(|| Error::not_found("file", key))?;
-        let (_, data) = self.storage.blobs.get(self.id, &BlobKey::new(key)?).await?;
-        let expected = match &record.body {
-            RecordBody::FileObject(f) => f.sha256.clone(),
-            _ => String::new(),
+        let (stored_at, expected) = match &record.body {
+            RecordBody::FileObject(f) => (f.stored_at().to_string(), f.sha256.clone()),
+            _ => (key.to_string(), String::new()),
         };
+        let (_, data) = self
+            .storage
+            .blobs
+            .get(self.id, &BlobKey::new(&stored_at)?)
+            .await?;
         let actual = sha256_hex(&data);
         if actual != expected {
             return Err(Error::backend(

@@ -44,6 +44,57 @@ async fn bad_config_fails_before_anything_is_created() {
 }
 
 #[tokio::test]
+async fn blob_tuning_keys_are_checked_and_overridable() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let with = |k: &str, v: &str| {
+        config::from_parts(
+            None,
+            vec![
+                ("SPRINTLENS_DATA_DIR".into(), data.display().to_string()),
+                (k.into(), v.into()),
+            ],
+        )
+    };
+    let cfg = with("SPRINTLENS_BLOBS_PART_SIZE_BYTES", "16777216").unwrap();
+    assert_eq!(cfg.blobs.part_size_bytes, 16 * 1024 * 1024);
+    for (key, value, field) in [
+        (
+            "SPRINTLENS_BLOBS_PART_SIZE_BYTES",
+            "1048576",
+            "blobs.part_size_bytes",
+        ),
+        (
+            "SPRINTLENS_BLOBS_UPLOAD_CONCURRENCY",
+            "0",
+            "blobs.upload_concurrency",
+        ),
+        ("SPRINTLENS_BLOBS_DEADLINE_MS", "10", "blobs.deadline_ms"),
+        (
+            "SPRINTLENS_BLOBS_MAX_OBJECT_BYTES",
+            "0",
+            "blobs.max_object_bytes",
+        ),
+    ] {
+        let err = match with(key, value) {
+            Ok(cfg) => Storage::open(cfg).await.unwrap_err(),
+            Err(e) => e,
+        };
+        assert_eq!(err.field(), Some(field), "{key}={value}: {err}");
+        assert!(
+            !data.exists(),
+            "nothing may be created before config is valid"
+        );
+    }
+    let err = config::from_parts(
+        Some("[blobs]\nurl = \"memory://\"\npart_size = 5\n"),
+        vec![],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("part_size"), "{err}");
+}
+
+#[tokio::test]
 async fn typed_api_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::open(embedded(dir.path())).await.unwrap();
