@@ -30,7 +30,7 @@ fn main() -> Result<()> {
             let mut _env = Vec::new();
             if rest
                 .first()
-                .is_some_and(|b| b.starts_with("postgres") || b == "redis")
+                .is_some_and(|b| b.starts_with("postgres") || b == "redis" || b == "objects")
             {
                 let stack = services::Stack::new(&project_root());
                 stack.up()?;

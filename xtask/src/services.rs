@@ -225,6 +225,8 @@ impl Stack {
         let missing: Vec<&str> = [
             ("redis-server", "redis-server"),
             ("redis-cli", "redis-tools"),
+            // The plain HTTP client of the object benchmark (`bench objects`).
+            ("curl", "curl"),
         ]
         .into_iter()
         .filter(|(bin, _)| {

@@ -2,6 +2,7 @@
 // Registering sqlite-vec as an auto-extension is an FFI call; only this benchmark binary does it.
 #![allow(unsafe_code)]
 
+mod objects;
 mod postgres;
 mod redis;
 
@@ -216,12 +217,23 @@ async fn main() -> Result<()> {
                 .unwrap_or(10_000);
             postgres::bulk(n, batch).await
         }
+        Some("objects") => {
+            let sizes: Vec<u64> = if args.len() > 1 {
+                args[1..]
+                    .iter()
+                    .map(|s| s.parse::<u64>().map(|mb| mb * 1024 * 1024))
+                    .collect::<Result<_, _>>()?
+            } else {
+                vec![1 << 20, 64 << 20, 1 << 30]
+            };
+            objects::run(&sizes).await
+        }
         Some("redis") => {
             let c = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(50);
             redis::run(c, 10).await
         }
         _ => anyhow::bail!(
-            "usage: sprintlens-bench sqlite-vectors [sizes…] | postgres-vectors [n] | postgres-bulk [n] [batch] | redis [concurrency]"
+            "usage: sprintlens-bench sqlite-vectors [sizes…] | postgres-vectors [n] | postgres-bulk [n] [batch] | redis [concurrency] | objects [sizes in MiB…]"
         ),
     }
 }
