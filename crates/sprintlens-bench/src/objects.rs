@@ -143,9 +143,12 @@ pub async fn run(sizes: &[u64]) -> Result<()> {
     if let Ok(v) = std::env::var("SPRINTLENS_BLOBS_UPLOAD_CONCURRENCY") {
         options.upload_concurrency = v.parse()?;
     }
-    let unsigned = std::env::var("SPRINTLENS_BENCH_UNSIGNED_PAYLOAD").as_deref() == Ok("1");
+    let mut unsigned = false;
     if let sprintlens_objectstore::Location::S3(l) = &mut options.location {
-        l.unsigned_payload = unsigned;
+        if let Ok(v) = std::env::var("SPRINTLENS_BENCH_UNSIGNED_PAYLOAD") {
+            l.unsigned_payload = Some(v == "1");
+        }
+        unsigned = l.effective_unsigned_payload();
     }
     println!(
         "S3 adapter: multipart above {} MiB, {} MiB parts, {} in flight, unsigned payload {unsigned}",

@@ -56,9 +56,21 @@ pub struct S3Location {
     pub secret_access_key: Option<String>,
     /// Allow `http://` endpoints.
     pub allow_http: bool,
-    /// Sign requests without hashing their bodies (`UNSIGNED-PAYLOAD`): saves one SHA-256 pass
-    /// over every byte uploaded. Meant for `https://` endpoints, where TLS protects the body.
-    pub unsigned_payload: bool,
+    /// Sign requests without hashing their bodies (`UNSIGNED-PAYLOAD`), saving one SHA-256 pass
+    /// over every byte uploaded. Unset: on for `https://` endpoints and AWS (TLS protects the body,
+    /// as the AWS SDKs do), off for `http://` ones.
+    pub unsigned_payload: Option<bool>,
+}
+
+impl S3Location {
+    /// Whether bodies go unsigned (see [`S3Location::unsigned_payload`]).
+    pub fn effective_unsigned_payload(&self) -> bool {
+        self.unsigned_payload.unwrap_or_else(|| {
+            self.endpoint
+                .as_deref()
+                .is_none_or(|e| e.starts_with("https://"))
+        })
+    }
 }
 
 impl std::fmt::Debug for S3Location {
@@ -95,7 +107,7 @@ impl S3Location {
             access_key_id: None,
             secret_access_key: None,
             allow_http: false,
-            unsigned_payload: false,
+            unsigned_payload: None,
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -112,7 +124,7 @@ impl S3Location {
                     if k == "allow_http" {
                         loc.allow_http = flag;
                     } else {
-                        loc.unsigned_payload = flag;
+                        loc.unsigned_payload = Some(flag);
                     }
                 }
                 other => {
@@ -329,10 +341,10 @@ impl ObjectBlobStore {
                     max_retries: options.max_retries as usize,
                     retry_timeout: options.deadline,
                 };
-                let mut b = object_store::aws::AmazonS3Builder::new()
+                let mut b = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(&loc.bucket)
                     .with_allow_http(loc.allow_http)
-                    .with_unsigned_payload(loc.unsigned_payload)
+                    .with_unsigned_payload(loc.effective_unsigned_payload())
                     .with_client_options(options.client_options())
                     .with_retry(retry);
                 if let Some(e) = &loc.endpoint {

@@ -156,3 +156,28 @@ fn s3_urls_name_bad_parameters_and_redact_secrets() {
     assert_eq!(e.field(), Some("blobs.url?endpont"));
     assert!(BlobOptions::from_url("blobs.url", "s3://", 10).is_err());
 }
+
+#[test]
+fn payload_signing_defaults_follow_the_transport() {
+    let loc = |url: &str| match BlobOptions::from_url("blobs.url", url, 10)
+        .unwrap()
+        .location
+    {
+        Location::S3(l) => l,
+        other => panic!("{other:?}"),
+    };
+    assert!(!loc("s3://b?endpoint=http://h:9000&allow_http=true").effective_unsigned_payload());
+    assert!(loc("s3://b?endpoint=https://minio.internal").effective_unsigned_payload());
+    assert!(loc("s3://b").effective_unsigned_payload(), "AWS is https");
+    assert!(!loc("s3://b?endpoint=https://h&unsigned_payload=false").effective_unsigned_payload());
+    assert!(
+        loc("s3://b?endpoint=http://h&allow_http=true&unsigned_payload=true")
+            .effective_unsigned_payload()
+    );
+    assert_eq!(
+        BlobOptions::from_url("blobs.url", "s3://b?unsigned_payload=yes", 10)
+            .unwrap_err()
+            .field(),
+        Some("blobs.url?unsigned_payload")
+    );
+}
