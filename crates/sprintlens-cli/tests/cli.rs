@@ -86,15 +86,10 @@ fn bad_config_names_the_key_and_creates_nothing() {
 /// attachments in its S3 bucket.
 #[test]
 fn demo_runs_with_records_and_vectors_on_postgres() {
-    let (Ok(app), Ok(admin)) = (
-        std::env::var("SPRINTLENS_TEST_POSTGRES_URL"),
-        std::env::var("SPRINTLENS_TEST_POSTGRES_ADMIN_URL"),
+    let (Some(app), Some(admin)) = (
+        sprintlens_testkit::service_url("SPRINTLENS_TEST_POSTGRES_URL"),
+        sprintlens_testkit::service_url("SPRINTLENS_TEST_POSTGRES_ADMIN_URL"),
     ) else {
-        assert!(
-            std::env::var("SPRINTLENS_TEST_REQUIRE_SERVICES").as_deref() != Ok("1"),
-            "SPRINTLENS_TEST_REQUIRE_SERVICES=1 but SPRINTLENS_TEST_POSTGRES_URL is not set"
-        );
-        eprintln!("skipped: no PostgreSQL (run `cargo xtask test`)");
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -279,12 +274,7 @@ fn blobs_gc_with_content_addressed_files() {
 
 #[test]
 fn blobs_gc_on_s3() {
-    let Ok(s3) = std::env::var("SPRINTLENS_TEST_S3_URL") else {
-        assert!(
-            std::env::var("SPRINTLENS_TEST_REQUIRE_SERVICES").as_deref() != Ok("1"),
-            "SPRINTLENS_TEST_REQUIRE_SERVICES=1 but SPRINTLENS_TEST_S3_URL is not set"
-        );
-        eprintln!("skipped: no S3 (run `cargo xtask test`)");
+    let Some(s3) = sprintlens_testkit::service_url("SPRINTLENS_TEST_S3_URL") else {
         return;
     };
     blobs_gc_case(Some(&s3), true);

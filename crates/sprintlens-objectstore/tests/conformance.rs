@@ -83,17 +83,7 @@ async fn keys_stay_inside_the_workspace_folder() {
 }
 
 fn s3_url() -> Option<String> {
-    match std::env::var("SPRINTLENS_TEST_S3_URL") {
-        Ok(u) => Some(u),
-        Err(_) => {
-            assert!(
-                std::env::var("SPRINTLENS_TEST_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "SPRINTLENS_TEST_REQUIRE_SERVICES=1 but SPRINTLENS_TEST_S3_URL is not set"
-            );
-            eprintln!("skipped: SPRINTLENS_TEST_S3_URL not set");
-            None
-        }
-    }
+    sprintlens_testkit::service_url("SPRINTLENS_TEST_S3_URL")
 }
 
 async fn s3() -> Option<(Arc<dyn BlobStore>, ())> {

@@ -13,17 +13,7 @@ use sprintlens_objectstore::{BlobOptions, Location, ObjectBlobStore};
 const MB: u64 = 1024 * 1024;
 
 fn s3_url() -> Option<String> {
-    match std::env::var("SPRINTLENS_TEST_S3_URL") {
-        Ok(u) => Some(u),
-        Err(_) => {
-            assert!(
-                std::env::var("SPRINTLENS_TEST_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "SPRINTLENS_TEST_REQUIRE_SERVICES=1 but SPRINTLENS_TEST_S3_URL is not set"
-            );
-            eprintln!("skipped: SPRINTLENS_TEST_S3_URL not set");
-            None
-        }
-    }
+    sprintlens_testkit::service_url("SPRINTLENS_TEST_S3_URL")
 }
 
 /// 64 chunks of 1 MiB, but the stream stalls for ever after `stall_after` chunks (a client that

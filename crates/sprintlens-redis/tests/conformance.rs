@@ -11,17 +11,7 @@ use sprintlens_core::{Cache, CacheKey, SessionStore, WorkspaceId};
 use sprintlens_redis::{RedisCache, RedisOptions, RedisSessionStore};
 
 fn url() -> Option<String> {
-    match std::env::var("SPRINTLENS_TEST_REDIS_URL") {
-        Ok(u) => Some(u),
-        Err(_) => {
-            assert!(
-                std::env::var("SPRINTLENS_TEST_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "SPRINTLENS_TEST_REQUIRE_SERVICES=1 but SPRINTLENS_TEST_REDIS_URL is not set"
-            );
-            eprintln!("skipped: SPRINTLENS_TEST_REDIS_URL not set");
-            None
-        }
-    }
+    sprintlens_testkit::service_url("SPRINTLENS_TEST_REDIS_URL")
 }
 
 fn options(url: String) -> RedisOptions {
@@ -128,17 +118,7 @@ async fn keys_are_namespaced_and_a_dump_holds_no_session_token() {
 }
 
 fn cluster_url() -> Option<String> {
-    match std::env::var("SPRINTLENS_TEST_REDIS_CLUSTER_URL") {
-        Ok(u) => Some(u),
-        Err(_) => {
-            assert!(
-                std::env::var("SPRINTLENS_TEST_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "SPRINTLENS_TEST_REQUIRE_SERVICES=1 but SPRINTLENS_TEST_REDIS_CLUSTER_URL is not set"
-            );
-            eprintln!("skipped: SPRINTLENS_TEST_REDIS_CLUSTER_URL not set");
-            None
-        }
-    }
+    sprintlens_testkit::service_url("SPRINTLENS_TEST_REDIS_CLUSTER_URL")
 }
 
 async fn cluster_cache() -> Option<(Arc<dyn Cache>, ())> {

@@ -76,9 +76,7 @@ async fn load_of_reads(cache: &Arc<RedisCache>, ws: WorkspaceId) -> (Duration, u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reads_survive_a_paused_or_killed_redis_and_sessions_fail_closed() {
-    let Ok(url) = std::env::var("SPRINTLENS_TEST_REDIS_URL") else {
-        assert!(std::env::var("SPRINTLENS_TEST_REQUIRE_SERVICES").as_deref() != Ok("1"));
-        eprintln!("skipped: SPRINTLENS_TEST_REDIS_URL not set");
+    let Some(url) = sprintlens_testkit::service_url("SPRINTLENS_TEST_REDIS_URL") else {
         return;
     };
     let opts = RedisOptions::new(url.clone()); // 200 ms waits and command timeout

@@ -13,6 +13,23 @@ pub use tokio as __tokio;
 
 use std::sync::Arc;
 
+/// The URL of a live service from the environment variable `var` (set by `cargo xtask test` or
+/// `cargo xtask services env`), or `None` with a "skipped" line. Panics when it is missing and
+/// `SPRINTLENS_TEST_REQUIRE_SERVICES=1`, so CI cannot pass by skipping.
+pub fn service_url(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(u) => Some(u),
+        Err(_) => {
+            assert!(
+                std::env::var("SPRINTLENS_TEST_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "SPRINTLENS_TEST_REQUIRE_SERVICES=1 but {var} is not set"
+            );
+            eprintln!("skipped: {var} not set (run `cargo xtask test`)");
+            None
+        }
+    }
+}
+
 /// What a suite's factory returns: a port and a guard dropped after the case, or `None` when the
 /// backend is not available here (the case then says "skipped" and returns; server adapters make
 /// absence a failure when `SPRINTLENS_TEST_REQUIRE_SERVICES=1`, as `cargo xtask test` sets).

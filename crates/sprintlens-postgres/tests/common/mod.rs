@@ -20,26 +20,12 @@ fn with_db(url: &str, db: &str) -> String {
 
 /// `None` when the stack is not configured (and not required).
 pub fn env() -> Option<Urls> {
-    let get = |k: &str| std::env::var(k).ok();
-    match (
-        get("SPRINTLENS_TEST_POSTGRES_URL"),
-        get("SPRINTLENS_TEST_POSTGRES_ADMIN_URL"),
-        get("SPRINTLENS_TEST_POSTGRES_OPERATOR_URL"),
-    ) {
-        (Some(app), Some(admin), Some(operator)) => Some(Urls {
-            app,
-            admin,
-            operator,
-        }),
-        _ => {
-            assert!(
-                std::env::var("SPRINTLENS_TEST_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "SPRINTLENS_TEST_REQUIRE_SERVICES=1 but SPRINTLENS_TEST_POSTGRES_* are not set"
-            );
-            eprintln!("skipped: SPRINTLENS_TEST_POSTGRES_URL not set (run `cargo xtask test`)");
-            None
-        }
-    }
+    let get = sprintlens_testkit::service_url;
+    Some(Urls {
+        app: get("SPRINTLENS_TEST_POSTGRES_URL")?,
+        admin: get("SPRINTLENS_TEST_POSTGRES_ADMIN_URL")?,
+        operator: get("SPRINTLENS_TEST_POSTGRES_OPERATOR_URL")?,
+    })
 }
 
 static DB: OnceCell<Option<Urls>> = OnceCell::const_new();
