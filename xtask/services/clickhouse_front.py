@@ -85,6 +85,14 @@ def http_status(code):
     return 500
 
 
+def checksum128(block):
+    """ClickHouse's block checksum: CityHash128 v1.0.2, its first 64-bit half first (both little
+    endian), as the server and clickhouse-rs write it (clickhouse_cityhash returns the halves
+    the other way round in one integer)."""
+    h = CityHash128(block)
+    return struct.pack("<QQ", h >> 64, h & 0xFFFFFFFFFFFFFFFF)
+
+
 def decode_native_frames(data):
     """Decompresses a body in ClickHouse's native block framing, checking every checksum."""
     out = bytearray()
@@ -98,8 +106,7 @@ def decode_native_frames(data):
         block = data[pos + 16:pos + 16 + csize]
         if len(block) != csize:
             raise ChError(432, "Code: 432. DB::Exception: truncated compressed block. (UNKNOWN_CODEC)")
-        h = CityHash128(bytes(block))
-        expected = struct.pack("<QQ", h & 0xFFFFFFFFFFFFFFFF, h >> 64)
+        expected = checksum128(bytes(block))
         if checksum != expected:
             raise ChError(40, "Code: 40. DB::Exception: Checksum doesn't match: corrupted data. (CHECKSUM_DOESNT_MATCH)")
         payload = bytes(block[9:])
@@ -119,8 +126,7 @@ def encode_native_frames(data, block=1 << 20):
         chunk = data[i:i + block]
         comp = lz4.block.compress(chunk, store_size=False)
         body = bytes([0x82]) + struct.pack("<II", len(comp) + 9, len(chunk)) + comp
-        h = CityHash128(body)
-        out += struct.pack("<QQ", h & 0xFFFFFFFFFFFFFFFF, h >> 64) + body
+        out += checksum128(body) + body
     return bytes(out)
 
 

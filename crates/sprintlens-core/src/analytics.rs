@@ -145,11 +145,26 @@ impl AnalyticsEvent {
 
     /// Checks every field, naming the first invalid one. `now` bounds event times in the future.
     pub fn validate(&self, now: Timestamp) -> Result<()> {
-        if self.created_at() > now.plus(MAX_FUTURE_SKEW) {
+        let limit = now.plus(MAX_FUTURE_SKEW);
+        if self.created_at() > limit {
             return Err(Error::invalid(
                 "event.created_at",
                 "lies more than 24 hours in the future",
             ));
+        }
+        // A UUIDv7 id carries its own time; one far in the future marks a broken clock or a forged
+        // id (and would sort after every real event in scans).
+        if let Some(ts) = self.id().as_uuid().get_timestamp() {
+            let (secs, nanos) = ts.to_unix();
+            let micros = (secs as i64)
+                .saturating_mul(1_000_000)
+                .saturating_add(i64::from(nanos / 1_000));
+            if micros > limit.as_micros() {
+                return Err(Error::invalid(
+                    "event.id",
+                    "its UUIDv7 time lies more than 24 hours in the future",
+                ));
+            }
         }
         match self {
             AnalyticsEvent::EvalResult(e) => {
@@ -182,6 +197,44 @@ pub enum EventKind {
     EvalResult,
     /// Usage events.
     Usage,
+}
+
+/// How a backend computes [`Quantiles`].
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuantileMethod {
+    /// Exact: the value at rank ⌈p·n⌉ of the sorted values.
+    NearestRank,
+    /// A sketch (e.g. t-digest): the value returned lies between the values at ranks
+    /// `(p ± rank_error)·n` (± 1), computed in single precision.
+    Approximate {
+        /// Largest error in rank, as a fraction of the count.
+        rank_error: f64,
+    },
+}
+
+impl QuantileMethod {
+    /// Whether `got` is an acceptable `p`-quantile of `sorted` under this method.
+    pub fn accepts(&self, sorted: &[f64], p: f64, got: f64) -> bool {
+        if sorted.is_empty() {
+            return got == 0.0;
+        }
+        let n = sorted.len();
+        let rank = ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
+        match self {
+            QuantileMethod::NearestRank => sorted[rank] == got,
+            QuantileMethod::Approximate { rank_error } => {
+                let slack = (rank_error * n as f64).ceil() as usize + 1;
+                let (lo, hi) = (
+                    sorted[rank.saturating_sub(slack)],
+                    sorted[(rank + slack).min(n - 1)],
+                );
+                // Single precision: allow its rounding at either end.
+                let eps = |x: f64| x.abs() * 1e-6 + 1e-9;
+                got >= lo - eps(lo) && got <= hi + eps(hi)
+            }
+        }
+    }
 }
 
 /// Quantiles of a distribution, by nearest rank on the backend's method.
@@ -399,6 +452,10 @@ pub struct EventCursor {
 pub trait Analytics: Send + Sync + std::fmt::Debug {
     /// The backend name.
     fn backend(&self) -> &'static str;
+    /// How [`Quantiles`] are computed here.
+    fn quantile_method(&self) -> QuantileMethod {
+        QuantileMethod::NearestRank
+    }
     /// Records a batch of events.
     async fn record(&self, events: &[AnalyticsEvent]) -> Result<u64>;
     /// Per-metric summary of a run.
@@ -432,6 +489,9 @@ pub trait Analytics: Send + Sync + std::fmt::Debug {
 impl<T: Analytics + ?Sized> Analytics for Arc<T> {
     fn backend(&self) -> &'static str {
         (**self).backend()
+    }
+    fn quantile_method(&self) -> QuantileMethod {
+        (**self).quantile_method()
     }
     async fn record(&self, events: &[AnalyticsEvent]) -> Result<u64> {
         (**self).record(events).await

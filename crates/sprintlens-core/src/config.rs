@@ -190,8 +190,50 @@ pub struct VectorsConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnalyticsConfig {
-    /// `sqlite://PATH` (later `clickhouse://…`).
+    /// `sqlite://PATH` or `clickhouse://USER:PASSWORD@HOST:PORT/DATABASE`.
     pub url: BackendUrl,
+    /// ClickHouse: days raw events are kept (a TTL on the event tables); 0 keeps them for ever.
+    #[serde(default)]
+    pub retention_days: u32,
+    /// ClickHouse: how many recent insert blocks each table remembers to drop a retried batch
+    /// (`non_replicated_deduplication_window`); 0 turns deduplication of retries off.
+    #[serde(default = "default_dedup_window")]
+    pub dedup_window: u64,
+    /// ClickHouse: time allowed for one request, in milliseconds.
+    #[serde(default = "default_analytics_timeout")]
+    pub request_timeout_ms: u64,
+    /// ClickHouse: retries of a failed request that is safe to repeat (queries; inserts carry a
+    /// deduplication token, so a retried batch is not counted twice).
+    #[serde(default = "default_analytics_retries")]
+    pub max_retries: u32,
+    /// ClickHouse: the cluster name for the replicated DDL set (`ON CLUSTER`, Replicated engines,
+    /// Distributed tables); unset means one node.
+    #[serde(default)]
+    pub cluster: Option<String>,
+}
+
+impl AnalyticsConfig {
+    /// A section with `url` and every other key at its default.
+    pub fn new(url: BackendUrl) -> Self {
+        AnalyticsConfig {
+            url,
+            retention_days: 0,
+            dedup_window: default_dedup_window(),
+            request_timeout_ms: default_analytics_timeout(),
+            max_retries: default_analytics_retries(),
+            cluster: None,
+        }
+    }
+}
+
+fn default_dedup_window() -> u64 {
+    1000
+}
+fn default_analytics_timeout() -> u64 {
+    30_000
+}
+fn default_analytics_retries() -> u32 {
+    3
 }
 
 /// `[blobs]`: files and media.
@@ -453,7 +495,17 @@ pub const SECTIONS: &[(&str, &[&str])] = &[
         ],
     ),
     ("vectors", &["url", "dimension", "half", "ef_search"]),
-    ("analytics", &["url"]),
+    (
+        "analytics",
+        &[
+            "url",
+            "retention_days",
+            "dedup_window",
+            "request_timeout_ms",
+            "max_retries",
+            "cluster",
+        ],
+    ),
     (
         "blobs",
         &[
@@ -517,7 +569,7 @@ impl StorageConfig {
                 half: false,
                 ef_search: default_ef_search(),
             },
-            analytics: AnalyticsConfig { url: url(&db) },
+            analytics: AnalyticsConfig::new(url(&db)),
             blobs: BlobsConfig::new(url(&format!("file://{data_dir}/blobs"))),
             cache: CacheConfig {
                 url: url("memory://"),

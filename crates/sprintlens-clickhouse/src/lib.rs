@@ -1,0 +1,1090 @@
+#![doc = include_str!("../README.md")]
+
+pub mod schema;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::time::Duration;
+
+use clickhouse::{Client, Row};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use sprintlens_core::analytics::{
+    BreakdownQuery, Bucket, EvalSummary, EventCursor, EventKind, GroupBy, LatencyQuery,
+    LatencySummary, MetricSummary, QuantileMethod, Quantiles, SeriesPoint, SeriesQuery, TimeRange,
+    validate_batch,
+};
+use sprintlens_core::config::AnalyticsConfig;
+use sprintlens_core::record::check_limit;
+use sprintlens_core::{
+    Analytics, AnalyticsEvent, Cost, CostRow, Error, EvalResult, EvalRunId, Result, Timestamp,
+    UsageEvent, WorkspaceId, async_trait,
+};
+use uuid::Uuid;
+
+pub use schema::{Migration, SchemaOptions};
+
+const BACKEND: &str = "clickhouse";
+/// One hour in microseconds (the rollups' grain).
+const HOUR: i64 = 3_600_000_000;
+
+/// Settings of a [`ClickHouseAnalytics`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClickHouseOptions {
+    /// `http://host:port` of the HTTP interface.
+    pub endpoint: String,
+    /// The user.
+    pub user: String,
+    /// The password.
+    pub password: String,
+    /// The database.
+    pub database: String,
+    /// DDL settings (retention, deduplication window, cluster).
+    pub schema: SchemaOptions,
+    /// Time allowed for one request.
+    pub request_timeout: Duration,
+    /// Retries of a failed request (queries, and inserts, which carry a deduplication token).
+    pub max_retries: u32,
+}
+
+impl std::fmt::Debug for ClickHouseOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseOptions")
+            .field("endpoint", &self.endpoint)
+            .field("user", &self.user)
+            .field("password", &"***")
+            .field("database", &self.database)
+            .field("schema", &self.schema)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_retries", &self.max_retries)
+            .finish()
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && !s.starts_with('-')
+}
+
+fn percent_decode(key: &str, s: &str) -> Result<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| Error::config(key, "bad percent-escape in the URL"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| Error::config(key, "the URL is not UTF-8"))
+}
+
+impl ClickHouseOptions {
+    /// Parses `clickhouse://USER:PASSWORD@HOST:PORT/DATABASE` (the HTTP interface, port 8123 by
+    /// default) and takes the other keys of `[analytics]`. Errors name the key; nothing connects.
+    pub fn from_config(config: &AnalyticsConfig) -> Result<Self> {
+        let key = "analytics.url";
+        let url = config.url.expose();
+        let rest = url.strip_prefix("clickhouse://").ok_or_else(|| {
+            Error::config(
+                key,
+                "a ClickHouse URL is clickhouse://USER:PASSWORD@HOST:PORT/DATABASE",
+            )
+        })?;
+        if rest.contains('?') || rest.contains('#') {
+            return Err(Error::config(
+                key,
+                "clickhouse:// takes no query parameters; use the [analytics] keys",
+            ));
+        }
+        let (auth, hostpath) = match rest.rsplit_once('@') {
+            Some((a, h)) => (Some(a), h),
+            None => (None, rest),
+        };
+        let (user, password) = match auth {
+            Some(a) => match a.split_once(':') {
+                Some((u, p)) => (percent_decode(key, u)?, percent_decode(key, p)?),
+                None => (percent_decode(key, a)?, String::new()),
+            },
+            None => ("default".to_string(), String::new()),
+        };
+        let (host, database) = hostpath.split_once('/').unwrap_or((hostpath, ""));
+        let database = if database.is_empty() {
+            "default"
+        } else {
+            database.trim_end_matches('/')
+        };
+        if host.is_empty() {
+            return Err(Error::config(
+                key,
+                "needs a host, e.g. clickhouse://u:p@127.0.0.1:8123/db",
+            ));
+        }
+        if !is_identifier(database) {
+            return Err(Error::config(
+                key,
+                "the database name may hold letters, digits, `_` and `-` only",
+            ));
+        }
+        let endpoint = if host.contains(':') {
+            format!("http://{host}")
+        } else {
+            format!("http://{host}:8123")
+        };
+        if let Some(c) = &config.cluster
+            && !is_identifier(c)
+        {
+            return Err(Error::config(
+                "analytics.cluster",
+                "a cluster name holds letters, digits, `_` and `-` only",
+            ));
+        }
+        if config.request_timeout_ms == 0 {
+            return Err(Error::config(
+                "analytics.request_timeout_ms",
+                "must be positive",
+            ));
+        }
+        Ok(ClickHouseOptions {
+            endpoint,
+            user,
+            password,
+            database: database.to_string(),
+            schema: SchemaOptions {
+                retention_days: config.retention_days,
+                dedup_window: config.dedup_window,
+                cluster: config.cluster.clone(),
+            },
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+            max_retries: config.max_retries,
+        })
+    }
+}
+
+/// [`Analytics`] on ClickHouse.
+///
+/// - Events go to two append-only `ReplacingMergeTree` tables (`eval_results`, `usage_events`),
+///   partitioned by month, ordered by `(workspace, project, created_at, id)`; materialized views
+///   keep rollups (`eval_run_summary`, `eval_hourly`, `usage_hourly`: exact counts and sums,
+///   t-digest quantile states) that the queries read.
+/// - `record` validates the whole batch first, drops ids already stored (one indexed lookup per
+///   batch), and inserts each stream in one `INSERT` carrying an `insert_deduplication_token`
+///   derived from its ids, so a retried batch is stored once (the tables set
+///   `non_replicated_deduplication_window`, and rollups are deduplicated with their source).
+/// - Every query binds the workspace and all inputs as server-side parameters.
+/// - Quantiles are t-digest estimates ([`QuantileMethod::Approximate`]); counts and sums are exact.
+#[derive(Clone)]
+pub struct ClickHouseAnalytics {
+    client: Client,
+    options: ClickHouseOptions,
+}
+
+impl std::fmt::Debug for ClickHouseAnalytics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseAnalytics")
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+fn classify(operation: &'static str, e: clickhouse::error::Error) -> Error {
+    use clickhouse::error::Error as E;
+    match e {
+        E::Network(_) | E::TimedOut => {
+            Error::unavailable(BACKEND, operation, true, Some(Box::new(e)))
+        }
+        E::BadResponse(ref m) if m.contains("Code: 516") => {
+            Error::unavailable(BACKEND, operation, false, Some(Box::new(e)))
+        }
+        E::BadResponse(ref m) if m.contains("Code: 60.") || m.contains("UNKNOWN_TABLE") => {
+            Error::backend(
+                BACKEND,
+                operation,
+                format!("{m} (run `sprintlens schema apply` to create the tables)"),
+            )
+        }
+        other => Error::backend(BACKEND, operation, other),
+    }
+}
+
+fn uuid(id: impl Into<Uuid>) -> Uuid {
+    id.into()
+}
+
+fn id<T: std::str::FromStr<Err = Error>>(u: Uuid) -> Result<T> {
+    u.to_string().parse()
+}
+
+#[derive(Row, Serialize, Deserialize)]
+struct EvalRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    workspace: Uuid,
+    #[serde(with = "clickhouse::serde::uuid")]
+    project: Uuid,
+    #[serde(with = "clickhouse::serde::uuid")]
+    run: Uuid,
+    #[serde(with = "clickhouse::serde::uuid")]
+    id: Uuid,
+    #[serde(with = "clickhouse::serde::uuid::option")]
+    dataset_item: Option<Uuid>,
+    #[serde(with = "clickhouse::serde::uuid::option")]
+    agent: Option<Uuid>,
+    metric: String,
+    score: f64,
+    passed: bool,
+    latency_ms: u32,
+    cost: i64,
+    error: Option<String>,
+    created_at: i64,
+}
+
+impl From<&EvalResult> for EvalRow {
+    fn from(e: &EvalResult) -> Self {
+        EvalRow {
+            workspace: uuid(e.workspace),
+            project: uuid(e.project),
+            run: uuid(e.run),
+            id: uuid(e.id),
+            dataset_item: e.dataset_item.map(uuid),
+            agent: e.agent.map(uuid),
+            metric: e.metric.clone(),
+            score: e.score,
+            passed: e.passed,
+            latency_ms: e.latency_ms,
+            cost: e.cost.0,
+            error: e.error.clone(),
+            created_at: e.created_at.as_micros(),
+        }
+    }
+}
+
+impl EvalRow {
+    fn into_event(self) -> Result<AnalyticsEvent> {
+        Ok(AnalyticsEvent::EvalResult(EvalResult {
+            id: id(self.id)?,
+            workspace: id(self.workspace)?,
+            project: id(self.project)?,
+            run: id(self.run)?,
+            dataset_item: self.dataset_item.map(id).transpose()?,
+            agent: self.agent.map(id).transpose()?,
+            metric: self.metric,
+            score: self.score,
+            passed: self.passed,
+            latency_ms: self.latency_ms,
+            cost: Cost(self.cost),
+            error: self.error,
+            created_at: Timestamp::from_micros(self.created_at),
+        }))
+    }
+}
+
+#[derive(Row, Serialize, Deserialize)]
+struct UsageRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    workspace: Uuid,
+    #[serde(with = "clickhouse::serde::uuid")]
+    project: Uuid,
+    #[serde(with = "clickhouse::serde::uuid")]
+    id: Uuid,
+    #[serde(with = "clickhouse::serde::uuid::option")]
+    agent: Option<Uuid>,
+    #[serde(with = "clickhouse::serde::uuid::option")]
+    conversation: Option<Uuid>,
+    model: String,
+    input_tokens: u64,
+    output_tokens: u64,
+    cost: i64,
+    latency_ms: u32,
+    created_at: i64,
+}
+
+impl From<&UsageEvent> for UsageRow {
+    fn from(e: &UsageEvent) -> Self {
+        UsageRow {
+            workspace: uuid(e.workspace),
+            project: uuid(e.project),
+            id: uuid(e.id),
+            agent: e.agent.map(uuid),
+            conversation: e.conversation.map(uuid),
+            model: e.model.clone(),
+            input_tokens: e.input_tokens,
+            output_tokens: e.output_tokens,
+            cost: e.cost.0,
+            latency_ms: e.latency_ms,
+            created_at: e.created_at.as_micros(),
+        }
+    }
+}
+
+impl UsageRow {
+    fn into_event(self) -> Result<AnalyticsEvent> {
+        Ok(AnalyticsEvent::Usage(UsageEvent {
+            id: id(self.id)?,
+            workspace: id(self.workspace)?,
+            project: id(self.project)?,
+            agent: self.agent.map(id).transpose()?,
+            conversation: self.conversation.map(id).transpose()?,
+            model: self.model,
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            cost: Cost(self.cost),
+            latency_ms: self.latency_ms,
+            created_at: Timestamp::from_micros(self.created_at),
+        }))
+    }
+}
+
+/// What an insertable row tells the batch logic.
+trait EventRow: for<'a> Row<Value<'a> = Self> + Serialize + Send + Sync + 'static {
+    const TABLE: &'static str;
+    fn id(&self) -> Uuid;
+    fn workspace(&self) -> Uuid;
+    fn created_at(&self) -> i64;
+}
+
+impl EventRow for EvalRow {
+    const TABLE: &'static str = "eval_results";
+    fn id(&self) -> Uuid {
+        self.id
+    }
+    fn workspace(&self) -> Uuid {
+        self.workspace
+    }
+    fn created_at(&self) -> i64 {
+        self.created_at
+    }
+}
+
+impl EventRow for UsageRow {
+    const TABLE: &'static str = "usage_events";
+    fn id(&self) -> Uuid {
+        self.id
+    }
+    fn workspace(&self) -> Uuid {
+        self.workspace
+    }
+    fn created_at(&self) -> i64 {
+        self.created_at
+    }
+}
+
+#[derive(Row, Deserialize)]
+struct IdRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    id: Uuid,
+}
+
+#[derive(Row, Deserialize)]
+struct VersionRow {
+    version: u32,
+}
+
+#[derive(Row, Deserialize)]
+struct SummaryRow {
+    metric: String,
+    results: u64,
+    passed: u64,
+    errors: u64,
+    score_sum: f64,
+    score_min: f64,
+    score_max: f64,
+    cost: i64,
+    score_q: Vec<f64>,
+    latency_q: Vec<f64>,
+}
+
+#[derive(Row, Deserialize)]
+struct SeriesRow {
+    start: i64,
+    results: u64,
+    passed: u64,
+    score_sum: f64,
+}
+
+#[derive(Row, Deserialize)]
+struct CostRowCh {
+    key: String,
+    events: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    cost: i64,
+}
+
+#[derive(Row, Deserialize)]
+struct LatencyRow {
+    events: u64,
+    latency_q: Vec<f64>,
+}
+
+fn quantiles(q: &[f64]) -> Quantiles {
+    let at = |i: usize| q.get(i).copied().filter(|v| v.is_finite()).unwrap_or(0.0);
+    Quantiles {
+        p50: at(0),
+        p95: at(1),
+        p99: at(2),
+    }
+}
+
+/// The whole hours inside `[from, to)`, if any: `(first hour start, end of last whole hour)`.
+fn whole_hours(range: &TimeRange) -> Option<(i64, i64)> {
+    let (from, to) = (range.from.as_micros(), range.to.as_micros());
+    let start = from.div_euclid(HOUR) * HOUR + if from.rem_euclid(HOUR) == 0 { 0 } else { HOUR };
+    let end = to.div_euclid(HOUR) * HOUR;
+    (start < end).then_some((start, end))
+}
+
+/// A `[from, to)` range split into the part the hourly rollups answer and the raw edges.
+struct Split {
+    /// `[from, to)` of whole hours, or an empty range.
+    hours: (i64, i64),
+    /// Raw ranges before and after the whole hours (each may be empty).
+    raw: [(i64, i64); 2],
+}
+
+fn split(range: &TimeRange) -> Split {
+    let (from, to) = (range.from.as_micros(), range.to.as_micros());
+    match whole_hours(range) {
+        Some((h0, h1)) => Split {
+            hours: (h0, h1),
+            raw: [(from, h0), (h1, to)],
+        },
+        None => Split {
+            hours: (0, 0),
+            raw: [(from, to), (0, 0)],
+        },
+    }
+}
+
+impl ClickHouseAnalytics {
+    /// A client for `options` (nothing is sent until the first call).
+    pub fn new(options: ClickHouseOptions) -> Self {
+        let client = Client::default()
+            .with_url(&options.endpoint)
+            .with_user(&options.user)
+            .with_password(&options.password)
+            .with_database(&options.database)
+            .with_compression(clickhouse::Compression::Lz4);
+        ClickHouseAnalytics { client, options }
+    }
+
+    /// The options.
+    pub fn options(&self) -> &ClickHouseOptions {
+        &self.options
+    }
+
+    /// Runs `f` within the request timeout, retrying transient failures with backoff.
+    async fn attempt<T, F, Fut>(&self, operation: &'static str, f: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = std::result::Result<T, clickhouse::error::Error>>,
+    {
+        let mut tries = 0u32;
+        loop {
+            let outcome = match tokio::time::timeout(self.options.request_timeout, f()).await {
+                Ok(r) => r,
+                Err(_) => Err(clickhouse::error::Error::TimedOut),
+            };
+            match outcome {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let transient = matches!(
+                        e,
+                        clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut
+                    );
+                    if !transient || tries >= self.options.max_retries {
+                        return Err(classify(operation, e));
+                    }
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50 << tries.min(6))).await;
+                }
+            }
+        }
+    }
+
+    /// Creates the database if missing and applies pending migrations (idempotent); returns the
+    /// versions applied by this call.
+    pub async fn apply_schema(&self) -> Result<Vec<i64>> {
+        let o = &self.options;
+        let on = match &o.schema.cluster {
+            Some(c) => format!(" ON CLUSTER `{c}`"),
+            None => String::new(),
+        };
+        let root = self.client.clone().with_database("default");
+        let create_db = format!("CREATE DATABASE IF NOT EXISTS `{}`{on}", o.database);
+        self.attempt("apply_schema", || root.query(&create_db).execute())
+            .await?;
+        let table = schema::migrations_table(&o.schema);
+        self.attempt("apply_schema", || self.client.query(&table).execute())
+            .await?;
+        let done: HashSet<u32> = self.schema_versions_u32().await?.into_iter().collect();
+        let mut applied = Vec::new();
+        for m in schema::migrations(&o.schema) {
+            if done.contains(&m.version) {
+                continue;
+            }
+            for st in &m.statements {
+                self.attempt("apply_schema", || self.client.query(st).execute())
+                    .await?;
+            }
+            let record = format!(
+                "INSERT INTO {} (version, name) VALUES ({{v:UInt32}}, {{n:String}})",
+                schema::MIGRATIONS_TABLE
+            );
+            self.attempt("apply_schema", || {
+                self.client
+                    .query(&record)
+                    .param("v", m.version)
+                    .param("n", m.name)
+                    .execute()
+            })
+            .await?;
+            applied.push(i64::from(m.version));
+        }
+        Ok(applied)
+    }
+
+    async fn schema_versions_u32(&self) -> Result<Vec<u32>> {
+        let sql = format!(
+            "SELECT DISTINCT version FROM {} ORDER BY version",
+            schema::MIGRATIONS_TABLE
+        );
+        let rows: Vec<VersionRow> = self
+            .attempt("schema_versions", || {
+                self.client.query(&sql).fetch_all::<VersionRow>()
+            })
+            .await?;
+        Ok(rows.into_iter().map(|r| r.version).collect())
+    }
+
+    /// Applied migration versions (empty when the bookkeeping table does not exist).
+    pub async fn schema_versions(&self) -> Result<Vec<i64>> {
+        match self.schema_versions_u32().await {
+            Ok(v) => Ok(v.into_iter().map(i64::from).collect()),
+            Err(e) if e.to_string().contains("schema apply") => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Drops every database whose name matches the `LIKE` pattern (test and benchmark clean-up).
+    #[doc(hidden)]
+    pub async fn drop_databases_like(&self, pattern: &str) -> Result<()> {
+        #[derive(Row, Deserialize)]
+        struct Name {
+            name: String,
+        }
+        let root = self.client.clone().with_database("default");
+        let names: Vec<Name> = self
+            .attempt("drop_databases", || {
+                root.query("SELECT name FROM system.databases WHERE name LIKE {p:String}")
+                    .param("p", pattern)
+                    .fetch_all::<Name>()
+            })
+            .await?;
+        for n in names {
+            if !is_identifier(&n.name) {
+                continue;
+            }
+            let sql = format!("DROP DATABASE IF EXISTS `{}`", n.name);
+            self.attempt("drop_databases", || root.query(&sql).execute())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The migrations this build knows.
+    pub fn known_migrations(&self) -> usize {
+        schema::migrations(&self.options.schema).len()
+    }
+
+    /// Ids of `rows` already stored (one lookup bounded by the batch's workspaces and times).
+    async fn existing<R: EventRow>(&self, rows: &[R]) -> Result<HashSet<Uuid>> {
+        if rows.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let mut workspaces: Vec<String> = rows.iter().map(|r| r.workspace().to_string()).collect();
+        workspaces.sort();
+        workspaces.dedup();
+        let ids: Vec<String> = rows.iter().map(|r| r.id().to_string()).collect();
+        let from = rows.iter().map(EventRow::created_at).min().unwrap_or(0);
+        let to = rows.iter().map(EventRow::created_at).max().unwrap_or(0);
+        let sql = format!(
+            "SELECT id FROM {} WHERE workspace IN {{ws:Array(UUID)}}
+               AND created_at >= fromUnixTimestamp64Micro({{from:Int64}}, 'UTC')
+               AND created_at <= fromUnixTimestamp64Micro({{to:Int64}}, 'UTC')
+               AND id IN {{ids:Array(UUID)}}",
+            R::TABLE
+        );
+        let found: Vec<IdRow> = self
+            .attempt("record", || {
+                self.client
+                    .query(&sql)
+                    .param("ws", &workspaces)
+                    .param("from", from)
+                    .param("to", to)
+                    .param("ids", &ids)
+                    .fetch_all::<IdRow>()
+            })
+            .await?;
+        Ok(found.into_iter().map(|r| r.id).collect())
+    }
+
+    /// Inserts the rows not stored yet, in one INSERT with a deduplication token; returns how
+    /// many were new.
+    async fn insert_new<R: EventRow>(&self, rows: Vec<R>) -> Result<u64> {
+        let known = self.existing(&rows).await?;
+        let mut seen = HashSet::new();
+        let fresh: Vec<R> = rows
+            .into_iter()
+            .filter(|r| !known.contains(&r.id()) && seen.insert(r.id()))
+            .collect();
+        let n = fresh.len() as u64;
+        self.send(fresh).await?;
+        Ok(n)
+    }
+
+    /// One INSERT of `rows` with a deduplication token derived from their ids (no lookup of
+    /// stored ids first): what a retry after a lost response sends again.
+    async fn send<R: EventRow>(&self, fresh: Vec<R>) -> Result<()> {
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let mut ids: Vec<Uuid> = fresh.iter().map(EventRow::id).collect();
+        ids.sort();
+        let mut h = sha2::Sha256::new();
+        h.update(R::TABLE.as_bytes());
+        for i in &ids {
+            h.update(i.as_bytes());
+        }
+        let token = hex::encode(h.finalize());
+        let fresh = &fresh;
+        self.attempt("record", || {
+            let token = token.clone();
+            async move {
+                let mut insert = self
+                    .client
+                    .insert::<R>(R::TABLE)
+                    .await?
+                    .with_setting("insert_deduplication_token", token)
+                    .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1");
+                for r in fresh {
+                    insert.write(r).await?;
+                }
+                insert.end().await
+            }
+        })
+        .await
+    }
+
+    /// Sends a validated batch as `record` does but without dropping ids already stored, so
+    /// only the deduplication token stands between a re-sent batch and double counting. For
+    /// tests and benchmarks of that mechanism.
+    #[doc(hidden)]
+    pub async fn send_unchecked(&self, events: &[AnalyticsEvent]) -> Result<()> {
+        validate_batch(events)?;
+        let (mut evals, mut usage) = (Vec::new(), Vec::new());
+        for e in events {
+            match e {
+                AnalyticsEvent::EvalResult(r) => evals.push(EvalRow::from(r)),
+                AnalyticsEvent::Usage(u) => usage.push(UsageRow::from(u)),
+            }
+        }
+        self.send(evals).await?;
+        self.send(usage).await
+    }
+}
+
+#[async_trait]
+impl Analytics for ClickHouseAnalytics {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn quantile_method(&self) -> QuantileMethod {
+        QuantileMethod::Approximate { rank_error: 0.01 }
+    }
+
+    async fn record(&self, events: &[AnalyticsEvent]) -> Result<u64> {
+        validate_batch(events)?;
+        let mut evals = Vec::new();
+        let mut usage = Vec::new();
+        for e in events {
+            match e {
+                AnalyticsEvent::EvalResult(r) => evals.push(EvalRow::from(r)),
+                AnalyticsEvent::Usage(u) => usage.push(UsageRow::from(u)),
+            }
+        }
+        let mut n = 0;
+        if !evals.is_empty() {
+            n += self.insert_new(evals).await?;
+        }
+        if !usage.is_empty() {
+            n += self.insert_new(usage).await?;
+        }
+        Ok(n)
+    }
+
+    async fn eval_summary(&self, workspace: WorkspaceId, run: EvalRunId) -> Result<EvalSummary> {
+        let sql = format!(
+            "SELECT metric, sum(results) AS results, sum(passed) AS passed, sum(errors) AS errors,
+                sum(score_sum) AS score_sum, min(score_min) AS score_min, max(score_max) AS score_max,
+                sum(cost) AS cost,
+                arrayMap(x -> toFloat64(x), quantilesTDigestMerge({l})(score_q)) AS score_q,
+                arrayMap(x -> toFloat64(x), quantilesTDigestMerge({l})(latency_q)) AS latency_q
+             FROM eval_run_summary
+             WHERE workspace = {{ws:UUID}} AND run = {{run:UUID}}
+             GROUP BY metric ORDER BY metric",
+            l = schema::LEVELS
+        );
+        let (ws, run_s) = (workspace.to_string(), run.to_string());
+        let rows: Vec<SummaryRow> = self
+            .attempt("eval_summary", || {
+                self.client
+                    .query(&sql)
+                    .param("ws", &ws)
+                    .param("run", &run_s)
+                    .fetch_all::<SummaryRow>()
+            })
+            .await?;
+        let metrics = rows
+            .into_iter()
+            .filter(|r| r.results > 0)
+            .map(|r| MetricSummary {
+                metric: r.metric,
+                count: r.results,
+                passed: r.passed,
+                errors: r.errors,
+                pass_rate: r.passed as f64 / r.results as f64,
+                mean_score: r.score_sum / r.results as f64,
+                min_score: r.score_min,
+                max_score: r.score_max,
+                score: quantiles(&r.score_q),
+                latency_ms: quantiles(&r.latency_q),
+                cost: Cost(r.cost),
+            })
+            .collect();
+        Ok(EvalSummary { run, metrics })
+    }
+
+    async fn metric_series(
+        &self,
+        workspace: WorkspaceId,
+        query: &SeriesQuery,
+    ) -> Result<Vec<SeriesPoint>> {
+        query.range.validate()?;
+        let s = split(&query.range);
+        let bucket = match query.bucket {
+            Bucket::Hour => "toStartOfHour",
+            Bucket::Day => "toStartOfDay",
+        };
+        // Whole hours from the hourly rollup, the ragged edges from raw events.
+        let sql = format!(
+            "SELECT toUnixTimestamp64Micro(toDateTime64(b, 6, 'UTC')) AS start,
+                sum(results) AS results, sum(passed) AS passed, sum(score_sum) AS score_sum
+             FROM (
+                SELECT {bucket}(hour) AS b, results, passed, score_sum FROM eval_hourly
+                WHERE workspace = {{ws:UUID}} AND metric = {{metric:String}}
+                  AND ({{project:Nullable(UUID)}} IS NULL OR project = {{project:Nullable(UUID)}})
+                  AND hour >= toDateTime(intDiv({{h0:Int64}}, 1000000), 'UTC')
+                  AND hour < toDateTime(intDiv({{h1:Int64}}, 1000000), 'UTC')
+                UNION ALL
+                SELECT {bucket}(created_at) AS b, toUInt64(1) AS results, toUInt64(passed) AS passed,
+                    score AS score_sum
+                FROM eval_results
+                WHERE workspace = {{ws:UUID}} AND metric = {{metric:String}}
+                  AND ({{project:Nullable(UUID)}} IS NULL OR project = {{project:Nullable(UUID)}})
+                  AND ((created_at >= fromUnixTimestamp64Micro({{a0:Int64}}, 'UTC')
+                        AND created_at < fromUnixTimestamp64Micro({{a1:Int64}}, 'UTC'))
+                    OR (created_at >= fromUnixTimestamp64Micro({{b0:Int64}}, 'UTC')
+                        AND created_at < fromUnixTimestamp64Micro({{b1:Int64}}, 'UTC')))
+             )
+             GROUP BY b HAVING results > 0 ORDER BY b"
+        );
+        let ws = workspace.to_string();
+        let project = query.project.map(|p| p.to_string());
+        let rows: Vec<SeriesRow> = self
+            .attempt("metric_series", || {
+                self.client
+                    .query(&sql)
+                    .param("ws", &ws)
+                    .param("metric", &query.metric)
+                    .param("project", &project)
+                    .param("h0", s.hours.0)
+                    .param("h1", s.hours.1)
+                    .param("a0", s.raw[0].0)
+                    .param("a1", s.raw[0].1)
+                    .param("b0", s.raw[1].0)
+                    .param("b1", s.raw[1].1)
+                    .fetch_all::<SeriesRow>()
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| SeriesPoint {
+                start: Timestamp::from_micros(r.start),
+                count: r.results,
+                passed: r.passed,
+                mean_score: r.score_sum / r.results as f64,
+            })
+            .collect())
+    }
+
+    async fn cost_breakdown(
+        &self,
+        workspace: WorkspaceId,
+        query: &BreakdownQuery,
+    ) -> Result<Vec<CostRow>> {
+        query.range.validate()?;
+        let s = split(&query.range);
+        // The grouping column comes from a closed enum, never from input text.
+        let key = match query.group_by {
+            GroupBy::Model => "toString(model)",
+            GroupBy::Agent => "if(isNull(agent), '-', toString(assumeNotNull(agent)))",
+            GroupBy::Project => "toString(project)",
+        };
+        let sql = format!(
+            "SELECT k AS key, sum(events) AS events, sum(input_tokens) AS input_tokens,
+                sum(output_tokens) AS output_tokens, sum(cost) AS cost
+             FROM (
+                SELECT {key} AS k, events, input_tokens, output_tokens, cost FROM usage_hourly
+                WHERE workspace = {{ws:UUID}}
+                  AND ({{project:Nullable(UUID)}} IS NULL OR project = {{project:Nullable(UUID)}})
+                  AND hour >= toDateTime(intDiv({{h0:Int64}}, 1000000), 'UTC')
+                  AND hour < toDateTime(intDiv({{h1:Int64}}, 1000000), 'UTC')
+                UNION ALL
+                SELECT {key} AS k, toUInt64(1) AS events, input_tokens, output_tokens, cost
+                FROM usage_events
+                WHERE workspace = {{ws:UUID}}
+                  AND ({{project:Nullable(UUID)}} IS NULL OR project = {{project:Nullable(UUID)}})
+                  AND ((created_at >= fromUnixTimestamp64Micro({{a0:Int64}}, 'UTC')
+                        AND created_at < fromUnixTimestamp64Micro({{a1:Int64}}, 'UTC'))
+                    OR (created_at >= fromUnixTimestamp64Micro({{b0:Int64}}, 'UTC')
+                        AND created_at < fromUnixTimestamp64Micro({{b1:Int64}}, 'UTC')))
+             )
+             GROUP BY k HAVING events > 0 ORDER BY cost DESC, k"
+        );
+        let ws = workspace.to_string();
+        let project = query.project.map(|p| p.to_string());
+        let rows: Vec<CostRowCh> = self
+            .attempt("cost_breakdown", || {
+                self.client
+                    .query(&sql)
+                    .param("ws", &ws)
+                    .param("project", &project)
+                    .param("h0", s.hours.0)
+                    .param("h1", s.hours.1)
+                    .param("a0", s.raw[0].0)
+                    .param("a1", s.raw[0].1)
+                    .param("b0", s.raw[1].0)
+                    .param("b1", s.raw[1].1)
+                    .fetch_all::<CostRowCh>()
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| CostRow {
+                key: r.key,
+                events: r.events,
+                input_tokens: r.input_tokens,
+                output_tokens: r.output_tokens,
+                cost: Cost(r.cost),
+            })
+            .collect())
+    }
+
+    async fn latency(
+        &self,
+        workspace: WorkspaceId,
+        query: &LatencyQuery,
+    ) -> Result<LatencySummary> {
+        query.range.validate()?;
+        let s = split(&query.range);
+        let sql = format!(
+            "SELECT sum(events) AS events,
+                arrayMap(x -> toFloat64(x), quantilesTDigestMerge({l})(q)) AS latency_q
+             FROM (
+                SELECT events, latency_q AS q FROM usage_hourly
+                WHERE workspace = {{ws:UUID}}
+                  AND ({{project:Nullable(UUID)}} IS NULL OR project = {{project:Nullable(UUID)}})
+                  AND ({{model:Nullable(String)}} IS NULL OR model = {{model:Nullable(String)}})
+                  AND hour >= toDateTime(intDiv({{h0:Int64}}, 1000000), 'UTC')
+                  AND hour < toDateTime(intDiv({{h1:Int64}}, 1000000), 'UTC')
+                UNION ALL
+                SELECT count() AS events, quantilesTDigestState({l})(latency_ms) AS q
+                FROM usage_events
+                WHERE workspace = {{ws:UUID}}
+                  AND ({{project:Nullable(UUID)}} IS NULL OR project = {{project:Nullable(UUID)}})
+                  AND ({{model:Nullable(String)}} IS NULL OR model = {{model:Nullable(String)}})
+                  AND ((created_at >= fromUnixTimestamp64Micro({{a0:Int64}}, 'UTC')
+                        AND created_at < fromUnixTimestamp64Micro({{a1:Int64}}, 'UTC'))
+                    OR (created_at >= fromUnixTimestamp64Micro({{b0:Int64}}, 'UTC')
+                        AND created_at < fromUnixTimestamp64Micro({{b1:Int64}}, 'UTC')))
+             )",
+            l = schema::LEVELS
+        );
+        let ws = workspace.to_string();
+        let project = query.project.map(|p| p.to_string());
+        let row: LatencyRow = self
+            .attempt("latency", || {
+                self.client
+                    .query(&sql)
+                    .param("ws", &ws)
+                    .param("project", &project)
+                    .param("model", &query.model)
+                    .param("h0", s.hours.0)
+                    .param("h1", s.hours.1)
+                    .param("a0", s.raw[0].0)
+                    .param("a1", s.raw[0].1)
+                    .param("b0", s.raw[1].0)
+                    .param("b1", s.raw[1].1)
+                    .fetch_one::<LatencyRow>()
+            })
+            .await?;
+        Ok(LatencySummary {
+            count: row.events,
+            latency_ms: if row.events == 0 {
+                Quantiles::default()
+            } else {
+                quantiles(&row.latency_q)
+            },
+        })
+    }
+
+    async fn scan(
+        &self,
+        kind: EventKind,
+        after: Option<EventCursor>,
+        limit: usize,
+    ) -> Result<Vec<AnalyticsEvent>> {
+        check_limit(limit)?;
+        let (t, i) = match after {
+            Some(c) => (c.created_at.as_micros(), c.id.to_string()),
+            None => (i64::MIN, String::new()),
+        };
+        // Ids compare as text, as SQLite's scan does, so cursors carry across backends.
+        let (columns, table) = match kind {
+            EventKind::EvalResult => (
+                "workspace, project, run, id, dataset_item, agent, metric, score, passed, latency_ms, cost, error, created_at",
+                "eval_results",
+            ),
+            EventKind::Usage => (
+                "workspace, project, id, agent, conversation, model, input_tokens, output_tokens, cost, latency_ms, created_at",
+                "usage_events",
+            ),
+        };
+        let sql = format!(
+            "SELECT {columns} FROM {table} FINAL
+             WHERE (toUnixTimestamp64Micro(created_at), toString(id)) > ({{t:Int64}}, {{i:String}})
+             ORDER BY toUnixTimestamp64Micro(created_at), toString(id)
+             LIMIT {{limit:UInt64}}"
+        );
+        let q = || {
+            self.client
+                .query(&sql)
+                .param("t", t)
+                .param("i", &i)
+                .param("limit", limit as u64)
+        };
+        match kind {
+            EventKind::EvalResult => self
+                .attempt("event_scan", || q().fetch_all::<EvalRow>())
+                .await?
+                .into_iter()
+                .map(EvalRow::into_event)
+                .collect(),
+            EventKind::Usage => self
+                .attempt("event_scan", || q().fetch_all::<UsageRow>())
+                .await?
+                .into_iter()
+                .map(UsageRow::into_event)
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sprintlens_core::config::BackendUrl;
+
+    fn cfg(url: &str) -> AnalyticsConfig {
+        AnalyticsConfig::new(BackendUrl::parse("analytics.url", url).unwrap())
+    }
+
+    #[test]
+    fn urls_and_keys() {
+        let o = ClickHouseOptions::from_config(&cfg("clickhouse://u:p%40ss@h:18123/db_1")).unwrap();
+        assert_eq!(
+            (
+                o.endpoint.as_str(),
+                o.user.as_str(),
+                o.password.as_str(),
+                o.database.as_str()
+            ),
+            ("http://h:18123", "u", "p@ss", "db_1")
+        );
+        assert!(!format!("{o:?}").contains("p@ss"));
+        let o = ClickHouseOptions::from_config(&cfg("clickhouse://h")).unwrap();
+        assert_eq!(
+            (o.endpoint.as_str(), o.database.as_str()),
+            ("http://h:8123", "default")
+        );
+        for bad in [
+            "clickhouse://u:p@h/db?x=1",
+            "clickhouse://u:p@/db",
+            "clickhouse://h/db;drop",
+            "http://h/db",
+        ] {
+            assert_eq!(
+                ClickHouseOptions::from_config(&cfg(bad))
+                    .unwrap_err()
+                    .field(),
+                Some("analytics.url"),
+                "{bad}"
+            );
+        }
+        let mut c = cfg("clickhouse://h/db");
+        c.cluster = Some("a`b".into());
+        assert_eq!(
+            ClickHouseOptions::from_config(&c).unwrap_err().field(),
+            Some("analytics.cluster")
+        );
+    }
+
+    #[test]
+    fn ranges_split_into_whole_hours_and_raw_edges() {
+        let t = |m: i64| Timestamp::from_micros(m);
+        let r = split(&TimeRange {
+            from: t(HOUR / 2),
+            to: t(3 * HOUR + 5),
+        });
+        assert_eq!(r.hours, (HOUR, 3 * HOUR));
+        assert_eq!(r.raw, [(HOUR / 2, HOUR), (3 * HOUR, 3 * HOUR + 5)]);
+        let r = split(&TimeRange {
+            from: t(HOUR),
+            to: t(2 * HOUR),
+        });
+        assert_eq!(r.hours, (HOUR, 2 * HOUR));
+        assert_eq!(r.raw, [(HOUR, HOUR), (2 * HOUR, 2 * HOUR)]);
+        let r = split(&TimeRange {
+            from: t(10),
+            to: t(HOUR - 1),
+        });
+        assert_eq!(r.hours, (0, 0));
+        assert_eq!(r.raw[0], (10, HOUR - 1));
+        let r = split(&TimeRange {
+            from: t(-HOUR - 7),
+            to: t(HOUR),
+        });
+        assert_eq!(r.hours, (-HOUR, HOUR));
+    }
+}

@@ -1,0 +1,325 @@
+//! The ClickHouse schema as versioned migrations: one DDL set for a single node and one for a
+//! cluster (`ON CLUSTER`, Replicated engines, Distributed tables), chosen by `[analytics] cluster`.
+//!
+//! Every statement is idempotent (`IF NOT EXISTS`), so a migration interrupted between its DDL and
+//! its bookkeeping row is simply applied again.
+
+/// One migration: a version, a name and its statements.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Migration {
+    /// Applied in increasing order.
+    pub version: u32,
+    /// What it does.
+    pub name: &'static str,
+    /// DDL statements, in order.
+    pub statements: Vec<String>,
+}
+
+/// What the DDL depends on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SchemaOptions {
+    /// Days raw events are kept (0 = for ever).
+    pub retention_days: u32,
+    /// `non_replicated_deduplication_window` (single node) / `replicated_deduplication_window`.
+    pub dedup_window: u64,
+    /// The cluster, for the replicated DDL set.
+    pub cluster: Option<String>,
+}
+
+/// The quantile levels every rollup keeps (t-digest states).
+pub const LEVELS: &str = "0.5, 0.95, 0.99";
+
+/// The bookkeeping table.
+pub const MIGRATIONS_TABLE: &str = "sprintlens_migrations";
+
+struct Ddl<'a> {
+    o: &'a SchemaOptions,
+}
+
+impl Ddl<'_> {
+    /// `ON CLUSTER c` or nothing.
+    fn on(&self) -> String {
+        match &self.o.cluster {
+            Some(c) => format!(" ON CLUSTER `{c}`"),
+            None => String::new(),
+        }
+    }
+    /// Where rows are stored: the table itself on one node, `<table>_local` on a cluster.
+    fn local(&self, table: &str) -> String {
+        match &self.o.cluster {
+            Some(_) => format!("{table}_local"),
+            None => table.to_string(),
+        }
+    }
+    fn engine(&self, kind: &str, table: &str) -> String {
+        match &self.o.cluster {
+            Some(_) => format!(
+                "Replicated{kind}('/clickhouse/tables/{{shard}}/{{database}}/{table}', '{{replica}}')"
+            ),
+            None => kind.to_string(),
+        }
+    }
+    fn dedup(&self) -> String {
+        match &self.o.cluster {
+            Some(_) => format!("replicated_deduplication_window = {}", self.o.dedup_window),
+            None => format!(
+                "non_replicated_deduplication_window = {}",
+                self.o.dedup_window
+            ),
+        }
+    }
+    fn ttl(&self, column: &str) -> String {
+        match self.o.retention_days {
+            0 => String::new(),
+            d => format!("\nTTL toDateTime({column}) + INTERVAL {d} DAY DELETE"),
+        }
+    }
+    /// On a cluster, the Distributed table that queries and inserts go through.
+    fn distributed(&self, table: &str, sharding: &str) -> Vec<String> {
+        match &self.o.cluster {
+            Some(c) => vec![format!(
+                "CREATE TABLE IF NOT EXISTS {table}{on} AS {local}\n\
+                 ENGINE = Distributed(`{c}`, currentDatabase(), {local}, {sharding})",
+                on = self.on(),
+                local = self.local(table),
+            )],
+            None => vec![],
+        }
+    }
+}
+
+/// Every migration, in order.
+pub fn migrations(o: &SchemaOptions) -> Vec<Migration> {
+    let d = Ddl { o };
+    let on = d.on();
+    let mut events = vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS {t}{on} (
+    workspace UUID,
+    project UUID,
+    run UUID,
+    id UUID,
+    dataset_item Nullable(UUID),
+    agent Nullable(UUID),
+    metric LowCardinality(String),
+    score Float64 CODEC(Gorilla, ZSTD(1)),
+    passed Bool,
+    latency_ms UInt32 CODEC(T64, ZSTD(1)),
+    cost Int64 CODEC(T64, ZSTD(1)),
+    error Nullable(String) CODEC(ZSTD(3)),
+    created_at DateTime64(6, 'UTC') CODEC(Delta, ZSTD(1)),
+    INDEX run_idx run TYPE bloom_filter(0.01) GRANULARITY 4,
+    INDEX id_idx id TYPE bloom_filter(0.01) GRANULARITY 4
+)
+ENGINE = {engine}
+PARTITION BY toYYYYMM(created_at)
+ORDER BY (workspace, project, created_at, id){ttl}
+SETTINGS {dedup}",
+            t = d.local("eval_results"),
+            engine = d.engine("ReplacingMergeTree", "eval_results"),
+            ttl = d.ttl("created_at"),
+            dedup = d.dedup(),
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {t}{on} (
+    workspace UUID,
+    project UUID,
+    id UUID,
+    agent Nullable(UUID),
+    conversation Nullable(UUID),
+    model LowCardinality(String),
+    input_tokens UInt64 CODEC(T64, ZSTD(1)),
+    output_tokens UInt64 CODEC(T64, ZSTD(1)),
+    cost Int64 CODEC(T64, ZSTD(1)),
+    latency_ms UInt32 CODEC(T64, ZSTD(1)),
+    created_at DateTime64(6, 'UTC') CODEC(Delta, ZSTD(1)),
+    INDEX model_idx model TYPE set(256) GRANULARITY 4,
+    INDEX id_idx id TYPE bloom_filter(0.01) GRANULARITY 4
+)
+ENGINE = {engine}
+PARTITION BY toYYYYMM(created_at)
+ORDER BY (workspace, project, created_at, id){ttl}
+SETTINGS {dedup}",
+            t = d.local("usage_events"),
+            engine = d.engine("ReplacingMergeTree", "usage_events"),
+            ttl = d.ttl("created_at"),
+            dedup = d.dedup(),
+        ),
+    ];
+    events.extend(d.distributed("eval_results", "cityHash64(workspace)"));
+    events.extend(d.distributed("usage_events", "cityHash64(workspace)"));
+
+    // Rollups: AggregatingMergeTree tables fed by materialized views on the local event tables.
+    // Counts and sums are plain sums (exact); quantiles are t-digest states.
+    let mut rollups = vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS {t}{on} (
+    workspace UUID,
+    run UUID,
+    metric LowCardinality(String),
+    results SimpleAggregateFunction(sum, UInt64),
+    passed SimpleAggregateFunction(sum, UInt64),
+    errors SimpleAggregateFunction(sum, UInt64),
+    score_sum SimpleAggregateFunction(sum, Float64),
+    score_min SimpleAggregateFunction(min, Float64),
+    score_max SimpleAggregateFunction(max, Float64),
+    cost SimpleAggregateFunction(sum, Int64),
+    score_q AggregateFunction(quantilesTDigest({LEVELS}), Float64),
+    latency_q AggregateFunction(quantilesTDigest({LEVELS}), UInt32)
+)
+ENGINE = {engine}
+ORDER BY (workspace, run, metric)
+SETTINGS {dedup}",
+            t = d.local("eval_run_summary"),
+            engine = d.engine("AggregatingMergeTree", "eval_run_summary"),
+            dedup = d.dedup(),
+        ),
+        format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {mv}{on} TO {t} AS
+SELECT workspace, run, metric,
+    count() AS results, countIf(passed) AS passed, countIf(error IS NOT NULL) AS errors,
+    sum(score) AS score_sum, min(score) AS score_min, max(score) AS score_max, sum(cost) AS cost,
+    quantilesTDigestState({LEVELS})(score) AS score_q,
+    quantilesTDigestState({LEVELS})(latency_ms) AS latency_q
+FROM {src}
+GROUP BY workspace, run, metric",
+            mv = d.local("eval_run_summary_mv"),
+            t = d.local("eval_run_summary"),
+            src = d.local("eval_results"),
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {t}{on} (
+    workspace UUID,
+    metric LowCardinality(String),
+    project UUID,
+    hour DateTime('UTC'),
+    results SimpleAggregateFunction(sum, UInt64),
+    passed SimpleAggregateFunction(sum, UInt64),
+    score_sum SimpleAggregateFunction(sum, Float64)
+)
+ENGINE = {engine}
+PARTITION BY toYYYYMM(hour)
+ORDER BY (workspace, metric, project, hour){ttl}
+SETTINGS {dedup}",
+            t = d.local("eval_hourly"),
+            engine = d.engine("AggregatingMergeTree", "eval_hourly"),
+            ttl = d.ttl("hour"),
+            dedup = d.dedup(),
+        ),
+        format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {mv}{on} TO {t} AS
+SELECT workspace, metric, project, toStartOfHour(created_at) AS hour,
+    count() AS results, countIf(passed) AS passed, sum(score) AS score_sum
+FROM {src}
+GROUP BY workspace, metric, project, hour",
+            mv = d.local("eval_hourly_mv"),
+            t = d.local("eval_hourly"),
+            src = d.local("eval_results"),
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {t}{on} (
+    workspace UUID,
+    project UUID,
+    hour DateTime('UTC'),
+    model LowCardinality(String),
+    agent Nullable(UUID),
+    events SimpleAggregateFunction(sum, UInt64),
+    input_tokens SimpleAggregateFunction(sum, UInt64),
+    output_tokens SimpleAggregateFunction(sum, UInt64),
+    cost SimpleAggregateFunction(sum, Int64),
+    latency_q AggregateFunction(quantilesTDigest({LEVELS}), UInt32)
+)
+ENGINE = {engine}
+PARTITION BY toYYYYMM(hour)
+ORDER BY (workspace, project, hour, model, assumeNotNull(agent)){ttl}
+SETTINGS allow_nullable_key = 1, {dedup}",
+            t = d.local("usage_hourly"),
+            engine = d.engine("AggregatingMergeTree", "usage_hourly"),
+            ttl = d.ttl("hour"),
+            dedup = d.dedup(),
+        ),
+        format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {mv}{on} TO {t} AS
+SELECT workspace, project, toStartOfHour(created_at) AS hour, model, agent,
+    count() AS events, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+    sum(cost) AS cost, quantilesTDigestState({LEVELS})(latency_ms) AS latency_q
+FROM {src}
+GROUP BY workspace, project, hour, model, agent",
+            mv = d.local("usage_hourly_mv"),
+            t = d.local("usage_hourly"),
+            src = d.local("usage_events"),
+        ),
+    ];
+    rollups.extend(d.distributed("eval_run_summary", "cityHash64(workspace)"));
+    rollups.extend(d.distributed("eval_hourly", "cityHash64(workspace)"));
+    rollups.extend(d.distributed("usage_hourly", "cityHash64(workspace)"));
+
+    vec![
+        Migration {
+            version: 1,
+            name: "event tables (eval_results, usage_events)",
+            statements: events,
+        },
+        Migration {
+            version: 2,
+            name: "rollups (eval_run_summary, eval_hourly, usage_hourly) and their views",
+            statements: rollups,
+        },
+    ]
+}
+
+/// The bookkeeping table's DDL.
+pub fn migrations_table(o: &SchemaOptions) -> String {
+    let d = Ddl { o };
+    format!(
+        "CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE}{on} (
+    version UInt32,
+    name String,
+    applied_at DateTime64(6, 'UTC') DEFAULT now64(6)
+)
+ENGINE = {engine}
+ORDER BY version",
+        on = d.on(),
+        engine = d.engine("ReplacingMergeTree", MIGRATIONS_TABLE),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_node_and_cluster_sets_differ_only_where_they_must() {
+        let single = migrations(&SchemaOptions {
+            retention_days: 0,
+            dedup_window: 1000,
+            cluster: None,
+        });
+        let all = single
+            .iter()
+            .flat_map(|m| m.statements.iter())
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(all.contains("non_replicated_deduplication_window = 1000"));
+        assert!(!all.contains("ON CLUSTER") && !all.contains("Replicated"));
+        assert!(!all.contains("TTL"));
+        let cluster = migrations(&SchemaOptions {
+            retention_days: 90,
+            dedup_window: 100,
+            cluster: Some("analytics".into()),
+        });
+        let all = cluster
+            .iter()
+            .flat_map(|m| m.statements.iter())
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(all.contains("ON CLUSTER `analytics`"));
+        assert!(all.contains("ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/eval_results', '{replica}')"));
+        assert!(all.contains("ENGINE = Distributed(`analytics`, currentDatabase(), eval_results_local, cityHash64(workspace))"));
+        assert!(all.contains("TTL toDateTime(created_at) + INTERVAL 90 DAY DELETE"));
+        assert!(all.contains("replicated_deduplication_window = 100"));
+        assert!(all.contains("TO eval_run_summary_local"));
+    }
+}
