@@ -28,6 +28,9 @@ async fn clickhouse(database: &str, dedup_window: u64) -> Option<ClickHouseAnaly
     Some(store)
 }
 
+const METRICS: [&str; 3] = ["accuracy", "faithfulness", "toxicity"];
+const MODELS: [&str; 4] = ["gpt-4o", "gpt-4o-mini", "claude-sonnet", "llama-3-70b"];
+
 struct Generated {
     events: Vec<AnalyticsEvent>,
     ws: WorkspaceId,
@@ -65,7 +68,7 @@ fn generate(n: usize) -> Generated {
             ws,
             *rng.pick(&projects),
             *rng.pick(&runs),
-            rng.pick(&["accuracy", "faithfulness", "toxicity"]),
+            METRICS[rng.below(3) as usize],
             score,
             score > 0.3,
             rng.below(5_000) as u32,
@@ -82,7 +85,7 @@ fn generate(n: usize) -> Generated {
             ws,
             *rng.pick(&projects),
             *rng.pick(&agents),
-            rng.pick(&["gpt-4o", "gpt-4o-mini", "claude-sonnet", "llama-3-70b"]),
+            MODELS[rng.below(4) as usize],
             rng.below(8_000),
             rng.below(2_000),
             Cost(rng.below(900_000) as i64),
