@@ -14,6 +14,7 @@ const ADAPTERS: &[&str] = &[
     "sprintlens-memory",
     "sprintlens-postgres",
     "sprintlens-redis",
+    "sprintlens-clickhouse",
 ];
 
 fn crates() -> Vec<(String, PathBuf)> {

@@ -95,9 +95,18 @@ fn demo_runs_with_records_and_vectors_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
     let s3 = std::env::var("SPRINTLENS_TEST_S3_URL")
         .expect("the stack sets the S3 URL with the PostgreSQL ones");
+    let clickhouse = std::env::var("SPRINTLENS_TEST_CLICKHOUSE_URL")
+        .expect("the stack sets the ClickHouse URL with the PostgreSQL ones");
+    // A database of its own, created by `schema apply`.
+    let clickhouse = format!(
+        "{}/sprintlens_cli_{}",
+        clickhouse.rsplit_once('/').unwrap().0,
+        std::process::id()
+    );
     let run = |args: &[&str]| {
         let out = sprintlens()
             .env("SPRINTLENS_BLOBS_URL", &s3)
+            .env("SPRINTLENS_ANALYTICS_URL", &clickhouse)
             .env("SPRINTLENS_RECORDS_URL", &app)
             .env("SPRINTLENS_VECTORS_URL", &app)
             .env("SPRINTLENS_RECORDS_ADMIN_URL", &admin)
@@ -120,6 +129,14 @@ fn demo_runs_with_records_and_vectors_on_postgres() {
         "{schema}"
     );
     assert!(
+        schema.contains("clickhouse") && schema.contains("2 of 2 migrations applied"),
+        "{schema}"
+    );
+    assert!(
+        !schema.contains("sprintlens-clickhouse-dev"),
+        "passwords must be redacted:\n{schema}"
+    );
+    assert!(
         !schema.contains("sprintlens-app-dev"),
         "passwords must be redacted:\n{schema}"
     );
@@ -135,6 +152,9 @@ fn demo_runs_with_records_and_vectors_on_postgres() {
     for needle in [
         "records   -> postgres://",
         "blobs     -> s3://",
+        "analytics -> clickhouse://",
+        "exact_match",
+        "cost by model",
         "ingested 200 conversations",
         "cache hit",
         "verified on read",

@@ -562,3 +562,22 @@ mod tests {
         assert_eq!(Cost::from_usd(1.5).to_string(), "$1.500000");
     }
 }
+
+#[cfg(test)]
+mod quantile_tests {
+    use super::*;
+
+    #[test]
+    fn quantile_methods_accept_what_they_promise_and_nothing_more() {
+        let sorted: Vec<f64> = (1..=1000).map(f64::from).collect();
+        let exact = QuantileMethod::NearestRank;
+        assert!(exact.accepts(&sorted, 0.5, 500.0));
+        assert!(!exact.accepts(&sorted, 0.5, 501.0));
+        let sketch = QuantileMethod::Approximate { rank_error: 0.01 };
+        assert!(sketch.accepts(&sorted, 0.95, 950.0));
+        assert!(sketch.accepts(&sorted, 0.95, 960.5));
+        assert!(!sketch.accepts(&sorted, 0.95, 962.0));
+        assert!(!sketch.accepts(&sorted, 0.5, 480.0));
+        assert!(sketch.accepts(&[], 0.5, 0.0));
+    }
+}

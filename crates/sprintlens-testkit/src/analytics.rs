@@ -138,6 +138,27 @@ pub async fn invalid_batch_writes_nothing(a: A) {
         a.record(&[good.clone(), future]).await.unwrap_err().field(),
         Some("event.created_at")
     );
+    // An id whose UUIDv7 time lies a year ahead (a broken clock or a forged id).
+    let mut forged = good.clone();
+    let ahead = now
+        .plus(std::time::Duration::from_secs(86_400 * 365))
+        .as_micros();
+    let uuid = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        (ahead / 1_000_000) as u64,
+        0,
+    ));
+    if let AnalyticsEvent::EvalResult(r) = &mut forged {
+        r.id = EventId::from_uuid(uuid).unwrap();
+    }
+    let mut fresh = good.clone();
+    if let AnalyticsEvent::EvalResult(r) = &mut fresh {
+        r.id = EventId::new();
+    }
+    assert_eq!(
+        a.record(&[fresh, forged]).await.unwrap_err().field(),
+        Some("event.id")
+    );
     let no_model = usage(ws, p, None, "", 1, 1, Cost(1), 1, now);
     assert_eq!(
         a.record(&[good, no_model]).await.unwrap_err().field(),

@@ -6,7 +6,8 @@
         feature = "objectstore",
         feature = "memory",
         feature = "postgres",
-        feature = "redis"
+        feature = "redis",
+        feature = "clickhouse"
     )),
     allow(unused, unreachable_code)
 )]
@@ -45,6 +46,8 @@ pub struct Storage {
     sqlite_files: Vec<sprintlens_sqlite::SqliteStore>,
     #[cfg(feature = "postgres")]
     postgres: Option<sprintlens_postgres::PgStore>,
+    #[cfg(feature = "clickhouse")]
+    clickhouse: Option<sprintlens_clickhouse::ClickHouseAnalytics>,
     config: StorageConfig,
 }
 
@@ -130,6 +133,10 @@ impl Storage {
             })?;
             pg.apply_schema(admin.expose()).await?;
         }
+        #[cfg(feature = "clickhouse")]
+        if let Some(ch) = &self.clickhouse {
+            ch.apply_schema().await?;
+        }
         self.schema_status().await
     }
 
@@ -153,6 +160,16 @@ impl Storage {
                 location: sprintlens_core::config::redact(&pg.options().url),
                 applied: pg.schema_versions().await.unwrap_or_default(),
                 known: sprintlens_postgres::MIGRATIONS.len(),
+            });
+        }
+        #[cfg(feature = "clickhouse")]
+        if let Some(ch) = &self.clickhouse {
+            let o = ch.options();
+            out.push(SchemaStatus {
+                backend: "clickhouse",
+                location: format!("{}/{}", o.endpoint, o.database),
+                applied: ch.schema_versions().await?,
+                known: ch.known_migrations(),
             });
         }
         Ok(out)

@@ -33,11 +33,14 @@ pub fn compiled_schemes() -> Vec<&'static str> {
     if cfg!(feature = "redis") {
         s.push("redis (cache, sessions)");
     }
+    if cfg!(feature = "clickhouse") {
+        s.push("clickhouse (analytics)");
+    }
     s
 }
 
 /// Schemes of adapters sprintlens does not have yet.
-const NOT_YET: &[&str] = &["clickhouse"];
+const NOT_YET: &[&str] = &[];
 
 /// What a section resolves to.
 #[derive(Clone, Debug, PartialEq)]
@@ -56,6 +59,8 @@ pub enum Backend {
     Redis(String),
     /// An S3 bucket.
     S3(String),
+    /// A ClickHouse database (`host:port/database`).
+    ClickHouse(String),
 }
 
 /// The resolved backend of every section.
@@ -119,6 +124,20 @@ fn postgres_url(key: &str, url: &str) -> Result<Backend> {
     }
 }
 
+#[cfg(feature = "clickhouse")]
+fn clickhouse_backend(config: &sprintlens_core::config::AnalyticsConfig) -> Result<Backend> {
+    let o = sprintlens_clickhouse::ClickHouseOptions::from_config(config)?;
+    Ok(Backend::ClickHouse(format!(
+        "{}/{}",
+        o.endpoint, o.database
+    )))
+}
+
+#[cfg(not(feature = "clickhouse"))]
+fn clickhouse_backend(_config: &sprintlens_core::config::AnalyticsConfig) -> Result<Backend> {
+    Err(feature_off("analytics.url", "clickhouse", "clickhouse"))
+}
+
 fn need(key: &str, scheme: &str, feature: &str, enabled: bool, b: Backend) -> Result<Backend> {
     if enabled {
         Ok(b)
@@ -175,7 +194,17 @@ pub fn plan(config: &StorageConfig) -> Result<Plan> {
         let (k, u) = ("analytics.url", &config.analytics.url);
         match u.scheme().as_str() {
             "sqlite" => sqlite_path(k, u.expose())?,
-            s => return Err(unknown(k, s, &["sqlite://PATH"])),
+            "clickhouse" => clickhouse_backend(&config.analytics)?,
+            s => {
+                return Err(unknown(
+                    k,
+                    s,
+                    &[
+                        "sqlite://PATH",
+                        "clickhouse://USER:PASSWORD@HOST:PORT/DATABASE",
+                    ],
+                ));
+            }
         }
     };
     let blobs = {
@@ -344,13 +373,23 @@ impl Storage {
                 Backend::Postgres(_) => files.postgres.clone().map(|p| Arc::new(p) as Arc<dyn VectorIndex>).ok_or_else(|| missing("vectors.url")),
             }
         );
+        #[cfg(feature = "clickhouse")]
+        let clickhouse = match &plan.analytics {
+            Backend::ClickHouse(_) => Some(sprintlens_clickhouse::ClickHouseAnalytics::new(
+                sprintlens_clickhouse::ClickHouseOptions::from_config(&config.analytics)?,
+            )),
+            _ => None,
+        };
         let analytics = open_port!(
             files,
             &config,
             &plan.analytics,
             "analytics.url",
             dyn Analytics,
-            {}
+            {
+                #[cfg(feature = "clickhouse")]
+                Backend::ClickHouse(_) => clickhouse.clone().map(|c| Arc::new(c) as Arc<dyn Analytics>).ok_or_else(|| missing("analytics.url")),
+            }
         );
         let sessions = open_port!(files, &config, &plan.sessions, "sessions.url", dyn SessionStore, {
             #[cfg(feature = "memory")]
@@ -426,6 +465,8 @@ impl Storage {
             sqlite_files: files.open.into_values().collect(),
             #[cfg(feature = "postgres")]
             postgres: files.postgres,
+            #[cfg(feature = "clickhouse")]
+            clickhouse,
             config,
         })
     }

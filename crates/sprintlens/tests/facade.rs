@@ -22,13 +22,13 @@ async fn bad_config_fails_before_anything_is_created() {
         ("SPRINTLENS_DATA_DIR".into(), data.display().to_string()),
         (
             "SPRINTLENS_ANALYTICS_URL".into(),
-            "clickhouse://localhost:8123/db".into(),
+            "cassandra://localhost:9042/db".into(),
         ),
     ];
     let cfg = config::from_parts(None, env).unwrap();
     let err = Storage::open(cfg).await.unwrap_err();
     assert_eq!(err.field(), Some("analytics.url"));
-    assert!(err.to_string().contains("clickhouse"), "{err}");
+    assert!(err.to_string().contains("cassandra"), "{err}");
     assert!(
         !data.exists(),
         "nothing may be created before config is valid"
