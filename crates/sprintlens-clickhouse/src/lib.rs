@@ -482,6 +482,12 @@ impl ClickHouseAnalytics {
         &self.options
     }
 
+    /// The underlying client (tests and benchmarks run their own SQL with it).
+    #[doc(hidden)]
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// Runs `f` within the request timeout, retrying transient failures with backoff.
     async fn attempt<T, F, Fut>(&self, operation: &'static str, f: F) -> Result<T>
     where
