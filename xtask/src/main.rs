@@ -28,10 +28,10 @@ fn main() -> Result<()> {
             let rest = &args[1..];
             // Server benchmarks run against the local stack, with psql as the plain-SQL reference.
             let mut _env = Vec::new();
-            if rest
-                .first()
-                .is_some_and(|b| b.starts_with("postgres") || b == "redis" || b == "objects")
-            {
+            if rest.first().is_some_and(|b| {
+                b.starts_with("postgres")
+                    || ["redis", "objects", "clickhouse"].contains(&b.as_str())
+            }) {
                 let stack = services::Stack::new(&project_root());
                 stack.up()?;
                 for (k, v) in stack.env() {

@@ -2,6 +2,7 @@
 // Registering sqlite-vec as an auto-extension is an FFI call; only this benchmark binary does it.
 #![allow(unsafe_code)]
 
+mod clickhouse;
 mod objects;
 mod postgres;
 mod redis;
@@ -217,6 +218,14 @@ async fn main() -> Result<()> {
                 .unwrap_or(10_000);
             postgres::bulk(n, batch).await
         }
+        Some("clickhouse") => {
+            let n = args
+                .get(1)
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(10_000_000);
+            clickhouse::run(n).await
+        }
         Some("objects") => {
             let sizes: Vec<u64> = if args.len() > 1 {
                 args[1..]
@@ -233,7 +242,7 @@ async fn main() -> Result<()> {
             redis::run(c, 10).await
         }
         _ => anyhow::bail!(
-            "usage: sprintlens-bench sqlite-vectors [sizes…] | postgres-vectors [n] | postgres-bulk [n] [batch] | redis [concurrency] | objects [sizes in MiB…]"
+            "usage: sprintlens-bench sqlite-vectors [sizes…] | postgres-vectors [n] | postgres-bulk [n] [batch] | redis [concurrency] | objects [sizes in MiB…] | clickhouse [rows]"
         ),
     }
 }
