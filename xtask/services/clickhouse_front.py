@@ -178,11 +178,18 @@ class Engine:
     def __init__(self, path, tmpdir):
         self.session = chdb_session.Session(path)
         self.lock = threading.Lock()
-        self.tmpdir = tmpdir
+        # Insert bodies are handed to the engine as files: in memory (/dev/shm) where there is one.
+        shm = "/dev/shm"
+        self.tmpdir = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tmpdir
+        self.database = None
 
     def run(self, sql, fmt, database, params, settings, data):
         with self.lock:
-            self.session.query(f"USE `{database}`" if database else "USE default")
+            wanted = database or "default"
+            if wanted != self.database:
+                self.database = None
+                self.session.query(f"USE `{wanted}`")
+                self.database = wanted
             applied = []
             try:
                 for name, value in settings:
@@ -198,6 +205,8 @@ class Engine:
                         f.write(data)
                     m = INSERT_RE.match(sql)
                     sql = f"{m.group('head')} FROM INFILE '{path}' FORMAT {m.group('fmt')}"
+                if re.match(r"\s*USE\b", sql, re.IGNORECASE):
+                    self.database = None  # the client switched databases itself
                 try:
                     kwargs = {"params": params} if params else {}
                     result = self.session.query(sql, fmt, **kwargs)

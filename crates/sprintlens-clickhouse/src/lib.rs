@@ -695,6 +695,20 @@ impl ClickHouseAnalytics {
     /// One INSERT of `rows` with a deduplication token derived from their ids (no lookup of
     /// stored ids first): what a retry after a lost response sends again.
     async fn send<R: EventRow>(&self, fresh: Vec<R>) -> Result<()> {
+        // Large batches go as two INSERTs at once, so encoding one overlaps the server storing the
+        // other; each part's token depends only on its rows, so a re-sent batch splits the same way
+        // and each part is deduplicated on its own.
+        const SPLIT: usize = 20_000;
+        if fresh.len() >= SPLIT {
+            let half = fresh.len().div_ceil(2);
+            let (a, b) = fresh.split_at(half);
+            let (ra, rb) = tokio::join!(self.send_part(a), self.send_part(b));
+            return ra.and(rb);
+        }
+        self.send_part(&fresh).await
+    }
+
+    async fn send_part<R: EventRow>(&self, fresh: &[R]) -> Result<()> {
         if fresh.is_empty() {
             return Ok(());
         }
@@ -706,7 +720,6 @@ impl ClickHouseAnalytics {
             h.update(i.as_bytes());
         }
         let token = hex::encode(h.finalize());
-        let fresh = &fresh;
         self.attempt("record", || {
             let token = token.clone();
             async move {
@@ -952,9 +965,8 @@ impl Analytics for ClickHouseAnalytics {
             "SELECT sum(events) AS events,
                 arrayMap(x -> toFloat64(x), quantilesTDigestMerge({l})(q)) AS latency_q
              FROM (
-                SELECT events, latency_q AS q FROM usage_hourly
-                WHERE workspace = {{ws:UUID}}
-                  AND ({{project:Nullable(UUID)}} IS NULL OR project = {{project:Nullable(UUID)}})
+                SELECT events, latency_q AS q FROM {rollup}
+                WHERE workspace = {{ws:UUID}}{project_filter}
                   AND ({{model:Nullable(String)}} IS NULL OR model = {{model:Nullable(String)}})
                   AND hour >= toDateTime(intDiv({{h0:Int64}}, 1000000), 'UTC')
                   AND hour < toDateTime(intDiv({{h1:Int64}}, 1000000), 'UTC')
@@ -969,7 +981,18 @@ impl Analytics for ClickHouseAnalytics {
                     OR (created_at >= fromUnixTimestamp64Micro({{b0:Int64}}, 'UTC')
                         AND created_at < fromUnixTimestamp64Micro({{b1:Int64}}, 'UTC')))
              )",
-            l = schema::LEVELS
+            l = schema::LEVELS,
+            // Without a project filter, the rollup without project and agent dimensions.
+            rollup = if query.project.is_some() {
+                "usage_hourly"
+            } else {
+                "usage_latency_hourly"
+            },
+            project_filter = if query.project.is_some() {
+                "\n                  AND project = {project:Nullable(UUID)}"
+            } else {
+                ""
+            },
         );
         let ws = workspace.to_string();
         let project = query.project.map(|p| p.to_string());

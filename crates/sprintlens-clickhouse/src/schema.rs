@@ -250,7 +250,37 @@ GROUP BY workspace, project, hour, model, agent",
             src = d.local("usage_events"),
         ),
     ];
+    // Latency over long ranges without a project filter merges far fewer t-digest states here
+    // (no project and agent dimensions).
+    rollups.push(format!(
+        "CREATE TABLE IF NOT EXISTS {t}{on} (
+    workspace UUID,
+    model LowCardinality(String),
+    hour DateTime('UTC'),
+    events SimpleAggregateFunction(sum, UInt64),
+    latency_q AggregateFunction(quantilesTDigest({LEVELS}), UInt32)
+)
+ENGINE = {engine}
+PARTITION BY toYYYYMM(hour)
+ORDER BY (workspace, hour, model){ttl}
+SETTINGS {dedup}",
+        t = d.local("usage_latency_hourly"),
+        engine = d.engine("AggregatingMergeTree", "usage_latency_hourly"),
+        ttl = d.ttl("hour"),
+        dedup = d.dedup(),
+    ));
+    rollups.push(format!(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS {mv}{on} TO {t} AS
+SELECT workspace, model, toStartOfHour(created_at) AS hour,
+    count() AS events, quantilesTDigestState({LEVELS})(latency_ms) AS latency_q
+FROM {src}
+GROUP BY workspace, model, hour",
+        mv = d.local("usage_latency_hourly_mv"),
+        t = d.local("usage_latency_hourly"),
+        src = d.local("usage_events"),
+    ));
     rollups.extend(d.distributed("eval_run_summary", "cityHash64(workspace)"));
+    rollups.extend(d.distributed("usage_latency_hourly", "cityHash64(workspace)"));
     rollups.extend(d.distributed("eval_hourly", "cityHash64(workspace)"));
     rollups.extend(d.distributed("usage_hourly", "cityHash64(workspace)"));
 
@@ -262,7 +292,7 @@ GROUP BY workspace, project, hour, model, agent",
         },
         Migration {
             version: 2,
-            name: "rollups (eval_run_summary, eval_hourly, usage_hourly) and their views",
+            name: "rollups (eval_run_summary, eval_hourly, usage_hourly, usage_latency_hourly) and their views",
             statements: rollups,
         },
     ]
