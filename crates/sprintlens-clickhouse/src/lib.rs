@@ -700,10 +700,12 @@ impl ClickHouseAnalytics {
         // and each part is deduplicated on its own.
         const SPLIT: usize = 20_000;
         if fresh.len() >= SPLIT {
-            let half = fresh.len().div_ceil(2);
-            let (a, b) = fresh.split_at(half);
-            let (ra, rb) = tokio::join!(self.send_part(a), self.send_part(b));
-            return ra.and(rb);
+            // Two measured best on 2 cores (three and four were slower: `bench clickhouse`).
+            const PARTS: usize = 2;
+            let size = fresh.len().div_ceil(PARTS);
+            let results =
+                futures::future::join_all(fresh.chunks(size).map(|c| self.send_part(c))).await;
+            return results.into_iter().collect();
         }
         self.send_part(&fresh).await
     }
