@@ -36,11 +36,161 @@ enum Command {
         #[command(subcommand)]
         action: SchemaAction,
     },
+    /// Moves records to another storage (e.g. SQLite to PostgreSQL), resumably, and checks it.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
     /// Files and media.
     Blobs {
         #[command(subcommand)]
         action: BlobsAction,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct Target {
+    /// The target's configuration (TOML; SPRINTLENS_* variables apply to the source only).
+    #[arg(long, value_name = "FILE")]
+    to: PathBuf,
+    /// Print machine-readable JSON lines instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum MigrateAction {
+    /// What would be copied: rows per kind in the source and what the target already has.
+    Plan(Target),
+    /// Copies records in keyset batches; kill it at any moment and run it again to resume.
+    Run {
+        #[command(flatten)]
+        target: Target,
+        /// Records per batch (and per target transaction).
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
+    /// Compares every record on both sides; exits 1 on any difference.
+    Verify {
+        #[command(flatten)]
+        target: Target,
+        /// Only these workspaces (repeatable; default: all).
+        #[arg(long = "workspace")]
+        workspaces: Vec<sprintlens::core::WorkspaceId>,
+        /// Also write the report (JSON) here.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+    },
+}
+
+async fn open_target(t: &Target) -> anyhow::Result<Storage> {
+    let text =
+        std::fs::read_to_string(&t.to).with_context(|| format!("reading {}", t.to.display()))?;
+    let config = sprintlens::config::from_parts(Some(&text), Vec::<(String, String)>::new())?;
+    Ok(Storage::open(config).await?)
+}
+
+async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result<bool> {
+    let source = Storage::open(config).await?;
+    match action {
+        MigrateAction::Plan(t) => {
+            let target = open_target(&t).await?;
+            let plan = sprintlens::migrate::plan(&source, &target).await?;
+            if t.json {
+                println!("{}", serde_json::to_string(&plan)?);
+            } else {
+                for k in &plan {
+                    println!(
+                        "{:<16} {:>10} rows in the source, {:>10} copied",
+                        k.kind, k.source_rows, k.copied
+                    );
+                }
+                let total: u64 = plan.iter().map(|k| k.source_rows).sum();
+                println!("{total} rows to migrate in all");
+            }
+            Ok(true)
+        }
+        MigrateAction::Run { target: t, batch } => {
+            let target = open_target(&t).await?;
+            let options = sprintlens::migrate::RunOptions {
+                batch,
+                ..Default::default()
+            };
+            let json = t.json;
+            let reports = sprintlens::migrate::run(&source, &target, &options, |p| {
+                if json {
+                    if let Ok(line) = serde_json::to_string(p) {
+                        println!("{line}");
+                    }
+                } else if p.done || p.copied % (batch as u64 * 20) < batch as u64 {
+                    println!(
+                        "{:<16} {:>10} / {:<10} {:>9.0} rows/s  ETA {:>6.1} s{}",
+                        p.kind,
+                        p.copied,
+                        p.total,
+                        p.rate,
+                        p.eta_secs,
+                        if p.done { "  done" } else { "" }
+                    );
+                }
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string(&reports)?);
+            } else {
+                let rows: u64 = reports.iter().map(|r| r.rows).sum();
+                let written: u64 = reports.iter().map(|r| r.written).sum();
+                println!("migrate run: {rows} rows read, {written} written to the target");
+            }
+            Ok(true)
+        }
+        MigrateAction::Verify {
+            target: t,
+            workspaces,
+            report,
+        } => {
+            let target = open_target(&t).await?;
+            let r = sprintlens::migrate::verify(&source, &target, &[], &workspaces).await?;
+            if let Some(path) = report {
+                std::fs::write(&path, serde_json::to_vec_pretty(&r)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if t.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                for k in &r.kinds {
+                    println!(
+                        "{:<16} source {:>9} target {:>9}  missing {} extra {} different {}",
+                        k.kind,
+                        k.source_rows,
+                        k.target_rows,
+                        k.missing_count,
+                        k.extra_count,
+                        k.different_count
+                    );
+                    for (what, ids) in [
+                        ("missing", &k.missing),
+                        ("extra", &k.extra),
+                        ("different", &k.different),
+                    ] {
+                        for id in ids.iter().take(10) {
+                            println!("  {what} {id}");
+                        }
+                    }
+                }
+                println!(
+                    "verify: {} in {:.1} s",
+                    if r.ok {
+                        "identical"
+                    } else {
+                        "DIFFERENCES FOUND"
+                    },
+                    r.seconds
+                );
+            }
+            Ok(r.ok)
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -128,6 +278,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             println!("schema is up to date");
             Ok(true)
         }
+        Command::Migrate { action } => migrate(config, action).await,
         Command::Blobs {
             action:
                 BlobsAction::Gc {

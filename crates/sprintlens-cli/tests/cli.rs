@@ -125,7 +125,7 @@ fn demo_runs_with_records_and_vectors_on_postgres() {
     };
     let schema = run(&["schema", "apply"]);
     assert!(
-        schema.contains("postgres") && schema.contains("1 of 1 migrations applied"),
+        schema.contains("postgres") && schema.contains("2 of 2 migrations applied"),
         "{schema}"
     );
     assert!(

@@ -334,7 +334,8 @@ impl PgStore {
             }
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                 "GRANT SELECT, INSERT, UPDATE, DELETE ON records, embeddings TO \"{role}\";
-                 GRANT SELECT ON vector_meta, sprintlens_migrations TO \"{role}\";"
+                 GRANT SELECT ON vector_meta, sprintlens_migrations TO \"{role}\";
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON sprintlens_checkpoints TO \"{role}\";"
             )))
             .execute(&mut *tx)
             .await

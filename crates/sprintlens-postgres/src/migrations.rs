@@ -3,10 +3,11 @@
 //! failing migration leaves the schema as it was (PostgreSQL DDL is transactional).
 
 /// `(version, name, SQL)`; `{app}` is replaced by the application role, quoted.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "records",
-    r#"
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "records",
+        r#"
 CREATE TABLE records (
     id          uuid PRIMARY KEY,
     workspace   uuid NOT NULL,
@@ -44,7 +45,22 @@ CREATE TABLE vector_meta (
     half       boolean NOT NULL
 );
 "#,
-)];
+    ),
+    (
+        2,
+        "migration checkpoints",
+        r#"
+-- Where `sprintlens migrate run` stands, per stream; written in the same transaction as the
+-- batch it describes, so a resumed run redoes at most the batch in flight.
+CREATE TABLE sprintlens_checkpoints (
+    name        text PRIMARY KEY,
+    position    jsonb NOT NULL,
+    rows        bigint NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+"#,
+    ),
+];
 
 /// The vector table for a dimension and precision (created by `schema apply` with the configured values).
 pub fn vector_ddl(dimension: usize, half: bool) -> String {

@@ -247,13 +247,46 @@ async fn write_group(
     Ok(written.len() as u64)
 }
 
-#[async_trait]
-impl RecordStore for PgStore {
-    fn backend(&self) -> &'static str {
-        BACKEND
+impl PgStore {
+    /// Upserts `records` and, in the same transaction, records `checkpoint` as the position of the
+    /// stream `name` (`sprintlens migrate`): a crash leaves both or neither.
+    pub async fn upsert_with_checkpoint(
+        &self,
+        records: &[Record],
+        name: &str,
+        checkpoint: &serde_json::Value,
+        rows: u64,
+    ) -> Result<UpsertOutcome> {
+        self.upsert_in(records, Some((name, checkpoint, rows)))
+            .await
     }
 
-    async fn upsert(&self, records: &[Record]) -> Result<UpsertOutcome> {
+    /// The checkpoint of stream `name` and the rows it counts, if one was written.
+    pub async fn checkpoint(&self, name: &str) -> Result<Option<(serde_json::Value, u64)>> {
+        let row: Option<(serde_json::Value, i64)> =
+            sqlx::query_as("SELECT position, rows FROM sprintlens_checkpoints WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| classify("checkpoint", e))?;
+        Ok(row.map(|(p, n)| (p, n as u64)))
+    }
+
+    /// Removes the checkpoints whose names start with `prefix` (a fresh migration).
+    pub async fn clear_checkpoints(&self, prefix: &str) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM sprintlens_checkpoints WHERE starts_with(name, $1)")
+            .bind(prefix)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| classify("checkpoint", e))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn upsert_in(
+        &self,
+        records: &[Record],
+        checkpoint: Option<(&str, &serde_json::Value, u64)>,
+    ) -> Result<UpsertOutcome> {
         for r in records {
             r.validate()?;
         }
@@ -294,11 +327,36 @@ impl RecordStore for PgStore {
             set_workspace(&mut tx, ws, "upsert").await?;
             written += write_group(&mut tx, group).await?;
         }
+        if let Some((name, position, rows)) = checkpoint {
+            sqlx::query(
+                "INSERT INTO sprintlens_checkpoints (name, position, rows, updated_at)
+                 VALUES ($1, $2, $3, now())
+                 ON CONFLICT (name) DO UPDATE
+                 SET position = excluded.position, rows = excluded.rows, updated_at = now()",
+            )
+            .bind(name)
+            .bind(position)
+            .bind(rows as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| classify("checkpoint", e))?;
+        }
         tx.commit().await.map_err(|e| classify("upsert", e))?;
         Ok(UpsertOutcome {
             written,
             skipped: records.len() as u64 - written,
         })
+    }
+}
+
+#[async_trait]
+impl RecordStore for PgStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn upsert(&self, records: &[Record]) -> Result<UpsertOutcome> {
+        self.upsert_in(records, None).await
     }
 
     async fn get(

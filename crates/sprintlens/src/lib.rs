@@ -16,6 +16,7 @@ pub mod api;
 pub mod config;
 pub mod gc;
 pub mod layers;
+pub mod migrate;
 pub mod open;
 
 use std::sync::Arc;

@@ -1,0 +1,328 @@
+//! `sprintlens migrate` from the embedded SQLite store to the live PostgreSQL of the stack: killed
+//! runs resume with nothing lost or doubled, a finished run re-run writes nothing, and `verify`
+//! names each kind of difference.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sprintlens::core::{RecordBody, RecordId, RecordStore, Role, WorkspaceId};
+use sprintlens_testkit::generate::{self, Rng};
+
+fn sprintlens() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sprintlens"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SPRINTLENS_") && !k.starts_with("SPRINTLENS_TEST_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn with_db(url: &str, db: &str) -> String {
+    format!("{}/{db}", url.rsplit_once('/').unwrap().0)
+}
+
+struct Target {
+    toml: std::path::PathBuf,
+    operator: String,
+}
+
+/// A fresh PostgreSQL database and a target configuration that points at it.
+async fn fresh_target(dir: &std::path::Path) -> Option<Target> {
+    let app = sprintlens_testkit::service_url("SPRINTLENS_TEST_POSTGRES_URL")?;
+    let admin = sprintlens_testkit::service_url("SPRINTLENS_TEST_POSTGRES_ADMIN_URL")?;
+    let operator = sprintlens_testkit::service_url("SPRINTLENS_TEST_POSTGRES_OPERATOR_URL")?;
+    let db = format!("sprintlens_migrate_{}", std::process::id());
+    let pool = sqlx::PgPool::connect(&admin).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let t = dir.join("target");
+    let toml = format!(
+        r#"[records]
+url = "{app}"
+admin_url = "{admin}"
+operator_url = "{operator}"
+[vectors]
+url = "{app}"
+[analytics]
+url = "sqlite://{t}/analytics.db"
+[blobs]
+url = "file://{t}/blobs"
+[cache]
+url = "memory://"
+[sessions]
+url = "memory://"
+[embedder]
+url = "hash://"
+"#,
+        app = with_db(&app, &db),
+        admin = with_db(&admin, &db),
+        operator = with_db(&operator, &db),
+        t = t.display()
+    );
+    let path = dir.join("target.toml");
+    std::fs::write(&path, toml).unwrap();
+    Some(Target {
+        toml: path,
+        operator: with_db(&operator, &db),
+    })
+}
+
+/// Three workspaces: one record of every kind each, conversations, and `messages` messages with
+/// unicode, NULLs and large JSON.
+async fn fill_source(data: &std::path::Path, messages: usize) -> Vec<WorkspaceId> {
+    let config = sprintlens::config::from_parts(
+        None,
+        vec![("SPRINTLENS_DATA_DIR".into(), data.display().to_string())],
+    )
+    .unwrap();
+    let storage = sprintlens::Storage::open(config).await.unwrap();
+    let mut rng = Rng::new(5);
+    let workspaces: Vec<WorkspaceId> = (0..3).map(|_| WorkspaceId::new()).collect();
+    for ws in &workspaces {
+        let mut batch = generate::one_of_each(*ws);
+        let p = generate::project(*ws, "migrated");
+        let pid = p.id;
+        batch.push(p);
+        let convs: Vec<_> = (0..20)
+            .map(|i| {
+                generate::conversation(*ws, pid, None, &format!("conversation {i} — ünïcødé 🚀"))
+            })
+            .collect();
+        let cids: Vec<RecordId> = convs.iter().map(|c| c.id).collect();
+        batch.extend(convs);
+        storage.records().upsert(&batch).await.unwrap();
+        let mut msgs = Vec::new();
+        for i in 0..messages / 3 {
+            let mut m = generate::message(
+                *ws,
+                pid,
+                cids[i % cids.len()],
+                if i % 2 == 0 {
+                    Role::User
+                } else {
+                    Role::Assistant
+                },
+                &format!("{} 日本語 «{}»", generate::sentence(&mut rng, 12), i),
+            );
+            if let RecordBody::Message(b) = &mut m.body {
+                if i % 7 == 0 {
+                    b.input_tokens = None;
+                    b.latency_ms = None;
+                }
+                if i % 50 == 0 {
+                    b.metadata = json!({"tool_calls": (0..200).map(|k| json!({"name": format!("t{k}"), "args": {"q": "x".repeat(40)}})).collect::<Vec<_>>()});
+                }
+            }
+            msgs.push(m);
+            if msgs.len() == 1000 {
+                storage.records().upsert(&msgs).await.unwrap();
+                msgs.clear();
+            }
+        }
+        storage.records().upsert(&msgs).await.unwrap();
+    }
+    workspaces
+}
+
+fn run_cli(args: &[&str], data: &std::path::Path, target: &std::path::Path) -> (bool, String) {
+    let out = sprintlens()
+        .args(["migrate"])
+        .args(args)
+        .arg("--to")
+        .arg(target)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    (out.status.success(), format!("{stdout}{stderr}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_runs_resume_and_verify_names_every_difference() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(target) = fresh_target(dir.path()).await else {
+        return;
+    };
+    let data = dir.path().join("source");
+    let workspaces = fill_source(&data, 30_000).await;
+    let out = sprintlens()
+        .args(["schema", "apply", "--config"])
+        .arg(&target.toml)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ok, plan) = run_cli(&["plan"], &data, &target.toml);
+    assert!(ok, "{plan}");
+    assert!(plan.contains("rows to migrate in all"), "{plan}");
+
+    // kill -9 at random moments, then resume to the end.
+    let mut rng = Rng::new(9);
+    let mut killed_mid_run = 0;
+    for _ in 0..12 {
+        let mut child = sprintlens()
+            .args(["migrate", "run", "--batch", "1000", "--to"])
+            .arg(&target.toml)
+            .arg("--data-dir")
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(150 + rng.below(500)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            killed_mid_run += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(
+        killed_mid_run >= 3,
+        "only {killed_mid_run} runs were killed mid-run: the test did not exercise resuming"
+    );
+    let t = Instant::now();
+    let (ok, last) = run_cli(&["run", "--batch", "1000"], &data, &target.toml);
+    assert!(ok, "{last}");
+    let resumed = t.elapsed();
+
+    let (ok, verify) = run_cli(&["verify"], &data, &target.toml);
+    assert!(ok, "verify after {killed_mid_run} kills:\n{verify}");
+    assert!(verify.contains("identical"), "{verify}");
+    let (ok, again) = run_cli(&["run", "--json"], &data, &target.toml);
+    assert!(ok, "{again}");
+    let reports: serde_json::Value = serde_json::from_str(again.lines().last().unwrap()).unwrap();
+    let written: u64 = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["written"].as_u64().unwrap())
+        .sum();
+    assert_eq!(written, 0, "a finished migration re-run writes nothing");
+    println!(
+        "migrate: 30,000+ records, {killed_mid_run} of 12 runs killed (SIGKILL) mid-run, the last run took {:.1} s; verify identical (rows lost 0, duplicates 0)",
+        resumed.as_secs_f64()
+    );
+
+    // Tamper with the target, one row per kind of difference.
+    let pg = sqlx::PgPool::connect(&target.operator).await.unwrap();
+    let ids: Vec<(uuid::Uuid,)> =
+        sqlx::query_as("SELECT id FROM records WHERE kind = 'message' ORDER BY id LIMIT 5")
+            .fetch_all(&pg)
+            .await
+            .unwrap();
+    let ids: Vec<uuid::Uuid> = ids.into_iter().map(|r| r.0).collect();
+    let exec = |sql: String| {
+        let pg = pg.clone();
+        async move {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&pg)
+                .await
+                .unwrap()
+        }
+    };
+    // A changed column.
+    exec(format!(
+        "UPDATE records SET body = jsonb_set(body, '{{data,content}}', '\"edited\"') WHERE id = '{}'",
+        ids[0]
+    ))
+    .await;
+    // A deleted row.
+    exec(format!("DELETE FROM records WHERE id = '{}'", ids[1])).await;
+    // NULL where the source has a value (and the source's NULLs compare as NULL).
+    exec(format!(
+        "UPDATE records SET body = jsonb_set(body, '{{data,latency_ms}}', 'null') WHERE id = '{}'",
+        ids[2]
+    ))
+    .await;
+    // A timestamp one microsecond off.
+    exec(format!(
+        "UPDATE records SET updated_at = updated_at + interval '1 microsecond' WHERE id = '{}'",
+        ids[3]
+    ))
+    .await;
+    // A row moved to another workspace.
+    exec(format!(
+        "UPDATE records SET workspace = '{}' WHERE id = '{}'",
+        workspaces[2], ids[4]
+    ))
+    .await;
+    // An extra row that the source never had.
+    let extra = uuid::Uuid::now_v7();
+    exec(format!(
+        "INSERT INTO records (id, workspace, kind, project, parent, name, unique_key, created_at, updated_at, deleted, body)
+         SELECT '{extra}', workspace, kind, project, parent, name, NULL, created_at, updated_at, deleted, body
+         FROM records WHERE kind = 'project' LIMIT 1"
+    ))
+    .await;
+    let report_path = dir.path().join("verify.json");
+    let (ok, verify) = run_cli(
+        &["verify", "--report", report_path.to_str().unwrap()],
+        &data,
+        &target.toml,
+    );
+    assert!(!ok, "verify must fail:\n{verify}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    let kind = |k: &str| {
+        report["kinds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["kind"] == k)
+            .unwrap()
+            .clone()
+    };
+    let messages = kind("message");
+    let has = |list: &serde_json::Value, id: &uuid::Uuid| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x == &json!(id.to_string()))
+    };
+    assert!(
+        has(&messages["different"], &ids[0]),
+        "changed column: {messages}"
+    );
+    assert!(
+        has(&messages["missing"], &ids[1]),
+        "deleted row: {messages}"
+    );
+    assert!(
+        has(&messages["different"], &ids[2]),
+        "NULL vs value: {messages}"
+    );
+    assert!(has(&messages["different"], &ids[3]), "1 µs: {messages}");
+    assert!(
+        has(&messages["different"], &ids[4]),
+        "workspace: {messages}"
+    );
+    assert_eq!(
+        (
+            messages["missing_count"].as_u64(),
+            messages["different_count"].as_u64(),
+            messages["extra_count"].as_u64()
+        ),
+        (Some(1), Some(4), Some(0))
+    );
+    let projects = kind("project");
+    assert!(has(&projects["extra"], &extra), "extra row: {projects}");
+    println!(
+        "verify flagged: changed column, deleted row, NULL vs value, 1 µs, workspace move, extra row"
+    );
+}

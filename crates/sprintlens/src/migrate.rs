@@ -1,0 +1,446 @@
+//! `sprintlens migrate`: backfill records from the configured (source) storage into a target
+//! storage, resumably, and verify that both hold the same rows.
+//!
+//! - `run` reads each record kind in `(updated_at, id)` keyset order (tombstones included, so
+//!   deletes migrate too) and writes batches to the target; on PostgreSQL each batch and its
+//!   checkpoint commit in one transaction, so a killed run redoes at most the batch in flight and
+//!   upserts (newest `updated_at` wins) make that redo harmless. A re-run of a finished migration
+//!   writes nothing; rows changed in the source since are picked up (their `updated_at` moved).
+//! - `verify` hashes a canonical encoding of every record on both sides (object keys sorted,
+//!   numbers as written, times as integer microseconds) and names the ids missing from the
+//!   target, extra in it, or different.
+//!
+//! This first slice moves records; embeddings, analytics events, dual-write modes and rollback are
+//! still to come (see the issue).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::Value;
+use sprintlens_core::{
+    Error, Record, RecordId, RecordKind, Result, ScanCursor, ScanRequest, Timestamp, WorkspaceId,
+};
+
+use crate::Storage;
+
+/// What `run` does.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Records per batch (and per transaction on the target), 1..=1000.
+    pub batch: usize,
+    /// Kinds to copy (all when empty).
+    pub kinds: Vec<RecordKind>,
+    /// Stop after this many batches, as if killed after a commit (tests and dry rehearsals).
+    pub stop_after_batches: Option<u64>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            batch: 1000,
+            kinds: Vec::new(),
+            stop_after_batches: None,
+        }
+    }
+}
+
+/// Progress of one kind, reported after every batch.
+#[derive(Clone, Debug, Serialize)]
+pub struct Progress {
+    /// The kind.
+    pub kind: &'static str,
+    /// Rows copied so far (including earlier runs).
+    pub copied: u64,
+    /// Rows in the source.
+    pub total: u64,
+    /// Rows per second in this run.
+    pub rate: f64,
+    /// Estimated seconds left.
+    pub eta_secs: f64,
+    /// Whether the kind is finished.
+    pub done: bool,
+}
+
+/// One kind's plan.
+#[derive(Clone, Debug, Serialize)]
+pub struct KindPlan {
+    /// The kind.
+    pub kind: &'static str,
+    /// Rows in the source (tombstones included).
+    pub source_rows: u64,
+    /// Rows already copied according to the target's checkpoint.
+    pub copied: u64,
+}
+
+/// What `run` did for one kind.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct KindRun {
+    /// The kind.
+    pub kind: &'static str,
+    /// Rows read and written in this run.
+    pub rows: u64,
+    /// Rows the target actually changed (new or newer).
+    pub written: u64,
+    /// Batches committed in this run.
+    pub batches: u64,
+    /// Rows already copied when this run started.
+    pub resumed_at: u64,
+    /// Whether the kind is finished.
+    pub done: bool,
+}
+
+/// One kind's verification.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct KindVerify {
+    /// The kind.
+    pub kind: &'static str,
+    /// Rows in the source.
+    pub source_rows: u64,
+    /// Rows in the target.
+    pub target_rows: u64,
+    /// Ids in the source and not in the target (first 100).
+    pub missing: Vec<RecordId>,
+    /// Ids in the target and not in the source (first 100).
+    pub extra: Vec<RecordId>,
+    /// Ids on both sides whose rows differ (first 100).
+    pub different: Vec<RecordId>,
+    /// Counts of each.
+    pub missing_count: u64,
+    /// Extra rows.
+    pub extra_count: u64,
+    /// Different rows.
+    pub different_count: u64,
+}
+
+/// What `verify` found.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VerifyReport {
+    /// Per kind.
+    pub kinds: Vec<KindVerify>,
+    /// Whether every kind matched.
+    pub ok: bool,
+    /// Seconds it took.
+    pub seconds: f64,
+}
+
+const SAMPLE: usize = 100;
+
+fn checkpoint_name(kind: RecordKind) -> String {
+    format!("migrate/records/{}", kind.as_str())
+}
+
+fn kinds(selected: &[RecordKind]) -> Vec<RecordKind> {
+    if selected.is_empty() {
+        RecordKind::ALL.to_vec()
+    } else {
+        selected.to_vec()
+    }
+}
+
+#[cfg(feature = "postgres")]
+fn target_pg(target: &Storage) -> Result<&sprintlens_postgres::PgStore> {
+    target.postgres.as_ref().ok_or_else(|| {
+        Error::config(
+            "records.url",
+            "migrate run writes batches and checkpoints in one transaction: the target's records must be on PostgreSQL",
+        )
+    })
+}
+
+#[cfg(not(feature = "postgres"))]
+fn target_pg(_target: &Storage) -> Result<&()> {
+    Err(Error::config(
+        "records.url",
+        "migrate run needs the `postgres` feature and a PostgreSQL target",
+    ))
+}
+
+/// Where a kind stands: the cursor after the last committed batch, rows copied, and done.
+#[cfg(feature = "postgres")]
+async fn position(
+    pg: &sprintlens_postgres::PgStore,
+    kind: RecordKind,
+) -> Result<(Option<ScanCursor>, u64, bool)> {
+    let Some((p, rows)) = pg.checkpoint(&checkpoint_name(kind)).await? else {
+        return Ok((None, 0, false));
+    };
+    let cursor = match (p.get("updated_at"), p.get("id")) {
+        (Some(t), Some(id)) if !t.is_null() => Some(ScanCursor {
+            updated_at: Timestamp::from_micros(t.as_i64().unwrap_or_default()),
+            id: id
+                .as_str()
+                .unwrap_or_default()
+                .parse()
+                .map_err(|e: Error| Error::backend("migrate", "checkpoint", e.to_string()))?,
+        }),
+        _ => None,
+    };
+    let done = p.get("done").and_then(Value::as_bool).unwrap_or(false);
+    Ok((cursor, rows, done))
+}
+
+/// Rows per kind in the source, and what the target's checkpoints say is copied.
+pub async fn plan(source: &Storage, target: &Storage) -> Result<Vec<KindPlan>> {
+    let pg = target_pg(target)?;
+    let mut out = Vec::new();
+    for kind in RecordKind::ALL {
+        #[cfg(feature = "postgres")]
+        let (_, copied, _) = position(pg, *kind).await?;
+        #[cfg(not(feature = "postgres"))]
+        let copied = {
+            let _ = pg;
+            0
+        };
+        out.push(KindPlan {
+            kind: kind.as_str(),
+            source_rows: source.records().count(*kind, None).await?,
+            copied,
+        });
+    }
+    Ok(out)
+}
+
+/// Copies records from `source` to `target`, resuming from the target's checkpoints.
+pub async fn run(
+    source: &Storage,
+    target: &Storage,
+    options: &RunOptions,
+    mut progress: impl FnMut(&Progress),
+) -> Result<Vec<KindRun>> {
+    if options.batch == 0 || options.batch > sprintlens_core::MAX_PAGE {
+        return Err(Error::invalid(
+            "batch",
+            format!("must be between 1 and {}", sprintlens_core::MAX_PAGE),
+        ));
+    }
+    let pg = target_pg(target)?;
+    #[cfg(not(feature = "postgres"))]
+    {
+        let _ = (pg, source, &mut progress);
+        Err(Error::unsupported("migrate", "run without PostgreSQL"))
+    }
+    #[cfg(feature = "postgres")]
+    {
+        let mut reports = Vec::new();
+        let mut batches_left = options.stop_after_batches;
+        for kind in kinds(&options.kinds) {
+            let total = source.records().count(kind, None).await?;
+            let (mut cursor, mut copied, _) = position(pg, kind).await?;
+            let mut report = KindRun {
+                kind: kind.as_str(),
+                resumed_at: copied,
+                ..Default::default()
+            };
+            let started = Instant::now();
+            loop {
+                if batches_left == Some(0) {
+                    reports.push(report);
+                    return Ok(reports);
+                }
+                let batch = source
+                    .records()
+                    .scan(&ScanRequest {
+                        kind,
+                        workspace: None,
+                        after: cursor,
+                        limit: options.batch,
+                    })
+                    .await?;
+                let done = batch.len() < options.batch;
+                let next = batch.last().map(Record::cursor).or(cursor);
+                let position = serde_json::json!({
+                    "updated_at": next.map(|c| c.updated_at.as_micros()),
+                    "id": next.map(|c| c.id.to_string()),
+                    "done": done,
+                });
+                copied += batch.len() as u64;
+                let outcome = pg
+                    .upsert_with_checkpoint(&batch, &checkpoint_name(kind), &position, copied)
+                    .await?;
+                report.rows += batch.len() as u64;
+                report.written += outcome.written;
+                report.batches += 1;
+                cursor = next;
+                if let Some(n) = &mut batches_left {
+                    *n -= 1;
+                }
+                let rate = report.rows as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                progress(&Progress {
+                    kind: kind.as_str(),
+                    copied,
+                    total,
+                    rate,
+                    eta_secs: if rate > 0.0 {
+                        total.saturating_sub(copied) as f64 / rate
+                    } else {
+                        0.0
+                    },
+                    done,
+                });
+                if done {
+                    report.done = true;
+                    break;
+                }
+            }
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+}
+
+/// Writes `v` with object keys sorted: one encoding per meaning.
+fn canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                canonical(&m[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(x, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// The SHA-256 (first 16 bytes) of a record's canonical encoding.
+pub fn fingerprint(r: &Record) -> Result<[u8; 16]> {
+    use sha2::Digest;
+    let v = serde_json::to_value(r).map_err(|e| Error::backend("migrate", "encode", e))?;
+    let mut s = String::with_capacity(256);
+    canonical(&v, &mut s);
+    let h = sha2::Sha256::digest(s.as_bytes());
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h[..16]);
+    Ok(out)
+}
+
+/// Every record of `kind` (of the given workspaces, or all) as id → fingerprint.
+async fn fingerprints(
+    storage: &Storage,
+    kind: RecordKind,
+    workspaces: &[WorkspaceId],
+) -> Result<HashMap<RecordId, [u8; 16]>> {
+    let mut out = HashMap::new();
+    let scopes: Vec<Option<WorkspaceId>> = if workspaces.is_empty() {
+        vec![None]
+    } else {
+        workspaces.iter().copied().map(Some).collect()
+    };
+    for workspace in scopes {
+        let mut after = None;
+        loop {
+            let page = storage
+                .records()
+                .scan(&ScanRequest {
+                    kind,
+                    workspace,
+                    after,
+                    limit: sprintlens_core::MAX_PAGE,
+                })
+                .await?;
+            for r in &page {
+                out.insert(r.id, fingerprint(r)?);
+            }
+            if page.len() < sprintlens_core::MAX_PAGE {
+                break;
+            }
+            after = page.last().map(Record::cursor);
+        }
+    }
+    Ok(out)
+}
+
+/// Compares every record of the selected kinds (and workspaces, or all) on both sides.
+pub async fn verify(
+    source: &Storage,
+    target: &Storage,
+    kinds_selected: &[RecordKind],
+    workspaces: &[WorkspaceId],
+) -> Result<VerifyReport> {
+    let started = Instant::now();
+    let mut report = VerifyReport {
+        ok: true,
+        ..Default::default()
+    };
+    for kind in kinds(kinds_selected) {
+        let (a, b) = (
+            fingerprints(source, kind, workspaces).await?,
+            fingerprints(target, kind, workspaces).await?,
+        );
+        let mut k = KindVerify {
+            kind: kind.as_str(),
+            source_rows: a.len() as u64,
+            target_rows: b.len() as u64,
+            ..Default::default()
+        };
+        let mut ids: Vec<&RecordId> = a.keys().chain(b.keys()).collect();
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            match (a.get(id), b.get(id)) {
+                (Some(_), None) => {
+                    k.missing_count += 1;
+                    if k.missing.len() < SAMPLE {
+                        k.missing.push(*id);
+                    }
+                }
+                (None, Some(_)) => {
+                    k.extra_count += 1;
+                    if k.extra.len() < SAMPLE {
+                        k.extra.push(*id);
+                    }
+                }
+                (Some(x), Some(y)) if x != y => {
+                    k.different_count += 1;
+                    if k.different.len() < SAMPLE {
+                        k.different.push(*id);
+                    }
+                }
+                _ => {}
+            }
+        }
+        report.ok &= k.missing_count + k.extra_count + k.different_count == 0;
+        report.kinds.push(k);
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_encoding_ignores_key_order_only() {
+        let a: Value = serde_json::from_str(r#"{"b":1,"a":{"y":[1,2],"x":null}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"a":{"x":null,"y":[1,2]},"b":1}"#).unwrap();
+        let c: Value = serde_json::from_str(r#"{"a":{"x":"","y":[1,2]},"b":1}"#).unwrap();
+        let d: Value = serde_json::from_str(r#"{"a":{"x":null,"y":[2,1]},"b":1}"#).unwrap();
+        let enc = |v: &Value| {
+            let mut s = String::new();
+            canonical(v, &mut s);
+            s
+        };
+        assert_eq!(enc(&a), enc(&b));
+        assert_ne!(enc(&a), enc(&c), "NULL is not the empty string");
+        assert_ne!(enc(&a), enc(&d), "array order matters");
+    }
+}
