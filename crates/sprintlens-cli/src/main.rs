@@ -69,6 +69,9 @@ enum MigrateAction {
         /// Records per batch (and per target transaction).
         #[arg(long, default_value_t = 1000)]
         batch: usize,
+        /// Copy records only, not analytics events.
+        #[arg(long)]
+        no_events: bool,
     },
     /// Compares every record on both sides; exits 1 on any difference.
     Verify {
@@ -110,10 +113,15 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
             }
             Ok(true)
         }
-        MigrateAction::Run { target: t, batch } => {
+        MigrateAction::Run {
+            target: t,
+            batch,
+            no_events,
+        } => {
             let target = open_target(&t).await?;
             let options = sprintlens::migrate::RunOptions {
                 batch,
+                events: !no_events,
                 ..Default::default()
             };
             let json = t.json;
@@ -150,7 +158,14 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
             report,
         } => {
             let target = open_target(&t).await?;
-            let r = sprintlens::migrate::verify(&source, &target, &[], &workspaces).await?;
+            let mut r = sprintlens::migrate::verify(&source, &target, &[], &workspaces).await?;
+            // Events are compared across all workspaces only.
+            if workspaces.is_empty() {
+                for k in sprintlens::migrate::verify_events(&source, &target).await? {
+                    r.ok &= k.missing_count + k.extra_count + k.different_count == 0;
+                    r.kinds.push(k);
+                }
+            }
             if let Some(path) = report {
                 std::fs::write(&path, serde_json::to_vec_pretty(&r)?)
                     .with_context(|| format!("writing {}", path.display()))?;

@@ -31,6 +31,7 @@ struct Target {
 /// A fresh PostgreSQL database and a target configuration that points at it.
 async fn fresh_target(dir: &std::path::Path) -> Option<Target> {
     let app = sprintlens_testkit::service_url("SPRINTLENS_TEST_POSTGRES_URL")?;
+    let clickhouse = sprintlens_testkit::service_url("SPRINTLENS_TEST_CLICKHOUSE_URL")?;
     let admin = sprintlens_testkit::service_url("SPRINTLENS_TEST_POSTGRES_ADMIN_URL")?;
     let operator = sprintlens_testkit::service_url("SPRINTLENS_TEST_POSTGRES_OPERATOR_URL")?;
     let db = format!("sprintlens_migrate_{}", std::process::id());
@@ -55,7 +56,7 @@ operator_url = "{operator}"
 [vectors]
 url = "{app}"
 [analytics]
-url = "sqlite://{t}/analytics.db"
+url = "{clickhouse}"
 [blobs]
 url = "file://{t}/blobs"
 [cache]
@@ -68,6 +69,7 @@ url = "hash://"
         app = with_db(&app, &db),
         admin = with_db(&admin, &db),
         operator = with_db(&operator, &db),
+        clickhouse = with_db(&clickhouse, &db),
         t = t.display()
     );
     let path = dir.join("target.toml");
@@ -131,6 +133,39 @@ async fn fill_source(data: &std::path::Path, messages: usize) -> Vec<WorkspaceId
             }
         }
         storage.records().upsert(&msgs).await.unwrap();
+        // Analytics events: evaluation results and usage, some with NULL agents and errors.
+        let now = sprintlens::core::Timestamp::now();
+        let mut events = Vec::new();
+        for i in 0..2_000u64 {
+            let at = now.minus(Duration::from_secs(rng.below(20 * 86_400)));
+            let mut e = generate::eval_result(
+                *ws,
+                pid,
+                cids[0],
+                ["accuracy", "faithfulness"][(i % 2) as usize],
+                rng.unit(),
+                i % 3 != 0,
+                rng.below(2_000) as u32,
+                sprintlens::core::Cost(rng.below(9_000) as i64),
+                at,
+            );
+            if let sprintlens::core::AnalyticsEvent::EvalResult(r) = &mut e {
+                r.error = (i % 11 == 0).then(|| "tïmeout".to_string());
+            }
+            events.push(e);
+            events.push(generate::usage(
+                *ws,
+                pid,
+                None,
+                "gpt-4o",
+                rng.below(3_000),
+                rng.below(800),
+                sprintlens::core::Cost(rng.below(50_000) as i64),
+                rng.below(5_000) as u32,
+                at,
+            ));
+        }
+        storage.analytics().record(&events).await.unwrap();
     }
     workspaces
 }
@@ -320,6 +355,18 @@ async fn killed_runs_resume_and_verify_names_every_difference() {
         ),
         (Some(1), Some(4), Some(0))
     );
+    for stream in ["eval_result", "usage"] {
+        let k = kind(stream);
+        assert_eq!(
+            (
+                k["source_rows"].as_u64(),
+                k["target_rows"].as_u64(),
+                k["different_count"].as_u64()
+            ),
+            (Some(6_000), Some(6_000), Some(0)),
+            "{stream} events copied to ClickHouse: {k}"
+        );
+    }
     let projects = kind("project");
     assert!(has(&projects["extra"], &extra), "extra row: {projects}");
     println!(

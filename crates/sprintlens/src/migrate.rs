@@ -18,8 +18,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 use serde_json::Value;
+use sprintlens_core::analytics::{EventCursor, EventKind};
 use sprintlens_core::{
-    Error, Record, RecordId, RecordKind, Result, ScanCursor, ScanRequest, Timestamp, WorkspaceId,
+    AnalyticsEvent, Error, EventId, Record, RecordId, RecordKind, Result, ScanCursor, ScanRequest,
+    Timestamp, WorkspaceId,
 };
 
 use crate::Storage;
@@ -33,6 +35,8 @@ pub struct RunOptions {
     pub kinds: Vec<RecordKind>,
     /// Stop after this many batches, as if killed after a commit (tests and dry rehearsals).
     pub stop_after_batches: Option<u64>,
+    /// Also copy analytics events (evaluation results, usage) to the target's analytics.
+    pub events: bool,
 }
 
 impl Default for RunOptions {
@@ -41,6 +45,7 @@ impl Default for RunOptions {
             batch: 1000,
             kinds: Vec::new(),
             stop_after_batches: None,
+            events: true,
         }
     }
 }
@@ -130,6 +135,17 @@ fn checkpoint_name(kind: RecordKind) -> String {
     format!("migrate/records/{}", kind.as_str())
 }
 
+fn event_stream(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::EvalResult => "eval_result",
+        EventKind::Usage => "usage",
+    }
+}
+
+fn event_checkpoint(kind: EventKind) -> String {
+    format!("migrate/events/{}", event_stream(kind))
+}
+
 fn kinds(selected: &[RecordKind]) -> Vec<RecordKind> {
     if selected.is_empty() {
         RecordKind::ALL.to_vec()
@@ -178,6 +194,96 @@ async fn position(
     };
     let done = p.get("done").and_then(Value::as_bool).unwrap_or(false);
     Ok((cursor, rows, done))
+}
+
+/// Where an event stream stands.
+#[cfg(feature = "postgres")]
+async fn event_position(
+    pg: &sprintlens_postgres::PgStore,
+    kind: EventKind,
+) -> Result<(Option<EventCursor>, u64)> {
+    let Some((p, rows)) = pg.checkpoint(&event_checkpoint(kind)).await? else {
+        return Ok((None, 0));
+    };
+    let cursor = match (p.get("created_at"), p.get("id")) {
+        (Some(t), Some(id)) if !t.is_null() => Some(EventCursor {
+            created_at: Timestamp::from_micros(t.as_i64().unwrap_or_default()),
+            id: id
+                .as_str()
+                .unwrap_or_default()
+                .parse::<EventId>()
+                .map_err(|e| Error::backend("migrate", "checkpoint", e.to_string()))?,
+        }),
+        _ => None,
+    };
+    Ok((cursor, rows))
+}
+
+/// Copies one analytics stream in fixed batches after its checkpoint. The events land in the
+/// target's analytics first and the checkpoint after (in PostgreSQL): a crash in between re-sends
+/// the same batch, which `record` stores once (ids already stored are dropped; ClickHouse inserts
+/// also carry a deduplication token).
+#[cfg(feature = "postgres")]
+async fn copy_events(
+    source: &Storage,
+    target: &Storage,
+    pg: &sprintlens_postgres::PgStore,
+    kind: EventKind,
+    batch_size: usize,
+    batches_left: &mut Option<u64>,
+    progress: &mut impl FnMut(&Progress),
+) -> Result<(KindRun, bool)> {
+    let (mut cursor, mut copied) = event_position(pg, kind).await?;
+    let mut report = KindRun {
+        kind: event_stream(kind),
+        resumed_at: copied,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    loop {
+        if *batches_left == Some(0) {
+            return Ok((report, true));
+        }
+        let batch: Vec<AnalyticsEvent> = source.analytics().scan(kind, cursor, batch_size).await?;
+        let done = batch.len() < batch_size;
+        let next = batch
+            .last()
+            .map(|e| EventCursor {
+                created_at: e.created_at(),
+                id: e.id(),
+            })
+            .or(cursor);
+        if !batch.is_empty() {
+            report.written += target.analytics().record(&batch).await?;
+        }
+        copied += batch.len() as u64;
+        let position = serde_json::json!({
+            "created_at": next.map(|c| c.created_at.as_micros()),
+            "id": next.map(|c| c.id.to_string()),
+            "done": done,
+        });
+        pg.upsert_with_checkpoint(&[], &event_checkpoint(kind), &position, copied)
+            .await?;
+        report.rows += batch.len() as u64;
+        report.batches += 1;
+        cursor = next;
+        if let Some(n) = batches_left {
+            *n -= 1;
+        }
+        let rate = report.rows as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        progress(&Progress {
+            kind: event_stream(kind),
+            copied,
+            total: 0,
+            rate,
+            eta_secs: 0.0,
+            done,
+        });
+        if done {
+            report.done = true;
+            return Ok((report, false));
+        }
+    }
 }
 
 /// Rows per kind in the source, and what the target's checkpoints say is copied.
@@ -285,6 +391,24 @@ pub async fn run(
             }
             reports.push(report);
         }
+        if options.events {
+            for kind in [EventKind::EvalResult, EventKind::Usage] {
+                let (report, stopped) = copy_events(
+                    source,
+                    target,
+                    pg,
+                    kind,
+                    options.batch,
+                    &mut batches_left,
+                    &mut progress,
+                )
+                .await?;
+                reports.push(report);
+                if stopped {
+                    return Ok(reports);
+                }
+            }
+        }
         Ok(reports)
     }
 }
@@ -364,6 +488,76 @@ async fn fingerprints(
             }
             after = page.last().map(Record::cursor);
         }
+    }
+    Ok(out)
+}
+
+/// Every event of one stream as id → fingerprint.
+async fn event_fingerprints(
+    storage: &Storage,
+    kind: EventKind,
+) -> Result<HashMap<EventId, [u8; 16]>> {
+    use sha2::Digest;
+    let mut out = HashMap::new();
+    let mut after = None;
+    loop {
+        let page = storage
+            .analytics()
+            .scan(kind, after, sprintlens_core::MAX_PAGE)
+            .await?;
+        for e in &page {
+            let v = serde_json::to_value(e).map_err(|e| Error::backend("migrate", "encode", e))?;
+            let mut s = String::with_capacity(256);
+            canonical(&v, &mut s);
+            let h = sha2::Sha256::digest(s.as_bytes());
+            let mut f = [0u8; 16];
+            f.copy_from_slice(&h[..16]);
+            out.insert(e.id(), f);
+        }
+        if page.len() < sprintlens_core::MAX_PAGE {
+            return Ok(out);
+        }
+        after = page.last().map(|e| EventCursor {
+            created_at: e.created_at(),
+            id: e.id(),
+        });
+    }
+}
+
+/// Compares both analytics streams on both sides (all workspaces); differences are reported by
+/// event id (as a record id would be).
+pub async fn verify_events(source: &Storage, target: &Storage) -> Result<Vec<KindVerify>> {
+    let mut out = Vec::new();
+    for kind in [EventKind::EvalResult, EventKind::Usage] {
+        let (a, b) = (
+            event_fingerprints(source, kind).await?,
+            event_fingerprints(target, kind).await?,
+        );
+        let mut k = KindVerify {
+            kind: event_stream(kind),
+            source_rows: a.len() as u64,
+            target_rows: b.len() as u64,
+            ..Default::default()
+        };
+        let mut ids: Vec<&EventId> = a.keys().chain(b.keys()).collect();
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            let as_record = || id.to_string().parse::<RecordId>();
+            let (list, count) = match (a.get(id), b.get(id)) {
+                (Some(_), None) => (&mut k.missing, &mut k.missing_count),
+                (None, Some(_)) => (&mut k.extra, &mut k.extra_count),
+                (Some(x), Some(y)) if x != y => (&mut k.different, &mut k.different_count),
+                _ => continue,
+            };
+            *count += 1;
+            if list.len() < SAMPLE
+                && let Ok(r) = as_record()
+            {
+                list.push(r);
+            }
+        }
+        out.push(k);
     }
     Ok(out)
 }
