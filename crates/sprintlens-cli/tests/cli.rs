@@ -53,7 +53,7 @@ fn demo_runs_on_the_embedded_default() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("1 of 1 migrations applied"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 of 2 migrations applied"));
     let out = sprintlens()
         .args(["doctor", "--data-dir"])
         .arg(dir.path())

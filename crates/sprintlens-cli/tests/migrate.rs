@@ -133,6 +133,18 @@ async fn fill_source(data: &std::path::Path, messages: usize) -> Vec<WorkspaceId
             }
         }
         storage.records().upsert(&msgs).await.unwrap();
+        // 1,000 message embeddings per workspace.
+        let vectors: Vec<sprintlens::core::VectorEntry> = (0..1_000)
+            .map(|i| sprintlens::core::VectorEntry {
+                workspace: *ws,
+                project: Some(pid),
+                kind: sprintlens::core::EmbeddingKind::Message,
+                id: RecordId::new(),
+                embedding: generate::random_embedding(&mut rng, 384),
+                updated_at: sprintlens::core::Timestamp::now().plus_micros(i),
+            })
+            .collect();
+        storage.vectors().upsert(&vectors).await.unwrap();
         // Analytics events: evaluation results and usage, some with NULL agents and errors.
         let now = sprintlens::core::Timestamp::now();
         let mut events = Vec::new();
@@ -297,6 +309,15 @@ async fn killed_runs_resume_and_verify_names_every_difference() {
         workspaces[2], ids[4]
     ))
     .await;
+    // One vector component changed.
+    let (vid,): (uuid::Uuid,) = sqlx::query_as("SELECT id FROM embeddings LIMIT 1")
+        .fetch_one(&pg)
+        .await
+        .unwrap();
+    exec(format!(
+        "UPDATE embeddings SET embedding = array_cat(ARRAY[0.123::real], (embedding::real[])[2:])::vector WHERE id = '{vid}'"
+    ))
+    .await;
     // An extra row that the source never had.
     let extra = uuid::Uuid::now_v7();
     exec(format!(
@@ -367,9 +388,16 @@ async fn killed_runs_resume_and_verify_names_every_difference() {
             "{stream} events copied to ClickHouse: {k}"
         );
     }
+    let emb = kind("embedding");
+    assert_eq!(
+        (emb["source_rows"].as_u64(), emb["target_rows"].as_u64()),
+        (Some(3_000), Some(3_000))
+    );
+    assert!(has(&emb["different"], &vid), "vector component: {emb}");
+    assert_eq!(emb["different_count"].as_u64(), Some(1));
     let projects = kind("project");
     assert!(has(&projects["extra"], &extra), "extra row: {projects}");
     println!(
-        "verify flagged: changed column, deleted row, NULL vs value, 1 µs, workspace move, extra row"
+        "verify flagged: changed column, deleted row, NULL vs value, 1 µs, workspace move, extra row, vector component"
     );
 }

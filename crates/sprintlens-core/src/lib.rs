@@ -24,7 +24,8 @@ pub use record::*;
 pub use session::{Session, SessionPolicy, SessionStore, SessionToken};
 pub use store::{RecordStore, RecordStoreExt};
 pub use vector::{
-    Embedder, Embedding, EmbeddingKind, VectorEntry, VectorHit, VectorIndex, VectorQuery,
+    Embedder, Embedding, EmbeddingKind, VectorCursor, VectorEntry, VectorHit, VectorIndex,
+    VectorQuery,
 };
 
 /// Re-exported so adapters and users name the same versions.

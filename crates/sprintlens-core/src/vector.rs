@@ -168,6 +168,28 @@ pub struct VectorEntry {
     pub updated_at: Timestamp,
 }
 
+/// A keyset position in a scan of every embedding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct VectorCursor {
+    /// `updated_at` of the last entry seen.
+    pub updated_at: Timestamp,
+    /// Its record id.
+    pub id: RecordId,
+    /// Its kind.
+    pub kind: EmbeddingKind,
+}
+
+impl VectorEntry {
+    /// The scan cursor positioned at this entry.
+    pub fn cursor(&self) -> VectorCursor {
+        VectorCursor {
+            updated_at: self.updated_at,
+            id: self.id,
+            kind: self.kind,
+        }
+    }
+}
+
 /// A top-k search.
 #[derive(Clone, Debug, PartialEq)]
 pub struct VectorQuery {
@@ -204,6 +226,8 @@ pub struct VectorHit {
 /// - `search` MUST return at most `k` hits, best first, only from the query's workspace and filters, and
 ///   MUST return `k` hits when at least `k` entries match the filters.
 /// - `delete` MUST return whether an entry was removed.
+/// - `scan_entries` MUST return the entries of every workspace in `(updated_at, id, kind)` order strictly
+///   after the cursor, each once across pages, with the vectors as stored.
 #[async_trait]
 pub trait VectorIndex: Send + Sync + std::fmt::Debug {
     /// The backend name.
@@ -223,6 +247,12 @@ pub trait VectorIndex: Send + Sync + std::fmt::Debug {
     async fn search(&self, query: &VectorQuery) -> Result<Vec<VectorHit>>;
     /// Number of entries in a workspace.
     async fn count(&self, workspace: WorkspaceId) -> Result<u64>;
+    /// A batch of entries of every workspace, for migration and verification.
+    async fn scan_entries(
+        &self,
+        after: Option<VectorCursor>,
+        limit: usize,
+    ) -> Result<Vec<VectorEntry>>;
 }
 
 /// Checks a query against an index's dimension.
@@ -258,6 +288,13 @@ impl<T: VectorIndex + ?Sized> VectorIndex for Arc<T> {
     }
     async fn count(&self, workspace: WorkspaceId) -> Result<u64> {
         (**self).count(workspace).await
+    }
+    async fn scan_entries(
+        &self,
+        after: Option<VectorCursor>,
+        limit: usize,
+    ) -> Result<Vec<VectorEntry>> {
+        (**self).scan_entries(after, limit).await
     }
 }
 

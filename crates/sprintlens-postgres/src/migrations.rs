@@ -82,6 +82,7 @@ CREATE TABLE IF NOT EXISTS embeddings (
 );
 CREATE INDEX IF NOT EXISTS embeddings_hnsw ON embeddings USING hnsw (embedding {ops});
 CREATE INDEX IF NOT EXISTS embeddings_by_project ON embeddings (workspace, project);
+CREATE INDEX IF NOT EXISTS embeddings_by_time ON embeddings (updated_at, id, kind);
 ALTER TABLE embeddings ENABLE ROW LEVEL SECURITY;
 ALTER TABLE embeddings FORCE ROW LEVEL SECURITY;
 DO $$ BEGIN

@@ -3,8 +3,8 @@
 
 use sprintlens_core::vector::check_query;
 use sprintlens_core::{
-    EmbeddingKind, Error, RecordId, Result, VectorEntry, VectorHit, VectorIndex, VectorQuery,
-    WorkspaceId, async_trait,
+    Embedding, EmbeddingKind, Error, RecordId, Result, VectorCursor, VectorEntry, VectorHit,
+    VectorIndex, VectorQuery, WorkspaceId, async_trait,
 };
 use sqlx::Row;
 use uuid::Uuid;
@@ -177,6 +177,59 @@ impl VectorIndex for PgStore {
         // relaxed_order may return near-ties slightly out of order.
         hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
         Ok(hits)
+    }
+
+    async fn scan_entries(
+        &self,
+        after: Option<VectorCursor>,
+        limit: usize,
+    ) -> Result<Vec<VectorEntry>> {
+        sprintlens_core::record::check_limit(limit)?;
+        // Across workspaces: only the operator role (BYPASSRLS) sees every row.
+        let op = self.operator.as_ref().ok_or_else(|| {
+            Error::unsupported(
+                BACKEND,
+                "vector scan across workspaces without operator_url",
+            )
+        })?;
+        let (t, i, k) = match after {
+            Some(c) => (Some(ts(c.updated_at)), c.id.as_uuid(), c.kind.as_str()),
+            None => (None, Uuid::nil(), ""),
+        };
+        // `id::text` and `kind` compare as text, as SQLite's scan does, so cursors carry across.
+        let rows = sqlx::query(
+            "SELECT workspace, kind, id, project, updated_at, embedding::vector AS v
+             FROM embeddings
+             WHERE $1::timestamptz IS NULL OR (updated_at, id, kind) > ($1, $2, $3)
+             ORDER BY updated_at, id, kind LIMIT $4",
+        )
+        .bind(t)
+        .bind(i)
+        .bind(k)
+        .bind(limit as i64)
+        .fetch_all(op)
+        .await
+        .map_err(|e| classify("vector_scan", e))?;
+        let map = |e: sqlx::Error| classify("vector_scan", e);
+        let id = |u: Uuid| {
+            RecordId::from_uuid(u)
+                .map_err(|e| Error::backend(BACKEND, "vector_scan", e.to_string()))
+        };
+        rows.iter()
+            .map(|r| {
+                let v: pgvector::Vector = r.try_get("v").map_err(map)?;
+                let project: Option<Uuid> = r.try_get("project").map_err(map)?;
+                Ok(VectorEntry {
+                    workspace: WorkspaceId::from_uuid(r.try_get("workspace").map_err(map)?)
+                        .map_err(|e| Error::backend(BACKEND, "vector_scan", e.to_string()))?,
+                    kind: EmbeddingKind::parse(r.try_get::<&str, _>("kind").map_err(map)?)?,
+                    id: id(r.try_get("id").map_err(map)?)?,
+                    project: project.map(id).transpose()?,
+                    updated_at: crate::from_ts(r.try_get("updated_at").map_err(map)?),
+                    embedding: Embedding::new(v.to_vec())?,
+                })
+            })
+            .collect()
     }
 
     async fn count(&self, workspace: WorkspaceId) -> Result<u64> {

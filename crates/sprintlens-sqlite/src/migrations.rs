@@ -4,10 +4,11 @@
 use rusqlite::Connection;
 
 /// `(version, name, SQL)` of every migration, in order.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    r#"
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        r#"
 CREATE TABLE records (
     id          TEXT PRIMARY KEY,
     workspace   TEXT NOT NULL,
@@ -95,7 +96,16 @@ CREATE TABLE sessions (
 CREATE INDEX sessions_by_user   ON sessions (workspace, user_id);
 CREATE INDEX sessions_by_expiry ON sessions (idle_expires_at);
 "#,
-)];
+    ),
+    (
+        2,
+        "embeddings in time order",
+        r#"
+-- `VectorIndex::scan` reads embeddings in (updated_at, id, kind) order for migration.
+CREATE INDEX embeddings_by_time ON embeddings (updated_at, id, kind);
+"#,
+    ),
+];
 
 /// Applies every migration not yet recorded. Each runs in one transaction with its bookkeeping row,
 /// so a failing migration leaves the schema as it was.

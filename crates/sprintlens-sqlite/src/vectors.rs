@@ -7,8 +7,8 @@ use std::collections::BinaryHeap;
 use rusqlite::{Connection, OptionalExtension, params};
 use sprintlens_core::vector::check_query;
 use sprintlens_core::{
-    EmbeddingKind, Error, RecordId, Result, VectorEntry, VectorHit, VectorIndex, VectorQuery,
-    WorkspaceId, async_trait,
+    Embedding, EmbeddingKind, Error, RecordId, Result, Timestamp, VectorCursor, VectorEntry,
+    VectorHit, VectorIndex, VectorQuery, WorkspaceId, async_trait,
 };
 
 use crate::{BACKEND, SqliteStore, classify, uuid_text};
@@ -207,6 +207,67 @@ impl VectorIndex for SqliteStore {
                 }
             }
             Ok(heap.into_sorted_vec().into_iter().map(|s| s.hit).collect())
+        })
+        .await
+    }
+
+    async fn scan_entries(
+        &self,
+        after: Option<VectorCursor>,
+        limit: usize,
+    ) -> Result<Vec<VectorEntry>> {
+        sprintlens_core::record::check_limit(limit)?;
+        self.read_with("vector_scan", move |c| {
+            let (t, i, k) = match after {
+                Some(cur) => (
+                    cur.updated_at.as_micros(),
+                    uuid_text(cur.id),
+                    cur.kind.as_str().to_string(),
+                ),
+                None => (i64::MIN, String::new(), String::new()),
+            };
+            let mut st = c
+                .prepare_cached(
+                    "SELECT workspace, kind, id, project, updated_at, vector FROM embeddings
+                     WHERE (updated_at, id, kind) > (?1, ?2, ?3)
+                     ORDER BY updated_at, id, kind LIMIT ?4",
+                )
+                .map_err(|e| classify("vector_scan", e))?;
+            let mut rows = st
+                .query(params![t, i, k, limit as i64])
+                .map_err(|e| classify("vector_scan", e))?;
+            let decode = |s: &str| {
+                s.parse::<RecordId>()
+                    .map_err(|e| Error::backend(BACKEND, "vector_scan", e.to_string()))
+            };
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(|e| classify("vector_scan", e))? {
+                let get = |i: usize| -> Result<String> {
+                    row.get(i).map_err(|e| classify("vector_scan", e))
+                };
+                let project: Option<String> = row.get(3).map_err(|e| classify("vector_scan", e))?;
+                let blob = row
+                    .get_ref(5)
+                    .and_then(|v| v.as_blob().map_err(Into::into))
+                    .map_err(|e| classify("vector_scan", e))?;
+                let values: Vec<f32> = blob
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                out.push(VectorEntry {
+                    workspace: get(0)?
+                        .parse::<WorkspaceId>()
+                        .map_err(|e| Error::backend(BACKEND, "vector_scan", e.to_string()))?,
+                    kind: EmbeddingKind::parse(&get(1)?)?,
+                    id: decode(&get(2)?)?,
+                    project: project.as_deref().map(decode).transpose()?,
+                    updated_at: Timestamp::from_micros(
+                        row.get(4).map_err(|e| classify("vector_scan", e))?,
+                    ),
+                    embedding: Embedding::new(values)?,
+                });
+            }
+            Ok(out)
         })
         .await
     }

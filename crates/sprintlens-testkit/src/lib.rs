@@ -139,6 +139,7 @@ macro_rules! vector_index_suite {
                 workspaces_are_isolated,
                 delete_and_replace,
                 search_matches_exact_ranking,
+                scan_entries_follow_the_keyset_cursor,
             ]
         );
     };

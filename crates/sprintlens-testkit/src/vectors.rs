@@ -220,3 +220,61 @@ pub async fn search_matches_exact_ranking(index: Index) {
     }
     assert!(found >= 90, "recall@10 = {}", found as f64 / 100.0);
 }
+
+/// `scan_entries` returns every entry of every workspace once, in `(updated_at, id, kind)` order,
+/// across pages, with its vector (as stored: unit length where the backend normalises).
+pub async fn scan_entries_follow_the_keyset_cursor(v: Index) {
+    let dim = v.dimension();
+    let (wa, wb) = (WorkspaceId::new(), WorkspaceId::new());
+    let base = Timestamp::now();
+    let mut rng = Rng::new(21);
+    let entries: Vec<VectorEntry> = (0..25i64)
+        .map(|i| VectorEntry {
+            workspace: if i % 2 == 0 { wa } else { wb },
+            project: (i % 5 == 0).then(RecordId::new),
+            kind: if i % 3 == 0 {
+                EmbeddingKind::Conversation
+            } else {
+                EmbeddingKind::Message
+            },
+            id: RecordId::new(),
+            embedding: random_embedding(&mut rng, dim),
+            updated_at: base.plus_micros(i / 4),
+        })
+        .collect();
+    assert_eq!(v.upsert(&entries).await.unwrap(), 25);
+    // Start just before our entries (the store may hold other cases' entries too).
+    let mut cursor = Some(VectorCursor {
+        updated_at: base.plus_micros(-1),
+        id: entries[0].id,
+        kind: EmbeddingKind::Message,
+    });
+    let mut seen: Vec<VectorEntry> = Vec::new();
+    loop {
+        let page = v.scan_entries(cursor, 7).await.unwrap();
+        let Some(last) = page.last() else { break };
+        cursor = Some(last.cursor());
+        seen.extend(
+            page.into_iter()
+                .filter(|e| e.workspace == wa || e.workspace == wb),
+        );
+    }
+    let mut expected = entries.clone();
+    expected.sort_by_key(|e| (e.updated_at, e.id.to_string(), e.kind.as_str()));
+    assert_eq!(seen.len(), expected.len());
+    for (g, e) in seen.iter().zip(&expected) {
+        assert_eq!(
+            (g.workspace, g.kind, g.id, g.project, g.updated_at),
+            (e.workspace, e.kind, e.id, e.project, e.updated_at)
+        );
+        let (a, b) = (g.embedding.normalized(), e.embedding.normalized());
+        assert!(
+            a.as_slice()
+                .iter()
+                .zip(b.as_slice())
+                .all(|(x, y)| (x - y).abs() < 1e-5),
+            "vector of {} changed",
+            e.id
+        );
+    }
+}

@@ -20,8 +20,8 @@ use serde::Serialize;
 use serde_json::Value;
 use sprintlens_core::analytics::{EventCursor, EventKind};
 use sprintlens_core::{
-    AnalyticsEvent, Error, EventId, Record, RecordId, RecordKind, Result, ScanCursor, ScanRequest,
-    Timestamp, WorkspaceId,
+    AnalyticsEvent, EmbeddingKind, Error, EventId, Record, RecordId, RecordKind, Result,
+    ScanCursor, ScanRequest, Timestamp, VectorCursor, VectorEntry, WorkspaceId,
 };
 
 use crate::Storage;
@@ -286,6 +286,144 @@ async fn copy_events(
     }
 }
 
+const EMBEDDINGS: &str = "migrate/embeddings";
+
+/// Copies every embedding after the checkpoint (vectors as the source stores them). Upserts keep
+/// the newest `updated_at`, so the batch a crash re-sends is harmless.
+#[cfg(feature = "postgres")]
+async fn copy_embeddings(
+    source: &Storage,
+    target: &Storage,
+    pg: &sprintlens_postgres::PgStore,
+    batch_size: usize,
+    batches_left: &mut Option<u64>,
+    progress: &mut impl FnMut(&Progress),
+) -> Result<(KindRun, bool)> {
+    let (mut cursor, mut copied) = match pg.checkpoint(EMBEDDINGS).await? {
+        Some((p, rows)) => {
+            let c = match (p.get("updated_at"), p.get("id"), p.get("kind")) {
+                (Some(t), Some(id), Some(k)) if !t.is_null() => Some(VectorCursor {
+                    updated_at: Timestamp::from_micros(t.as_i64().unwrap_or_default()),
+                    id: id
+                        .as_str()
+                        .unwrap_or_default()
+                        .parse()
+                        .map_err(|e: Error| {
+                            Error::backend("migrate", "checkpoint", e.to_string())
+                        })?,
+                    kind: EmbeddingKind::parse(k.as_str().unwrap_or_default())?,
+                }),
+                _ => None,
+            };
+            (c, rows)
+        }
+        None => (None, 0),
+    };
+    let mut report = KindRun {
+        kind: "embedding",
+        resumed_at: copied,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    loop {
+        if *batches_left == Some(0) {
+            return Ok((report, true));
+        }
+        let batch: Vec<VectorEntry> = source.vectors().scan_entries(cursor, batch_size).await?;
+        let done = batch.len() < batch_size;
+        let next = batch.last().map(VectorEntry::cursor).or(cursor);
+        if !batch.is_empty() {
+            report.written += target.vectors().upsert(&batch).await?;
+        }
+        copied += batch.len() as u64;
+        let position = serde_json::json!({
+            "updated_at": next.map(|c| c.updated_at.as_micros()),
+            "id": next.map(|c| c.id.to_string()),
+            "kind": next.map(|c| c.kind.as_str()),
+            "done": done,
+        });
+        pg.upsert_with_checkpoint(&[], EMBEDDINGS, &position, copied)
+            .await?;
+        report.rows += batch.len() as u64;
+        report.batches += 1;
+        cursor = next;
+        if let Some(n) = batches_left {
+            *n -= 1;
+        }
+        let rate = report.rows as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        progress(&Progress {
+            kind: "embedding",
+            copied,
+            total: 0,
+            rate,
+            eta_secs: 0.0,
+            done,
+        });
+        if done {
+            report.done = true;
+            return Ok((report, false));
+        }
+    }
+}
+
+/// Every embedding as (workspace, kind, id) → fingerprint of its canonical encoding.
+async fn embedding_fingerprints(
+    storage: &Storage,
+) -> Result<HashMap<(WorkspaceId, &'static str, RecordId), [u8; 16]>> {
+    use sha2::Digest;
+    let mut out = HashMap::new();
+    let mut after = None;
+    loop {
+        let page = storage
+            .vectors()
+            .scan_entries(after, sprintlens_core::MAX_PAGE)
+            .await?;
+        for e in &page {
+            let v = serde_json::to_value(e).map_err(|e| Error::backend("migrate", "encode", e))?;
+            let mut s = String::with_capacity(4096);
+            canonical(&v, &mut s);
+            let h = sha2::Sha256::digest(s.as_bytes());
+            let mut f = [0u8; 16];
+            f.copy_from_slice(&h[..16]);
+            out.insert((e.workspace, e.kind.as_str(), e.id), f);
+        }
+        if page.len() < sprintlens_core::MAX_PAGE {
+            return Ok(out);
+        }
+        after = page.last().map(VectorEntry::cursor);
+    }
+}
+
+/// Compares every embedding on both sides (vector components exactly, as stored).
+pub async fn verify_embeddings(source: &Storage, target: &Storage) -> Result<KindVerify> {
+    let (a, b) = (
+        embedding_fingerprints(source).await?,
+        embedding_fingerprints(target).await?,
+    );
+    let mut k = KindVerify {
+        kind: "embedding",
+        source_rows: a.len() as u64,
+        target_rows: b.len() as u64,
+        ..Default::default()
+    };
+    let mut keys: Vec<&(WorkspaceId, &'static str, RecordId)> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        let (list, count) = match (a.get(key), b.get(key)) {
+            (Some(_), None) => (&mut k.missing, &mut k.missing_count),
+            (None, Some(_)) => (&mut k.extra, &mut k.extra_count),
+            (Some(x), Some(y)) if x != y => (&mut k.different, &mut k.different_count),
+            _ => continue,
+        };
+        *count += 1;
+        if list.len() < SAMPLE {
+            list.push(key.2);
+        }
+    }
+    Ok(k)
+}
+
 /// Rows per kind in the source, and what the target's checkpoints say is copied.
 pub async fn plan(source: &Storage, target: &Storage) -> Result<Vec<KindPlan>> {
     let pg = target_pg(target)?;
@@ -390,6 +528,19 @@ pub async fn run(
                 }
             }
             reports.push(report);
+        }
+        let (report, stopped) = copy_embeddings(
+            source,
+            target,
+            pg,
+            options.batch,
+            &mut batches_left,
+            &mut progress,
+        )
+        .await?;
+        reports.push(report);
+        if stopped {
+            return Ok(reports);
         }
         if options.events {
             for kind in [EventKind::EvalResult, EventKind::Usage] {
