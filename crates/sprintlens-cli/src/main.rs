@@ -73,6 +73,8 @@ enum MigrateAction {
         #[arg(long)]
         no_events: bool,
     },
+    /// Where each stream stands in the target, and the last verification.
+    Status(Target),
     /// Compares every record on both sides; exits 1 on any difference.
     Verify {
         #[command(flatten)]
@@ -152,6 +154,23 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
             }
             Ok(true)
         }
+        MigrateAction::Status(t) => {
+            let target = open_target(&t).await?;
+            let streams = sprintlens::migrate::status(&target).await?;
+            if t.json {
+                println!("{}", serde_json::to_string(&streams)?);
+            } else if streams.is_empty() {
+                println!("no migration has run against this target");
+            } else {
+                for s in &streams {
+                    println!(
+                        "{:<32} {:>10} rows  {}  (at {})",
+                        s.name, s.rows, s.position, s.updated_at
+                    );
+                }
+            }
+            Ok(true)
+        }
         MigrateAction::Verify {
             target: t,
             workspaces,
@@ -169,6 +188,7 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
                     r.kinds.push(k);
                 }
             }
+            sprintlens::migrate::record_verify(&target, &r).await?;
             if let Some(path) = report {
                 std::fs::write(&path, serde_json::to_vec_pretty(&r)?)
                     .with_context(|| format!("writing {}", path.display()))?;

@@ -251,6 +251,18 @@ async fn killed_runs_resume_and_verify_names_every_difference() {
     let (ok, verify) = run_cli(&["verify"], &data, &target.toml);
     assert!(ok, "verify after {killed_mid_run} kills:\n{verify}");
     assert!(verify.contains("identical"), "{verify}");
+    let (ok, status) = run_cli(&["status"], &data, &target.toml);
+    assert!(ok, "{status}");
+    for stream in [
+        "migrate/records/message",
+        "migrate/embeddings",
+        "migrate/events/eval_result",
+        "migrate/verify",
+    ] {
+        assert!(status.contains(stream), "{stream} missing in:\n{status}");
+    }
+    assert!(status.contains("\"done\":true"), "{status}");
+    assert!(status.contains("\"ok\":true"), "{status}");
     let (ok, again) = run_cli(&["run", "--json"], &data, &target.toml);
     assert!(ok, "{again}");
     let reports: serde_json::Value = serde_json::from_str(again.lines().last().unwrap()).unwrap();

@@ -272,6 +272,30 @@ impl PgStore {
         Ok(row.map(|(p, n)| (p, n as u64)))
     }
 
+    /// Every checkpoint whose name starts with `prefix`: `(name, position, rows, updated_at)`.
+    pub async fn checkpoints(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, serde_json::Value, u64, sprintlens_core::Timestamp)>> {
+        let rows: Vec<(
+            String,
+            serde_json::Value,
+            i64,
+            chrono::DateTime<chrono::Utc>,
+        )> = sqlx::query_as(
+            "SELECT name, position, rows, updated_at FROM sprintlens_checkpoints
+                 WHERE starts_with(name, $1) ORDER BY name",
+        )
+        .bind(prefix)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| classify("checkpoint", e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(n, p, r, t)| (n, p, r as u64, from_ts(t)))
+            .collect())
+    }
+
     /// Removes the checkpoints whose names start with `prefix` (a fresh migration).
     pub async fn clear_checkpoints(&self, prefix: &str) -> Result<u64> {
         let done = sqlx::query("DELETE FROM sprintlens_checkpoints WHERE starts_with(name, $1)")

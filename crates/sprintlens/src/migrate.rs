@@ -424,6 +424,64 @@ pub async fn verify_embeddings(source: &Storage, target: &Storage) -> Result<Kin
     Ok(k)
 }
 
+/// One stream's state in the target.
+#[derive(Clone, Debug, Serialize)]
+pub struct StreamStatus {
+    /// `migrate/records/<kind>`, `migrate/embeddings`, `migrate/events/<stream>` or `migrate/verify`.
+    pub name: String,
+    /// Rows copied (for `migrate/verify`: rows compared).
+    pub rows: u64,
+    /// The checkpoint (for `migrate/verify`: the last verification's summary).
+    pub position: Value,
+    /// When it was written.
+    pub updated_at: Timestamp,
+}
+
+/// Where every stream of the migration stands, and the last verification.
+pub async fn status(target: &Storage) -> Result<Vec<StreamStatus>> {
+    let pg = target_pg(target)?;
+    #[cfg(feature = "postgres")]
+    {
+        Ok(pg
+            .checkpoints("migrate/")
+            .await?
+            .into_iter()
+            .map(|(name, position, rows, updated_at)| StreamStatus {
+                name,
+                rows,
+                position,
+                updated_at,
+            })
+            .collect())
+    }
+    #[cfg(not(feature = "postgres"))]
+    {
+        let _ = pg;
+        Ok(Vec::new())
+    }
+}
+
+/// Records a verification's outcome in the target (shown by `status`).
+pub async fn record_verify(target: &Storage, report: &VerifyReport) -> Result<()> {
+    let pg = target_pg(target)?;
+    #[cfg(feature = "postgres")]
+    {
+        let rows: u64 = report.kinds.iter().map(|k| k.source_rows).sum();
+        let summary = serde_json::json!({
+            "ok": report.ok,
+            "missing": report.kinds.iter().map(|k| k.missing_count).sum::<u64>(),
+            "extra": report.kinds.iter().map(|k| k.extra_count).sum::<u64>(),
+            "different": report.kinds.iter().map(|k| k.different_count).sum::<u64>(),
+            "seconds": report.seconds,
+        });
+        pg.upsert_with_checkpoint(&[], "migrate/verify", &summary, rows)
+            .await?;
+    }
+    #[cfg(not(feature = "postgres"))]
+    let _ = (pg, report);
+    Ok(())
+}
+
 /// Rows per kind in the source, and what the target's checkpoints say is copied.
 pub async fn plan(source: &Storage, target: &Storage) -> Result<Vec<KindPlan>> {
     let pg = target_pg(target)?;
