@@ -30,8 +30,19 @@ fn main() -> Result<()> {
             let mut _env = Vec::new();
             if rest.first().is_some_and(|b| {
                 b.starts_with("postgres")
-                    || ["redis", "objects", "clickhouse"].contains(&b.as_str())
+                    || ["redis", "objects", "clickhouse", "migrate"].contains(&b.as_str())
             }) {
+                // The migration benchmark's peer: pgloader (Debian), installed on first use.
+                if rest.first().is_some_and(|b| b == "migrate")
+                    && cmd!(sh, "sh -c 'command -v pgloader'")
+                        .quiet()
+                        .ignore_stdout()
+                        .run()
+                        .is_err()
+                {
+                    eprintln!("installing pgloader (the peer of `bench migrate`)");
+                    cmd!(sh, "apt-get install -y -q pgloader").run()?;
+                }
                 let stack = services::Stack::new(&project_root());
                 stack.up()?;
                 for (k, v) in stack.env() {

@@ -3,6 +3,7 @@
 #![allow(unsafe_code)]
 
 mod clickhouse;
+mod migrate;
 mod objects;
 mod postgres;
 mod redis;
@@ -218,6 +219,14 @@ async fn main() -> Result<()> {
                 .unwrap_or(10_000);
             postgres::bulk(n, batch).await
         }
+        Some("migrate") => {
+            let n = args
+                .get(1)
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(1_000_000);
+            migrate::run(n).await
+        }
         Some("clickhouse") => {
             let n = args
                 .get(1)
@@ -242,7 +251,7 @@ async fn main() -> Result<()> {
             redis::run(c, 10).await
         }
         _ => anyhow::bail!(
-            "usage: sprintlens-bench sqlite-vectors [sizes…] | postgres-vectors [n] | postgres-bulk [n] [batch] | redis [concurrency] | objects [sizes in MiB…] | clickhouse [rows]"
+            "usage: sprintlens-bench sqlite-vectors [sizes…] | postgres-vectors [n] | postgres-bulk [n] [batch] | redis [concurrency] | objects [sizes in MiB…] | clickhouse [rows] | migrate [rows]"
         ),
     }
 }

@@ -16,13 +16,13 @@ use sprintlens_testkit::generate::{self, Rng, exact_top_k, random_embedding};
 
 use crate::percentile;
 
-struct Env {
-    app: String,
-    admin: String,
-    psql: String,
+pub(crate) struct Env {
+    pub(crate) app: String,
+    pub(crate) admin: String,
+    pub(crate) psql: String,
 }
 
-fn env() -> Result<Env> {
+pub(crate) fn env() -> Result<Env> {
     let get = |k: &str| {
         std::env::var(k)
             .with_context(|| format!("{k} is not set (run through `cargo xtask bench`)"))
@@ -41,7 +41,7 @@ fn with_db(url: &str, db: &str) -> String {
     )
 }
 
-async fn fresh_db(env: &Env, name: &str) -> Result<(String, String)> {
+pub(crate) async fn fresh_db(env: &Env, name: &str) -> Result<(String, String)> {
     let admin = sqlx::PgPool::connect(&env.admin).await?;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
@@ -55,7 +55,7 @@ async fn fresh_db(env: &Env, name: &str) -> Result<(String, String)> {
     Ok((with_db(&env.app, name), with_db(&env.admin, name)))
 }
 
-fn psql(env: &Env, url: &str, input: &str) -> Result<String> {
+pub(crate) fn psql(env: &Env, url: &str, input: &str) -> Result<String> {
     let mut child = Command::new(&env.psql)
         .arg(url)
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])

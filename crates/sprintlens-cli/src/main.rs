@@ -66,8 +66,8 @@ enum MigrateAction {
     Run {
         #[command(flatten)]
         target: Target,
-        /// Records per batch (and per target transaction).
-        #[arg(long, default_value_t = 1000)]
+        /// Records per batch (and per target transaction; at most 100,000).
+        #[arg(long, default_value_t = 10_000)]
         batch: usize,
         /// Copy records only, not analytics events.
         #[arg(long)]

@@ -26,10 +26,43 @@ use sprintlens_core::{
 
 use crate::Storage;
 
+/// Largest batch `run` writes in one target transaction.
+pub const MAX_BATCH: usize = 100_000;
+
+/// Up to `want` records of `kind` after `after`, read in pages of the port's largest page.
+async fn read_records(
+    source: &Storage,
+    kind: RecordKind,
+    mut after: Option<ScanCursor>,
+    want: usize,
+) -> Result<Vec<Record>> {
+    let mut out = Vec::with_capacity(want);
+    while out.len() < want {
+        let limit = (want - out.len()).min(sprintlens_core::MAX_PAGE);
+        let page = source
+            .records()
+            .scan(&ScanRequest {
+                kind,
+                workspace: None,
+                after,
+                limit,
+            })
+            .await?;
+        let short = page.len() < limit;
+        after = page.last().map(Record::cursor).or(after);
+        out.extend(page);
+        if short {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 /// What `run` does.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
-    /// Records per batch (and per transaction on the target), 1..=1000.
+    /// Records per batch (and per target transaction), 1..=[`MAX_BATCH`]; embeddings and events go in
+    /// batches of at most 1,000.
     pub batch: usize,
     /// Kinds to copy (all when empty).
     pub kinds: Vec<RecordKind>,
@@ -42,7 +75,7 @@ pub struct RunOptions {
 impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
-            batch: 1000,
+            batch: 10_000,
             kinds: Vec::new(),
             stop_after_batches: None,
             events: true,
@@ -510,10 +543,10 @@ pub async fn run(
     options: &RunOptions,
     mut progress: impl FnMut(&Progress),
 ) -> Result<Vec<KindRun>> {
-    if options.batch == 0 || options.batch > sprintlens_core::MAX_PAGE {
+    if options.batch == 0 || options.batch > MAX_BATCH {
         return Err(Error::invalid(
             "batch",
-            format!("must be between 1 and {}", sprintlens_core::MAX_PAGE),
+            format!("must be between 1 and {MAX_BATCH}"),
         ));
     }
     let pg = target_pg(target)?;
@@ -535,20 +568,16 @@ pub async fn run(
                 ..Default::default()
             };
             let started = Instant::now();
+            let mut prefetched: Option<Vec<Record>> = None;
             loop {
                 if batches_left == Some(0) {
                     reports.push(report);
                     return Ok(reports);
                 }
-                let batch = source
-                    .records()
-                    .scan(&ScanRequest {
-                        kind,
-                        workspace: None,
-                        after: cursor,
-                        limit: options.batch,
-                    })
-                    .await?;
+                let batch = match prefetched.take() {
+                    Some(b) => b,
+                    None => read_records(source, kind, cursor, options.batch).await?,
+                };
                 let done = batch.len() < options.batch;
                 let next = batch.last().map(Record::cursor).or(cursor);
                 let position = serde_json::json!({
@@ -557,9 +586,17 @@ pub async fn run(
                     "done": done,
                 });
                 copied += batch.len() as u64;
-                let outcome = pg
-                    .upsert_with_checkpoint(&batch, &checkpoint_name(kind), &position, copied)
-                    .await?;
+                // Write this batch while the next one is read from the source.
+                let name = checkpoint_name(kind);
+                let write = pg.upsert_with_checkpoint(&batch, &name, &position, copied);
+                let outcome = if done || batches_left == Some(1) {
+                    write.await?
+                } else {
+                    let (written, read) =
+                        futures::join!(write, read_records(source, kind, next, options.batch));
+                    prefetched = Some(read?);
+                    written?
+                };
                 report.rows += batch.len() as u64;
                 report.written += outcome.written;
                 report.batches += 1;
@@ -587,15 +624,9 @@ pub async fn run(
             }
             reports.push(report);
         }
-        let (report, stopped) = copy_embeddings(
-            source,
-            target,
-            pg,
-            options.batch,
-            &mut batches_left,
-            &mut progress,
-        )
-        .await?;
+        let small = options.batch.min(sprintlens_core::MAX_PAGE);
+        let (report, stopped) =
+            copy_embeddings(source, target, pg, small, &mut batches_left, &mut progress).await?;
         reports.push(report);
         if stopped {
             return Ok(reports);
@@ -607,7 +638,7 @@ pub async fn run(
                     target,
                     pg,
                     kind,
-                    options.batch,
+                    small,
                     &mut batches_left,
                     &mut progress,
                 )

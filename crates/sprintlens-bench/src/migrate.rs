@@ -1,0 +1,214 @@
+//! `bench migrate`: SQLite → PostgreSQL backfill of records through `sprintlens migrate run`, against
+//! pgloader migrating the same SQLite file to the same server with its default settings, and against
+//! psql's binary `\copy` of the same rows into an identical table (the ceiling), in one run.
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use sprintlens::core::{RecordId, RecordStore, Role, WorkspaceId};
+use sprintlens_testkit::generate::{self, Rng};
+
+use crate::postgres::{env, fresh_db, psql};
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        })
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn config(text: &str) -> Result<sprintlens::StorageConfig> {
+    Ok(sprintlens::config::from_parts(
+        Some(text),
+        Vec::<(String, String)>::new(),
+    )?)
+}
+
+/// Runs the benchmark with `n` message records (plus their projects and conversations).
+pub async fn run(n: usize) -> Result<()> {
+    let env = env()?;
+    let dir = tempfile::tempdir_in(std::env::var("SPRINTLENS_BENCH_DIR").unwrap_or(".".into()))?;
+    let src = dir.path().join("source.db");
+    let side = dir.path().join("side");
+    let embedded = |records: &str| {
+        format!(
+            "[records]\nurl = \"{records}\"\n[vectors]\nurl = \"{records}\"\n[analytics]\nurl = \"sqlite://{s}/a.db\"\n[blobs]\nurl = \"file://{s}/blobs\"\n[cache]\nurl = \"memory://\"\n[sessions]\nurl = \"memory://\"\n[embedder]\nurl = \"hash://\"\n",
+            s = side.display()
+        )
+    };
+
+    // The source: n messages over three workspaces, unicode and NULLs, written by the SQLite adapter.
+    let t = Instant::now();
+    let source =
+        sprintlens::Storage::open(config(&embedded(&format!("sqlite://{}", src.display())))?)
+            .await?;
+    let mut rng = Rng::new(1);
+    for w in 0..3 {
+        let ws = WorkspaceId::new();
+        let p = generate::project(ws, &format!("p{w}"));
+        let pid = p.id;
+        let convs: Vec<_> = (0..100)
+            .map(|i| generate::conversation(ws, pid, None, &format!("c{i} ünï")))
+            .collect();
+        let cids: Vec<RecordId> = convs.iter().map(|c| c.id).collect();
+        source.records().upsert(&[p]).await?;
+        source.records().upsert(&convs).await?;
+        let mut batch = Vec::with_capacity(1000);
+        for i in 0..n / 3 {
+            let mut m = generate::message(
+                ws,
+                pid,
+                cids[i % cids.len()],
+                if i % 2 == 0 {
+                    Role::User
+                } else {
+                    Role::Assistant
+                },
+                &generate::sentence(&mut rng, 20),
+            );
+            if i % 5 == 0
+                && let sprintlens::core::RecordBody::Message(b) = &mut m.body
+            {
+                b.input_tokens = None;
+            }
+            batch.push(m);
+            if batch.len() == 1000 {
+                source.records().upsert(&batch).await?;
+                batch.clear();
+            }
+        }
+        source.records().upsert(&batch).await?;
+    }
+    drop(source);
+    let size = std::fs::metadata(&src)?.len();
+    println!(
+        "source: {} records in {} ({:.0} MB), written in {:.1} s",
+        n + 303,
+        src.display(),
+        size as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+
+    // Ours: `sprintlens migrate run` (records, embeddings, events) into a fresh database.
+    let (app, admin) = fresh_db(&env, "sl_bench_migrate").await?;
+    let operator = std::env::var("SPRINTLENS_TEST_POSTGRES_OPERATOR_URL").context(
+        "SPRINTLENS_TEST_POSTGRES_OPERATOR_URL (run through `cargo xtask bench migrate`)",
+    )?;
+    let operator = format!(
+        "{}/sl_bench_migrate",
+        operator.rsplit_once('/').context("operator URL")?.0
+    );
+    let target_text = format!(
+        "[records]\nurl = \"{app}\"\nadmin_url = \"{admin}\"\noperator_url = \"{operator}\"\n[vectors]\nurl = \"{app}\"\n[analytics]\nurl = \"sqlite://{s}/t.db\"\n[blobs]\nurl = \"file://{s}/tblobs\"\n[cache]\nurl = \"memory://\"\n[sessions]\nurl = \"memory://\"\n[embedder]\nurl = \"hash://\"\n",
+        s = side.display()
+    );
+    let source =
+        sprintlens::Storage::open(config(&embedded(&format!("sqlite://{}", src.display())))?)
+            .await?;
+    let target = sprintlens::Storage::open(config(&target_text)?).await?;
+    target.apply_schema().await?;
+    let rss_before = peak_rss_mib();
+    let t = Instant::now();
+    let reports = sprintlens::migrate::run(
+        &source,
+        &target,
+        &sprintlens::migrate::RunOptions::default(),
+        |_| {},
+    )
+    .await?;
+    let ours = t.elapsed().as_secs_f64();
+    let rows: u64 = reports.iter().map(|r| r.rows).sum();
+    println!(
+        "sprintlens migrate run: {rows} rows in {ours:.1} s = {:.0} rows/s, peak RSS {:.0} MiB (before the run: {rss_before:.0} MiB)",
+        rows as f64 / ours,
+        peak_rss_mib()
+    );
+    let t = Instant::now();
+    let verify = sprintlens::migrate::verify(&source, &target, &[], &[]).await?;
+    println!(
+        "verify: {} in {:.1} s",
+        if verify.ok { "identical" } else { "DIFFERENT" },
+        t.elapsed().as_secs_f64()
+    );
+
+    // Ceiling: the same rows, dumped in PostgreSQL's binary COPY format, loaded by psql into an
+    // identical table (same indexes, no row-level security, no conflict handling).
+    let bin = dir.path().join("records.bin");
+    psql(
+        &env,
+        &operator,
+        &format!(
+            "\\copy (SELECT * FROM records) TO '{}' (FORMAT binary)\n",
+            bin.display()
+        ),
+    )?;
+    psql(
+        &env,
+        &admin,
+        "CREATE TABLE records_ref (LIKE records INCLUDING ALL);\n",
+    )?;
+    let t = Instant::now();
+    psql(
+        &env,
+        &admin,
+        &format!(
+            "\\copy records_ref FROM '{}' (FORMAT binary)\n",
+            bin.display()
+        ),
+    )?;
+    let ceiling = t.elapsed().as_secs_f64();
+    println!(
+        "psql binary \\copy of the same {} records: {ceiling:.1} s = {:.0} rows/s",
+        n + 303,
+        (n + 303) as f64 / ceiling
+    );
+
+    // pgloader, default settings, the same file, the same server.
+    let (_, pgl_admin) = fresh_db(&env, "sl_bench_pgloader").await?;
+    let t = Instant::now();
+    let out = Command::new("pgloader")
+        .arg(format!("sqlite://{}", src.display()))
+        .arg(&pgl_admin)
+        .output()
+        .context("running pgloader (installed by `cargo xtask bench migrate`)")?;
+    let pgl = t.elapsed().as_secs_f64();
+    let log =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        let types = psql(
+            &env,
+            &pgl_admin,
+            "SELECT column_name || ' ' || data_type FROM information_schema.columns WHERE table_name = 'records' ORDER BY ordinal_position;\n",
+        )
+        .unwrap_or_default();
+        println!(
+            "pgloader (defaults): {pgl:.1} s = {:.0} rows/s; records columns: {}",
+            (n + 303) as f64 / pgl,
+            types.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+        println!(
+            "ratios: sprintlens {:.2}× pgloader, {:.2}× the binary COPY ceiling",
+            pgl / ours,
+            ceiling / ours
+        );
+    } else {
+        let tail: Vec<&str> = log.lines().rev().take(6).collect();
+        println!(
+            "pgloader (defaults) FAILED after {pgl:.1} s (exit {:?}); last lines:\n  {}",
+            out.status.code(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
+        );
+        println!(
+            "ratios: sprintlens {:.2}× the binary COPY ceiling; pgloader did not finish",
+            ceiling / ours
+        );
+    }
+    Ok(())
+}
