@@ -24,6 +24,21 @@ fn peak_rss_mib() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// Current resident memory split into anonymous (heap) and file-backed (mmap'd SQLite pages), MiB.
+fn rss_split() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let get = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+            .unwrap_or(f64::NAN)
+    };
+    (get("RssAnon:"), get("RssFile:"))
+}
+
 fn config(text: &str) -> Result<sprintlens::StorageConfig> {
     Ok(sprintlens::config::from_parts(
         Some(text),
@@ -125,8 +140,9 @@ pub async fn run(n: usize) -> Result<()> {
     .await?;
     let ours = t.elapsed().as_secs_f64();
     let rows: u64 = reports.iter().map(|r| r.rows).sum();
+    let (anon, file) = rss_split();
     println!(
-        "sprintlens migrate run: {rows} rows in {ours:.1} s = {:.0} rows/s, peak RSS {:.0} MiB (before the run: {rss_before:.0} MiB)",
+        "sprintlens migrate run: {rows} rows in {ours:.1} s = {:.0} rows/s, peak RSS {:.0} MiB (before the run: {rss_before:.0} MiB; after it: {anon:.0} MiB heap, {file:.0} MiB file-backed, i.e. SQLite's mmap)",
         rows as f64 / ours,
         peak_rss_mib()
     );

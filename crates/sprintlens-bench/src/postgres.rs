@@ -43,11 +43,24 @@ fn with_db(url: &str, db: &str) -> String {
 
 pub(crate) async fn fresh_db(env: &Env, name: &str) -> Result<(String, String)> {
     let admin = sqlx::PgPool::connect(&env.admin).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&admin)
-    .await?;
+    // An autovacuum worker on the previous run's database cannot be terminated by a non-superuser:
+    // wait for it to finish.
+    let mut tries = 0;
+    loop {
+        match sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&admin)
+        .await
+        {
+            Ok(_) => break,
+            Err(e) if tries < 60 && e.to_string().contains("permission denied to terminate") => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&admin)
         .await?;

@@ -429,10 +429,11 @@ async fn embedding_fingerprints(
 
 /// Compares every embedding on both sides (vector components exactly, as stored).
 pub async fn verify_embeddings(source: &Storage, target: &Storage) -> Result<KindVerify> {
-    let (a, b) = (
-        embedding_fingerprints(source).await?,
-        embedding_fingerprints(target).await?,
+    let (a, b) = futures::join!(
+        embedding_fingerprints(source),
+        embedding_fingerprints(target)
     );
+    let (a, b) = (a?, b?);
     let mut k = KindVerify {
         kind: "embedding",
         source_rows: a.len() as u64,
@@ -769,10 +770,11 @@ async fn event_fingerprints(
 pub async fn verify_events(source: &Storage, target: &Storage) -> Result<Vec<KindVerify>> {
     let mut out = Vec::new();
     for kind in [EventKind::EvalResult, EventKind::Usage] {
-        let (a, b) = (
-            event_fingerprints(source, kind).await?,
-            event_fingerprints(target, kind).await?,
+        let (a, b) = futures::join!(
+            event_fingerprints(source, kind),
+            event_fingerprints(target, kind)
         );
+        let (a, b) = (a?, b?);
         let mut k = KindVerify {
             kind: event_stream(kind),
             source_rows: a.len() as u64,
@@ -815,10 +817,12 @@ pub async fn verify(
         ..Default::default()
     };
     for kind in kinds(kinds_selected) {
-        let (a, b) = (
-            fingerprints(source, kind, workspaces).await?,
-            fingerprints(target, kind, workspaces).await?,
+        // Both sides at once: the source is read on SQLite's threads while the target answers.
+        let (a, b) = futures::join!(
+            fingerprints(source, kind, workspaces),
+            fingerprints(target, kind, workspaces)
         );
+        let (a, b) = (a?, b?);
         let mut k = KindVerify {
             kind: kind.as_str(),
             source_rows: a.len() as u64,
