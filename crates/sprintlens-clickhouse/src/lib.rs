@@ -469,7 +469,16 @@ fn split(range: &TimeRange) -> Split {
 impl ClickHouseAnalytics {
     /// A client for `options` (nothing is sent until the first call).
     pub fn new(options: ClickHouseOptions) -> Self {
-        let client = Client::default()
+        // The crate's default connector leaves Nagle's algorithm on: a small request body written
+        // after its headers can wait for the server's delayed ACK. Same connector otherwise.
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let http =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(2))
+                .build(connector);
+        let client = Client::with_http_client(http)
             .with_url(&options.endpoint)
             .with_user(&options.user)
             .with_password(&options.password)
