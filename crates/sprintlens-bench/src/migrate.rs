@@ -9,20 +9,8 @@ use anyhow::{Context, Result};
 use sprintlens::core::{RecordId, RecordStore, Role, WorkspaceId};
 use sprintlens_testkit::generate::{self, Rng};
 
+use crate::peak_rss_mib;
 use crate::postgres::{env, fresh_db, psql};
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
-        })
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
 
 /// Current resident memory split into anonymous (heap) and file-backed (mmap'd SQLite pages), MiB.
 fn rss_split() -> (f64, f64) {

@@ -14,22 +14,10 @@ use futures::StreamExt;
 use sprintlens_core::{BlobKey, BlobStore, ByteStream, PresignMethod, PutOptions, WorkspaceId};
 use sprintlens_objectstore::{BlobOptions, ObjectBlobStore};
 
+use crate::peak_rss_mib;
+
 const MB: u64 = 1024 * 1024;
 const READ_CHUNK: usize = 8 * 1024 * 1024;
-
-/// Peak resident memory of this process so far (VmHWM), in MiB.
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
-        })
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
 
 /// A file of `size` bytes that differ along the file (nothing compresses or dedups).
 fn make_source(dir: &Path, size: u64) -> Result<PathBuf> {

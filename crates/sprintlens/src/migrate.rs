@@ -252,6 +252,73 @@ async fn event_position(
     Ok((cursor, rows))
 }
 
+/// One stream copied in fixed batches after its checkpoint: read a batch, write it to the target,
+/// then record the checkpoint in PostgreSQL. The writes are idempotent (newest `updated_at` wins, or
+/// stored ids are dropped), so a crash between the two re-sends one batch and changes nothing.
+#[cfg(feature = "postgres")]
+#[allow(clippy::too_many_arguments)]
+async fn copy_stream<T, C, R, RF, W, WF>(
+    pg: &sprintlens_postgres::PgStore,
+    name: &str,
+    label: &'static str,
+    (mut cursor, mut copied): (Option<C>, u64),
+    batch_size: usize,
+    batches_left: &mut Option<u64>,
+    progress: &mut impl FnMut(&Progress),
+    read: R,
+    write: W,
+    cursor_of: impl Fn(&T) -> C,
+    position_of: impl Fn(Option<C>, bool) -> Value,
+) -> Result<(KindRun, bool)>
+where
+    C: Copy,
+    R: Fn(Option<C>) -> RF,
+    RF: std::future::Future<Output = Result<Vec<T>>>,
+    W: Fn(Vec<T>) -> WF,
+    WF: std::future::Future<Output = Result<u64>>,
+{
+    let mut report = KindRun {
+        kind: label,
+        resumed_at: copied,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    loop {
+        if *batches_left == Some(0) {
+            return Ok((report, true));
+        }
+        let batch = read(cursor).await?;
+        let n = batch.len() as u64;
+        let done = batch.len() < batch_size;
+        let next = batch.last().map(&cursor_of).or(cursor);
+        if n > 0 {
+            report.written += write(batch).await?;
+        }
+        copied += n;
+        pg.upsert_with_checkpoint(&[], name, &position_of(next, done), copied)
+            .await?;
+        report.rows += n;
+        report.batches += 1;
+        cursor = next;
+        if let Some(b) = batches_left {
+            *b -= 1;
+        }
+        let rate = report.rows as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        progress(&Progress {
+            kind: label,
+            copied,
+            total: 0,
+            rate,
+            eta_secs: 0.0,
+            done,
+        });
+        if done {
+            report.done = true;
+            return Ok((report, false));
+        }
+    }
+}
+
 /// Copies one analytics stream in fixed batches after its checkpoint. The events land in the
 /// target's analytics first and the checkpoint after (in PostgreSQL): a crash in between re-sends
 /// the same batch, which `record` stores once (ids already stored are dropped; ClickHouse inserts
@@ -266,57 +333,29 @@ async fn copy_events(
     batches_left: &mut Option<u64>,
     progress: &mut impl FnMut(&Progress),
 ) -> Result<(KindRun, bool)> {
-    let (mut cursor, mut copied) = event_position(pg, kind).await?;
-    let mut report = KindRun {
-        kind: event_stream(kind),
-        resumed_at: copied,
-        ..Default::default()
-    };
-    let started = Instant::now();
-    loop {
-        if *batches_left == Some(0) {
-            return Ok((report, true));
-        }
-        let batch: Vec<AnalyticsEvent> = source.analytics().scan(kind, cursor, batch_size).await?;
-        let done = batch.len() < batch_size;
-        let next = batch
-            .last()
-            .map(|e| EventCursor {
-                created_at: e.created_at(),
-                id: e.id(),
+    copy_stream(
+        pg,
+        &event_checkpoint(kind),
+        event_stream(kind),
+        event_position(pg, kind).await?,
+        batch_size,
+        batches_left,
+        progress,
+        |after| source.analytics().scan(kind, after, batch_size),
+        |batch: Vec<AnalyticsEvent>| async move { target.analytics().record(&batch).await },
+        |e: &AnalyticsEvent| EventCursor {
+            created_at: e.created_at(),
+            id: e.id(),
+        },
+        |next: Option<EventCursor>, done| {
+            serde_json::json!({
+                "created_at": next.map(|c| c.created_at.as_micros()),
+                "id": next.map(|c| c.id.to_string()),
+                "done": done,
             })
-            .or(cursor);
-        if !batch.is_empty() {
-            report.written += target.analytics().record(&batch).await?;
-        }
-        copied += batch.len() as u64;
-        let position = serde_json::json!({
-            "created_at": next.map(|c| c.created_at.as_micros()),
-            "id": next.map(|c| c.id.to_string()),
-            "done": done,
-        });
-        pg.upsert_with_checkpoint(&[], &event_checkpoint(kind), &position, copied)
-            .await?;
-        report.rows += batch.len() as u64;
-        report.batches += 1;
-        cursor = next;
-        if let Some(n) = batches_left {
-            *n -= 1;
-        }
-        let rate = report.rows as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        progress(&Progress {
-            kind: event_stream(kind),
-            copied,
-            total: 0,
-            rate,
-            eta_secs: 0.0,
-            done,
-        });
-        if done {
-            report.done = true;
-            return Ok((report, false));
-        }
-    }
+        },
+    )
+    .await
 }
 
 const EMBEDDINGS: &str = "migrate/embeddings";
@@ -332,7 +371,7 @@ async fn copy_embeddings(
     batches_left: &mut Option<u64>,
     progress: &mut impl FnMut(&Progress),
 ) -> Result<(KindRun, bool)> {
-    let (mut cursor, mut copied) = match pg.checkpoint(EMBEDDINGS).await? {
+    let (cursor, copied) = match pg.checkpoint(EMBEDDINGS).await? {
         Some((p, rows)) => {
             let c = match (p.get("updated_at"), p.get("id"), p.get("kind")) {
                 (Some(t), Some(id), Some(k)) if !t.is_null() => Some(VectorCursor {
@@ -352,51 +391,27 @@ async fn copy_embeddings(
         }
         None => (None, 0),
     };
-    let mut report = KindRun {
-        kind: "embedding",
-        resumed_at: copied,
-        ..Default::default()
-    };
-    let started = Instant::now();
-    loop {
-        if *batches_left == Some(0) {
-            return Ok((report, true));
-        }
-        let batch: Vec<VectorEntry> = source.vectors().scan_entries(cursor, batch_size).await?;
-        let done = batch.len() < batch_size;
-        let next = batch.last().map(VectorEntry::cursor).or(cursor);
-        if !batch.is_empty() {
-            report.written += target.vectors().upsert(&batch).await?;
-        }
-        copied += batch.len() as u64;
-        let position = serde_json::json!({
-            "updated_at": next.map(|c| c.updated_at.as_micros()),
-            "id": next.map(|c| c.id.to_string()),
-            "kind": next.map(|c| c.kind.as_str()),
-            "done": done,
-        });
-        pg.upsert_with_checkpoint(&[], EMBEDDINGS, &position, copied)
-            .await?;
-        report.rows += batch.len() as u64;
-        report.batches += 1;
-        cursor = next;
-        if let Some(n) = batches_left {
-            *n -= 1;
-        }
-        let rate = report.rows as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        progress(&Progress {
-            kind: "embedding",
-            copied,
-            total: 0,
-            rate,
-            eta_secs: 0.0,
-            done,
-        });
-        if done {
-            report.done = true;
-            return Ok((report, false));
-        }
-    }
+    copy_stream(
+        pg,
+        EMBEDDINGS,
+        "embedding",
+        (cursor, copied),
+        batch_size,
+        batches_left,
+        progress,
+        |after| source.vectors().scan_entries(after, batch_size),
+        |batch: Vec<VectorEntry>| async move { target.vectors().upsert(&batch).await },
+        VectorEntry::cursor,
+        |next: Option<VectorCursor>, done| {
+            serde_json::json!({
+                "updated_at": next.map(|c| c.updated_at.as_micros()),
+                "id": next.map(|c| c.id.to_string()),
+                "kind": next.map(|c| c.kind.as_str()),
+                "done": done,
+            })
+        },
+    )
+    .await
 }
 
 /// Every embedding as (workspace, kind, id) → fingerprint of its canonical encoding.
