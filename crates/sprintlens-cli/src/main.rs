@@ -177,17 +177,7 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
             report,
         } => {
             let target = open_target(&t).await?;
-            let mut r = sprintlens::migrate::verify(&source, &target, &[], &workspaces).await?;
-            // Embeddings and events are compared across all workspaces only.
-            if workspaces.is_empty() {
-                let e = sprintlens::migrate::verify_embeddings(&source, &target).await?;
-                r.ok &= e.missing_count + e.extra_count + e.different_count == 0;
-                r.kinds.push(e);
-                for k in sprintlens::migrate::verify_events(&source, &target).await? {
-                    r.ok &= k.missing_count + k.extra_count + k.different_count == 0;
-                    r.kinds.push(k);
-                }
-            }
+            let r = sprintlens::migrate::verify_all(&source, &target, &workspaces).await?;
             sprintlens::migrate::record_verify(&target, &r).await?;
             if let Some(path) = report {
                 std::fs::write(&path, serde_json::to_vec_pretty(&r)?)

@@ -16,6 +16,8 @@ pub mod api;
 pub mod config;
 pub mod gc;
 pub mod layers;
+/// `sprintlens migrate`: its target is PostgreSQL, so it comes with the `postgres` feature.
+#[cfg(feature = "postgres")]
 pub mod migrate;
 pub mod open;
 

@@ -1,27 +1,29 @@
-//! `sprintlens migrate`: backfill records from the configured (source) storage into a target
-//! storage, resumably, and verify that both hold the same rows.
+//! `sprintlens migrate`: backfill records, embeddings and analytics events from the configured
+//! (source) storage into a target whose records are on PostgreSQL, resumably, and verify that both
+//! hold the same rows.
 //!
 //! - `run` reads each record kind in `(updated_at, id)` keyset order (tombstones included, so
-//!   deletes migrate too) and writes batches to the target; on PostgreSQL each batch and its
-//!   checkpoint commit in one transaction, so a killed run redoes at most the batch in flight and
-//!   upserts (newest `updated_at` wins) make that redo harmless. A re-run of a finished migration
-//!   writes nothing; rows changed in the source since are picked up (their `updated_at` moved).
-//! - `verify` hashes a canonical encoding of every record on both sides (object keys sorted,
-//!   numbers as written, times as integer microseconds) and names the ids missing from the
-//!   target, extra in it, or different.
+//!   deletes migrate too) and writes batches to the target; each batch and its checkpoint commit in
+//!   one PostgreSQL transaction, so a killed run redoes at most the batch in flight and upserts
+//!   (newest `updated_at` wins) make that redo harmless. Embeddings and events follow, each batch
+//!   written and then checkpointed (their writes are idempotent too). A re-run of a finished
+//!   migration writes nothing; rows changed in the source since are picked up.
+//! - `verify` hashes a canonical encoding of every record, embedding and event on both sides (object
+//!   keys sorted, numbers as serialised, times as RFC 3339 with microseconds) and names the ids
+//!   missing from the target, extra in it, or different.
 //!
-//! This first slice moves records; embeddings, analytics events, dual-write modes and rollback are
-//! still to come (see the issue).
+//! Dual-write modes and rollback are still to come (see the issue).
 
 use std::collections::HashMap;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sprintlens_core::analytics::{EventCursor, EventKind};
 use sprintlens_core::{
-    AnalyticsEvent, EmbeddingKind, Error, EventId, Record, RecordId, RecordKind, Result,
-    ScanCursor, ScanRequest, Timestamp, VectorCursor, VectorEntry, WorkspaceId,
+    AnalyticsEvent, Error, Record, RecordId, RecordKind, Result, ScanCursor, ScanRequest,
+    Timestamp, VectorEntry, WorkspaceId,
 };
 
 use crate::Storage;
@@ -151,6 +153,13 @@ pub struct KindVerify {
     pub different_count: u64,
 }
 
+impl KindVerify {
+    /// Rows missing, extra or different.
+    pub fn differences(&self) -> u64 {
+        self.missing_count + self.extra_count + self.different_count
+    }
+}
+
 /// What `verify` found.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct VerifyReport {
@@ -162,7 +171,22 @@ pub struct VerifyReport {
     pub seconds: f64,
 }
 
+impl VerifyReport {
+    /// Adds one kind's result.
+    pub fn push(&mut self, kind: KindVerify) {
+        self.ok &= kind.differences() == 0;
+        self.kinds.push(kind);
+    }
+}
+
 const SAMPLE: usize = 100;
+
+fn event_cursor(e: &AnalyticsEvent) -> EventCursor {
+    EventCursor {
+        created_at: e.created_at(),
+        id: e.id(),
+    }
+}
 
 fn checkpoint_name(kind: RecordKind) -> String {
     format!("migrate/records/{}", kind.as_str())
@@ -187,7 +211,6 @@ fn kinds(selected: &[RecordKind]) -> Vec<RecordKind> {
     }
 }
 
-#[cfg(feature = "postgres")]
 fn target_pg(target: &Storage) -> Result<&sprintlens_postgres::PgStore> {
     target.postgres.as_ref().ok_or_else(|| {
         Error::config(
@@ -197,86 +220,56 @@ fn target_pg(target: &Storage) -> Result<&sprintlens_postgres::PgStore> {
     })
 }
 
-#[cfg(not(feature = "postgres"))]
-fn target_pg(_target: &Storage) -> Result<&()> {
-    Err(Error::config(
-        "records.url",
-        "migrate run needs the `postgres` feature and a PostgreSQL target",
-    ))
+/// What a stream's checkpoint holds: the cursor after the last committed batch.
+#[derive(Serialize, Deserialize)]
+struct Checkpoint<C> {
+    cursor: Option<C>,
+    done: bool,
 }
 
-/// Where a kind stands: the cursor after the last committed batch, rows copied, and done.
-#[cfg(feature = "postgres")]
-async fn position(
-    pg: &sprintlens_postgres::PgStore,
-    kind: RecordKind,
-) -> Result<(Option<ScanCursor>, u64, bool)> {
-    let Some((p, rows)) = pg.checkpoint(&checkpoint_name(kind)).await? else {
-        return Ok((None, 0, false));
-    };
-    let cursor = match (p.get("updated_at"), p.get("id")) {
-        (Some(t), Some(id)) if !t.is_null() => Some(ScanCursor {
-            updated_at: Timestamp::from_micros(t.as_i64().unwrap_or_default()),
-            id: id
-                .as_str()
-                .unwrap_or_default()
-                .parse()
-                .map_err(|e: Error| Error::backend("migrate", "checkpoint", e.to_string()))?,
-        }),
-        _ => None,
-    };
-    let done = p.get("done").and_then(Value::as_bool).unwrap_or(false);
-    Ok((cursor, rows, done))
+fn checkpoint<C: Serialize>(cursor: Option<C>, done: bool) -> Result<Value> {
+    serde_json::to_value(Checkpoint { cursor, done })
+        .map_err(|e| Error::backend("migrate", "checkpoint", e))
 }
 
-/// Where an event stream stands.
-#[cfg(feature = "postgres")]
-async fn event_position(
+/// Where stream `name` stands in the target: its cursor and the rows copied.
+async fn load<C: DeserializeOwned>(
     pg: &sprintlens_postgres::PgStore,
-    kind: EventKind,
-) -> Result<(Option<EventCursor>, u64)> {
-    let Some((p, rows)) = pg.checkpoint(&event_checkpoint(kind)).await? else {
-        return Ok((None, 0));
-    };
-    let cursor = match (p.get("created_at"), p.get("id")) {
-        (Some(t), Some(id)) if !t.is_null() => Some(EventCursor {
-            created_at: Timestamp::from_micros(t.as_i64().unwrap_or_default()),
-            id: id
-                .as_str()
-                .unwrap_or_default()
-                .parse::<EventId>()
-                .map_err(|e| Error::backend("migrate", "checkpoint", e.to_string()))?,
-        }),
-        _ => None,
-    };
-    Ok((cursor, rows))
+    name: &str,
+) -> Result<(Option<C>, u64)> {
+    match pg.checkpoint(name).await? {
+        Some((position, rows)) => {
+            let c: Checkpoint<C> = serde_json::from_value(position)
+                .map_err(|e| Error::backend("migrate", "checkpoint", e))?;
+            Ok((c.cursor, rows))
+        }
+        None => Ok((None, 0)),
+    }
 }
 
 /// One stream copied in fixed batches after its checkpoint: read a batch, write it to the target,
 /// then record the checkpoint in PostgreSQL. The writes are idempotent (newest `updated_at` wins, or
 /// stored ids are dropped), so a crash between the two re-sends one batch and changes nothing.
-#[cfg(feature = "postgres")]
 #[allow(clippy::too_many_arguments)]
 async fn copy_stream<T, C, R, RF, W, WF>(
     pg: &sprintlens_postgres::PgStore,
     name: &str,
     label: &'static str,
-    (mut cursor, mut copied): (Option<C>, u64),
     batch_size: usize,
     batches_left: &mut Option<u64>,
     progress: &mut impl FnMut(&Progress),
     read: R,
     write: W,
     cursor_of: impl Fn(&T) -> C,
-    position_of: impl Fn(Option<C>, bool) -> Value,
 ) -> Result<(KindRun, bool)>
 where
-    C: Copy,
+    C: Copy + Serialize + DeserializeOwned,
     R: Fn(Option<C>) -> RF,
     RF: std::future::Future<Output = Result<Vec<T>>>,
     W: Fn(Vec<T>) -> WF,
     WF: std::future::Future<Output = Result<u64>>,
 {
+    let (mut cursor, mut copied) = load::<C>(pg, name).await?;
     let mut report = KindRun {
         kind: label,
         resumed_at: copied,
@@ -295,7 +288,7 @@ where
             report.written += write(batch).await?;
         }
         copied += n;
-        pg.upsert_with_checkpoint(&[], name, &position_of(next, done), copied)
+        pg.upsert_with_checkpoint(&[], name, &checkpoint(next, done)?, copied)
             .await?;
         report.rows += n;
         report.batches += 1;
@@ -323,7 +316,6 @@ where
 /// target's analytics first and the checkpoint after (in PostgreSQL): a crash in between re-sends
 /// the same batch, which `record` stores once (ids already stored are dropped; ClickHouse inserts
 /// also carry a deduplication token).
-#[cfg(feature = "postgres")]
 async fn copy_events(
     source: &Storage,
     target: &Storage,
@@ -337,23 +329,12 @@ async fn copy_events(
         pg,
         &event_checkpoint(kind),
         event_stream(kind),
-        event_position(pg, kind).await?,
         batch_size,
         batches_left,
         progress,
         |after| source.analytics().scan(kind, after, batch_size),
         |batch: Vec<AnalyticsEvent>| async move { target.analytics().record(&batch).await },
-        |e: &AnalyticsEvent| EventCursor {
-            created_at: e.created_at(),
-            id: e.id(),
-        },
-        |next: Option<EventCursor>, done| {
-            serde_json::json!({
-                "created_at": next.map(|c| c.created_at.as_micros()),
-                "id": next.map(|c| c.id.to_string()),
-                "done": done,
-            })
-        },
+        event_cursor,
     )
     .await
 }
@@ -362,7 +343,6 @@ const EMBEDDINGS: &str = "migrate/embeddings";
 
 /// Copies every embedding after the checkpoint (vectors as the source stores them). Upserts keep
 /// the newest `updated_at`, so the batch a crash re-sends is harmless.
-#[cfg(feature = "postgres")]
 async fn copy_embeddings(
     source: &Storage,
     target: &Storage,
@@ -371,106 +351,18 @@ async fn copy_embeddings(
     batches_left: &mut Option<u64>,
     progress: &mut impl FnMut(&Progress),
 ) -> Result<(KindRun, bool)> {
-    let (cursor, copied) = match pg.checkpoint(EMBEDDINGS).await? {
-        Some((p, rows)) => {
-            let c = match (p.get("updated_at"), p.get("id"), p.get("kind")) {
-                (Some(t), Some(id), Some(k)) if !t.is_null() => Some(VectorCursor {
-                    updated_at: Timestamp::from_micros(t.as_i64().unwrap_or_default()),
-                    id: id
-                        .as_str()
-                        .unwrap_or_default()
-                        .parse()
-                        .map_err(|e: Error| {
-                            Error::backend("migrate", "checkpoint", e.to_string())
-                        })?,
-                    kind: EmbeddingKind::parse(k.as_str().unwrap_or_default())?,
-                }),
-                _ => None,
-            };
-            (c, rows)
-        }
-        None => (None, 0),
-    };
     copy_stream(
         pg,
         EMBEDDINGS,
         "embedding",
-        (cursor, copied),
         batch_size,
         batches_left,
         progress,
         |after| source.vectors().scan_entries(after, batch_size),
         |batch: Vec<VectorEntry>| async move { target.vectors().upsert(&batch).await },
         VectorEntry::cursor,
-        |next: Option<VectorCursor>, done| {
-            serde_json::json!({
-                "updated_at": next.map(|c| c.updated_at.as_micros()),
-                "id": next.map(|c| c.id.to_string()),
-                "kind": next.map(|c| c.kind.as_str()),
-                "done": done,
-            })
-        },
     )
     .await
-}
-
-/// Every embedding as (workspace, kind, id) → fingerprint of its canonical encoding.
-async fn embedding_fingerprints(
-    storage: &Storage,
-) -> Result<HashMap<(WorkspaceId, &'static str, RecordId), [u8; 16]>> {
-    use sha2::Digest;
-    let mut out = HashMap::new();
-    let mut after = None;
-    loop {
-        let page = storage
-            .vectors()
-            .scan_entries(after, sprintlens_core::MAX_PAGE)
-            .await?;
-        for e in &page {
-            let v = serde_json::to_value(e).map_err(|e| Error::backend("migrate", "encode", e))?;
-            let mut s = String::with_capacity(4096);
-            canonical(&v, &mut s);
-            let h = sha2::Sha256::digest(s.as_bytes());
-            let mut f = [0u8; 16];
-            f.copy_from_slice(&h[..16]);
-            out.insert((e.workspace, e.kind.as_str(), e.id), f);
-        }
-        if page.len() < sprintlens_core::MAX_PAGE {
-            return Ok(out);
-        }
-        after = page.last().map(VectorEntry::cursor);
-    }
-}
-
-/// Compares every embedding on both sides (vector components exactly, as stored).
-pub async fn verify_embeddings(source: &Storage, target: &Storage) -> Result<KindVerify> {
-    let (a, b) = futures::join!(
-        embedding_fingerprints(source),
-        embedding_fingerprints(target)
-    );
-    let (a, b) = (a?, b?);
-    let mut k = KindVerify {
-        kind: "embedding",
-        source_rows: a.len() as u64,
-        target_rows: b.len() as u64,
-        ..Default::default()
-    };
-    let mut keys: Vec<&(WorkspaceId, &'static str, RecordId)> = a.keys().chain(b.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    for key in keys {
-        let (list, count) = match (a.get(key), b.get(key)) {
-            (Some(_), None) => (&mut k.missing, &mut k.missing_count),
-            (None, Some(_)) => (&mut k.extra, &mut k.extra_count),
-            (Some(x), Some(y)) if x != y => (&mut k.different, &mut k.different_count),
-            _ => continue,
-        };
-        *count += 1;
-        if list.len() < SAMPLE {
-            list.push(key.2);
-        }
-    }
-    Ok(k)
 }
 
 /// One stream's state in the target.
@@ -489,45 +381,32 @@ pub struct StreamStatus {
 /// Where every stream of the migration stands, and the last verification.
 pub async fn status(target: &Storage) -> Result<Vec<StreamStatus>> {
     let pg = target_pg(target)?;
-    #[cfg(feature = "postgres")]
-    {
-        Ok(pg
-            .checkpoints("migrate/")
-            .await?
-            .into_iter()
-            .map(|(name, position, rows, updated_at)| StreamStatus {
-                name,
-                rows,
-                position,
-                updated_at,
-            })
-            .collect())
-    }
-    #[cfg(not(feature = "postgres"))]
-    {
-        let _ = pg;
-        Ok(Vec::new())
-    }
+    Ok(pg
+        .checkpoints("migrate/")
+        .await?
+        .into_iter()
+        .map(|(name, position, rows, updated_at)| StreamStatus {
+            name,
+            rows,
+            position,
+            updated_at,
+        })
+        .collect())
 }
 
 /// Records a verification's outcome in the target (shown by `status`).
 pub async fn record_verify(target: &Storage, report: &VerifyReport) -> Result<()> {
     let pg = target_pg(target)?;
-    #[cfg(feature = "postgres")]
-    {
-        let rows: u64 = report.kinds.iter().map(|k| k.source_rows).sum();
-        let summary = serde_json::json!({
-            "ok": report.ok,
-            "missing": report.kinds.iter().map(|k| k.missing_count).sum::<u64>(),
-            "extra": report.kinds.iter().map(|k| k.extra_count).sum::<u64>(),
-            "different": report.kinds.iter().map(|k| k.different_count).sum::<u64>(),
-            "seconds": report.seconds,
-        });
-        pg.upsert_with_checkpoint(&[], "migrate/verify", &summary, rows)
-            .await?;
-    }
-    #[cfg(not(feature = "postgres"))]
-    let _ = (pg, report);
+    let rows: u64 = report.kinds.iter().map(|k| k.source_rows).sum();
+    let summary = serde_json::json!({
+        "ok": report.ok,
+        "missing": report.kinds.iter().map(|k| k.missing_count).sum::<u64>(),
+        "extra": report.kinds.iter().map(|k| k.extra_count).sum::<u64>(),
+        "different": report.kinds.iter().map(|k| k.different_count).sum::<u64>(),
+        "seconds": report.seconds,
+    });
+    pg.upsert_with_checkpoint(&[], "migrate/verify", &summary, rows)
+        .await?;
     Ok(())
 }
 
@@ -536,13 +415,7 @@ pub async fn plan(source: &Storage, target: &Storage) -> Result<Vec<KindPlan>> {
     let pg = target_pg(target)?;
     let mut out = Vec::new();
     for kind in RecordKind::ALL {
-        #[cfg(feature = "postgres")]
-        let (_, copied, _) = position(pg, *kind).await?;
-        #[cfg(not(feature = "postgres"))]
-        let copied = {
-            let _ = pg;
-            0
-        };
+        let (_, copied) = load::<ScanCursor>(pg, &checkpoint_name(*kind)).await?;
         out.push(KindPlan {
             kind: kind.as_str(),
             source_rows: source.records().count(*kind, None).await?,
@@ -566,107 +439,95 @@ pub async fn run(
         ));
     }
     let pg = target_pg(target)?;
-    #[cfg(not(feature = "postgres"))]
-    {
-        let _ = (pg, source, &mut progress);
-        Err(Error::unsupported("migrate", "run without PostgreSQL"))
-    }
-    #[cfg(feature = "postgres")]
-    {
-        let mut reports = Vec::new();
-        let mut batches_left = options.stop_after_batches;
-        for kind in kinds(&options.kinds) {
-            let total = source.records().count(kind, None).await?;
-            let (mut cursor, mut copied, _) = position(pg, kind).await?;
-            let mut report = KindRun {
-                kind: kind.as_str(),
-                resumed_at: copied,
-                ..Default::default()
-            };
-            let started = Instant::now();
-            let mut prefetched: Option<Vec<Record>> = None;
-            loop {
-                if batches_left == Some(0) {
-                    reports.push(report);
-                    return Ok(reports);
-                }
-                let batch = match prefetched.take() {
-                    Some(b) => b,
-                    None => read_records(source, kind, cursor, options.batch).await?,
-                };
-                let done = batch.len() < options.batch;
-                let next = batch.last().map(Record::cursor).or(cursor);
-                let position = serde_json::json!({
-                    "updated_at": next.map(|c| c.updated_at.as_micros()),
-                    "id": next.map(|c| c.id.to_string()),
-                    "done": done,
-                });
-                copied += batch.len() as u64;
-                // Write this batch while the next one is read from the source.
-                let name = checkpoint_name(kind);
-                let write = pg.upsert_with_checkpoint(&batch, &name, &position, copied);
-                let outcome = if done || batches_left == Some(1) {
-                    write.await?
-                } else {
-                    let (written, read) =
-                        futures::join!(write, read_records(source, kind, next, options.batch));
-                    prefetched = Some(read?);
-                    written?
-                };
-                report.rows += batch.len() as u64;
-                report.written += outcome.written;
-                report.batches += 1;
-                cursor = next;
-                if let Some(n) = &mut batches_left {
-                    *n -= 1;
-                }
-                let rate = report.rows as f64 / started.elapsed().as_secs_f64().max(1e-9);
-                progress(&Progress {
-                    kind: kind.as_str(),
-                    copied,
-                    total,
-                    rate,
-                    eta_secs: if rate > 0.0 {
-                        total.saturating_sub(copied) as f64 / rate
-                    } else {
-                        0.0
-                    },
-                    done,
-                });
-                if done {
-                    report.done = true;
-                    break;
-                }
-            }
-            reports.push(report);
-        }
-        let small = options.batch.min(sprintlens_core::MAX_PAGE);
-        let (report, stopped) =
-            copy_embeddings(source, target, pg, small, &mut batches_left, &mut progress).await?;
-        reports.push(report);
-        if stopped {
-            return Ok(reports);
-        }
-        if options.events {
-            for kind in [EventKind::EvalResult, EventKind::Usage] {
-                let (report, stopped) = copy_events(
-                    source,
-                    target,
-                    pg,
-                    kind,
-                    small,
-                    &mut batches_left,
-                    &mut progress,
-                )
-                .await?;
+    let mut reports = Vec::new();
+    let mut batches_left = options.stop_after_batches;
+    for kind in kinds(&options.kinds) {
+        let total = source.records().count(kind, None).await?;
+        let name = checkpoint_name(kind);
+        let (mut cursor, mut copied) = load::<ScanCursor>(pg, &name).await?;
+        let mut report = KindRun {
+            kind: kind.as_str(),
+            resumed_at: copied,
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let mut prefetched: Option<Vec<Record>> = None;
+        loop {
+            if batches_left == Some(0) {
                 reports.push(report);
-                if stopped {
-                    return Ok(reports);
-                }
+                return Ok(reports);
+            }
+            let batch = match prefetched.take() {
+                Some(b) => b,
+                None => read_records(source, kind, cursor, options.batch).await?,
+            };
+            let done = batch.len() < options.batch;
+            let next = batch.last().map(Record::cursor).or(cursor);
+            let position = checkpoint(next, done)?;
+            copied += batch.len() as u64;
+            // Write this batch while the next one is read from the source.
+            let write = pg.upsert_with_checkpoint(&batch, &name, &position, copied);
+            let outcome = if done || batches_left == Some(1) {
+                write.await?
+            } else {
+                let (written, read) =
+                    futures::join!(write, read_records(source, kind, next, options.batch));
+                prefetched = Some(read?);
+                written?
+            };
+            report.rows += batch.len() as u64;
+            report.written += outcome.written;
+            report.batches += 1;
+            cursor = next;
+            if let Some(n) = &mut batches_left {
+                *n -= 1;
+            }
+            let rate = report.rows as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            progress(&Progress {
+                kind: kind.as_str(),
+                copied,
+                total,
+                rate,
+                eta_secs: if rate > 0.0 {
+                    total.saturating_sub(copied) as f64 / rate
+                } else {
+                    0.0
+                },
+                done,
+            });
+            if done {
+                report.done = true;
+                break;
             }
         }
-        Ok(reports)
+        reports.push(report);
     }
+    let small = options.batch.min(sprintlens_core::MAX_PAGE);
+    let (report, stopped) =
+        copy_embeddings(source, target, pg, small, &mut batches_left, &mut progress).await?;
+    reports.push(report);
+    if stopped {
+        return Ok(reports);
+    }
+    if options.events {
+        for kind in [EventKind::EvalResult, EventKind::Usage] {
+            let (report, stopped) = copy_events(
+                source,
+                target,
+                pg,
+                kind,
+                small,
+                &mut batches_left,
+                &mut progress,
+            )
+            .await?;
+            reports.push(report);
+            if stopped {
+                return Ok(reports);
+            }
+        }
+    }
+    Ok(reports)
 }
 
 /// Writes `v` with object keys sorted: one encoding per meaning.
@@ -700,10 +561,10 @@ fn canonical(v: &Value, out: &mut String) {
     }
 }
 
-/// The SHA-256 (first 16 bytes) of a record's canonical encoding.
-pub fn fingerprint(r: &Record) -> Result<[u8; 16]> {
+/// The SHA-256 (first 16 bytes) of the canonical encoding of a record, embedding or event.
+pub fn fingerprint<T: Serialize>(item: &T) -> Result<[u8; 16]> {
     use sha2::Digest;
-    let v = serde_json::to_value(r).map_err(|e| Error::backend("migrate", "encode", e))?;
+    let v = serde_json::to_value(item).map_err(|e| Error::backend("migrate", "encode", e))?;
     let mut s = String::with_capacity(256);
     canonical(&v, &mut s);
     let h = sha2::Sha256::digest(s.as_bytes());
@@ -712,109 +573,99 @@ pub fn fingerprint(r: &Record) -> Result<[u8; 16]> {
     Ok(out)
 }
 
+/// Reads a whole stream in pages of the port's largest page and fingerprints every item by key.
+async fn fingerprint_all<T, K, C, R, RF>(
+    read: R,
+    key_of: impl Fn(&T) -> K,
+    cursor_of: impl Fn(&T) -> C,
+) -> Result<HashMap<K, [u8; 16]>>
+where
+    T: Serialize,
+    K: std::hash::Hash + Eq,
+    R: Fn(Option<C>) -> RF,
+    RF: std::future::Future<Output = Result<Vec<T>>>,
+{
+    let mut out = HashMap::new();
+    let mut after = None;
+    loop {
+        let page = read(after).await?;
+        for item in &page {
+            out.insert(key_of(item), fingerprint(item)?);
+        }
+        if page.len() < sprintlens_core::MAX_PAGE {
+            return Ok(out);
+        }
+        after = page.last().map(&cursor_of);
+    }
+}
+
+/// Both sides' fingerprints compared: what is missing from the target, extra in it, or different,
+/// named by the id `id_of` gives each key.
+fn compare<K: Ord + std::hash::Hash>(
+    kind: &'static str,
+    a: &HashMap<K, [u8; 16]>,
+    b: &HashMap<K, [u8; 16]>,
+    id_of: impl Fn(&K) -> Option<RecordId>,
+) -> KindVerify {
+    let mut k = KindVerify {
+        kind,
+        source_rows: a.len() as u64,
+        target_rows: b.len() as u64,
+        ..Default::default()
+    };
+    let mut keys: Vec<&K> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        let (list, count) = match (a.get(key), b.get(key)) {
+            (Some(_), None) => (&mut k.missing, &mut k.missing_count),
+            (None, Some(_)) => (&mut k.extra, &mut k.extra_count),
+            (Some(x), Some(y)) if x != y => (&mut k.different, &mut k.different_count),
+            _ => continue,
+        };
+        *count += 1;
+        if list.len() < SAMPLE
+            && let Some(id) = id_of(key)
+        {
+            list.push(id);
+        }
+    }
+    k
+}
+
 /// Every record of `kind` (of the given workspaces, or all) as id → fingerprint.
-async fn fingerprints(
+async fn record_fingerprints(
     storage: &Storage,
     kind: RecordKind,
     workspaces: &[WorkspaceId],
 ) -> Result<HashMap<RecordId, [u8; 16]>> {
-    let mut out = HashMap::new();
     let scopes: Vec<Option<WorkspaceId>> = if workspaces.is_empty() {
         vec![None]
     } else {
         workspaces.iter().copied().map(Some).collect()
     };
-    for workspace in scopes {
-        let mut after = None;
-        loop {
-            let page = storage
-                .records()
-                .scan(&ScanRequest {
-                    kind,
-                    workspace,
-                    after,
-                    limit: sprintlens_core::MAX_PAGE,
-                })
-                .await?;
-            for r in &page {
-                out.insert(r.id, fingerprint(r)?);
-            }
-            if page.len() < sprintlens_core::MAX_PAGE {
-                break;
-            }
-            after = page.last().map(Record::cursor);
-        }
-    }
-    Ok(out)
-}
-
-/// Every event of one stream as id → fingerprint.
-async fn event_fingerprints(
-    storage: &Storage,
-    kind: EventKind,
-) -> Result<HashMap<EventId, [u8; 16]>> {
-    use sha2::Digest;
     let mut out = HashMap::new();
-    let mut after = None;
-    loop {
-        let page = storage
-            .analytics()
-            .scan(kind, after, sprintlens_core::MAX_PAGE)
-            .await?;
-        for e in &page {
-            let v = serde_json::to_value(e).map_err(|e| Error::backend("migrate", "encode", e))?;
-            let mut s = String::with_capacity(256);
-            canonical(&v, &mut s);
-            let h = sha2::Sha256::digest(s.as_bytes());
-            let mut f = [0u8; 16];
-            f.copy_from_slice(&h[..16]);
-            out.insert(e.id(), f);
-        }
-        if page.len() < sprintlens_core::MAX_PAGE {
-            return Ok(out);
-        }
-        after = page.last().map(|e| EventCursor {
-            created_at: e.created_at(),
-            id: e.id(),
-        });
-    }
-}
-
-/// Compares both analytics streams on both sides (all workspaces); differences are reported by
-/// event id (as a record id would be).
-pub async fn verify_events(source: &Storage, target: &Storage) -> Result<Vec<KindVerify>> {
-    let mut out = Vec::new();
-    for kind in [EventKind::EvalResult, EventKind::Usage] {
-        let (a, b) = futures::join!(
-            event_fingerprints(source, kind),
-            event_fingerprints(target, kind)
+    for workspace in scopes {
+        out.extend(
+            fingerprint_all(
+                |after| {
+                    let records = storage.records().clone();
+                    async move {
+                        records
+                            .scan(&ScanRequest {
+                                kind,
+                                workspace,
+                                after,
+                                limit: sprintlens_core::MAX_PAGE,
+                            })
+                            .await
+                    }
+                },
+                |r: &Record| r.id,
+                Record::cursor,
+            )
+            .await?,
         );
-        let (a, b) = (a?, b?);
-        let mut k = KindVerify {
-            kind: event_stream(kind),
-            source_rows: a.len() as u64,
-            target_rows: b.len() as u64,
-            ..Default::default()
-        };
-        let mut ids: Vec<&EventId> = a.keys().chain(b.keys()).collect();
-        ids.sort();
-        ids.dedup();
-        for id in ids {
-            let as_record = || id.to_string().parse::<RecordId>();
-            let (list, count) = match (a.get(id), b.get(id)) {
-                (Some(_), None) => (&mut k.missing, &mut k.missing_count),
-                (None, Some(_)) => (&mut k.extra, &mut k.extra_count),
-                (Some(x), Some(y)) if x != y => (&mut k.different, &mut k.different_count),
-                _ => continue,
-            };
-            *count += 1;
-            if list.len() < SAMPLE
-                && let Ok(r) = as_record()
-            {
-                list.push(r);
-            }
-        }
-        out.push(k);
     }
     Ok(out)
 }
@@ -834,44 +685,70 @@ pub async fn verify(
     for kind in kinds(kinds_selected) {
         // Both sides at once: the source is read on SQLite's threads while the target answers.
         let (a, b) = futures::join!(
-            fingerprints(source, kind, workspaces),
-            fingerprints(target, kind, workspaces)
+            record_fingerprints(source, kind, workspaces),
+            record_fingerprints(target, kind, workspaces)
         );
-        let (a, b) = (a?, b?);
-        let mut k = KindVerify {
-            kind: kind.as_str(),
-            source_rows: a.len() as u64,
-            target_rows: b.len() as u64,
-            ..Default::default()
+        report.push(compare(kind.as_str(), &a?, &b?, |id| Some(*id)));
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Compares every embedding on both sides (vector components exactly, as stored).
+pub async fn verify_embeddings(source: &Storage, target: &Storage) -> Result<KindVerify> {
+    let all = |s: &Storage| {
+        let vectors = s.vectors().clone();
+        fingerprint_all(
+            move |after| {
+                let vectors = vectors.clone();
+                async move { vectors.scan_entries(after, sprintlens_core::MAX_PAGE).await }
+            },
+            |e: &VectorEntry| (e.workspace, e.kind.as_str(), e.id),
+            VectorEntry::cursor,
+        )
+    };
+    let (a, b) = futures::join!(all(source), all(target));
+    Ok(compare("embedding", &a?, &b?, |key| Some(key.2)))
+}
+
+/// Compares both analytics streams on both sides (all workspaces); differences are named by event
+/// id (as a record id).
+pub async fn verify_events(source: &Storage, target: &Storage) -> Result<Vec<KindVerify>> {
+    let mut out = Vec::new();
+    for kind in [EventKind::EvalResult, EventKind::Usage] {
+        let all = |s: &Storage| {
+            let analytics = s.analytics().clone();
+            fingerprint_all(
+                move |after| {
+                    let analytics = analytics.clone();
+                    async move { analytics.scan(kind, after, sprintlens_core::MAX_PAGE).await }
+                },
+                |e: &AnalyticsEvent| e.id(),
+                event_cursor,
+            )
         };
-        let mut ids: Vec<&RecordId> = a.keys().chain(b.keys()).collect();
-        ids.sort();
-        ids.dedup();
-        for id in ids {
-            match (a.get(id), b.get(id)) {
-                (Some(_), None) => {
-                    k.missing_count += 1;
-                    if k.missing.len() < SAMPLE {
-                        k.missing.push(*id);
-                    }
-                }
-                (None, Some(_)) => {
-                    k.extra_count += 1;
-                    if k.extra.len() < SAMPLE {
-                        k.extra.push(*id);
-                    }
-                }
-                (Some(x), Some(y)) if x != y => {
-                    k.different_count += 1;
-                    if k.different.len() < SAMPLE {
-                        k.different.push(*id);
-                    }
-                }
-                _ => {}
-            }
+        let (a, b) = futures::join!(all(source), all(target));
+        out.push(compare(event_stream(kind), &a?, &b?, |id| {
+            id.to_string().parse::<RecordId>().ok()
+        }));
+    }
+    Ok(out)
+}
+
+/// Records of the selected workspaces (or all); without a workspace filter also every embedding
+/// and both analytics streams (those are compared across all workspaces only).
+pub async fn verify_all(
+    source: &Storage,
+    target: &Storage,
+    workspaces: &[WorkspaceId],
+) -> Result<VerifyReport> {
+    let started = Instant::now();
+    let mut report = verify(source, target, &[], workspaces).await?;
+    if workspaces.is_empty() {
+        report.push(verify_embeddings(source, target).await?);
+        for k in verify_events(source, target).await? {
+            report.push(k);
         }
-        report.ok &= k.missing_count + k.extra_count + k.different_count == 0;
-        report.kinds.push(k);
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
