@@ -63,6 +63,27 @@ pub struct S3Location {
 }
 
 impl S3Location {
+    /// object_store's S3 builder for this bucket: the `AWS_*` environment, then the URL's settings.
+    pub fn builder(&self) -> object_store::aws::AmazonS3Builder {
+        let mut b = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(&self.bucket)
+            .with_allow_http(self.allow_http)
+            .with_unsigned_payload(self.effective_unsigned_payload());
+        if let Some(e) = &self.endpoint {
+            b = b.with_endpoint(e);
+        }
+        if let Some(r) = &self.region {
+            b = b.with_region(r);
+        }
+        if let Some(k) = &self.access_key_id {
+            b = b.with_access_key_id(k);
+        }
+        if let Some(k) = &self.secret_access_key {
+            b = b.with_secret_access_key(k);
+        }
+        b
+    }
+
     /// Whether bodies go unsigned (see [`S3Location::unsigned_payload`]).
     pub fn effective_unsigned_payload(&self) -> bool {
         self.unsigned_payload.unwrap_or_else(|| {
@@ -167,19 +188,7 @@ pub struct BlobOptions {
 impl BlobOptions {
     /// `location` with every other setting at the `[blobs]` defaults.
     pub fn new(location: Location) -> Self {
-        let d = BlobsConfig::default();
-        BlobOptions {
-            location,
-            max_object_bytes: d.max_object_bytes,
-            multipart_threshold_bytes: d.multipart_threshold_bytes,
-            part_size_bytes: d.part_size_bytes,
-            upload_concurrency: d.upload_concurrency as usize,
-            connect_timeout: Duration::from_millis(d.connect_timeout_ms),
-            request_timeout: Duration::from_millis(d.request_timeout_ms),
-            max_retries: d.max_retries,
-            retry_backoff: Duration::from_millis(d.retry_backoff_ms),
-            deadline: Duration::from_millis(d.deadline_ms),
-        }
+        Self::tuned(location, &BlobsConfig::default())
     }
 
     /// The `[blobs]` section: URL and every tuning key (checked first; errors name the key).
@@ -187,7 +196,12 @@ impl BlobOptions {
         config.validate()?;
         let location =
             Self::from_url("blobs.url", config.url.expose(), config.max_object_bytes)?.location;
-        Ok(BlobOptions {
+        Ok(Self::tuned(location, config))
+    }
+
+    /// `location` with the tuning keys of `config`.
+    fn tuned(location: Location, config: &BlobsConfig) -> Self {
+        BlobOptions {
             location,
             max_object_bytes: config.max_object_bytes,
             multipart_threshold_bytes: config.multipart_threshold_bytes,
@@ -198,7 +212,7 @@ impl BlobOptions {
             max_retries: config.max_retries,
             retry_backoff: Duration::from_millis(config.retry_backoff_ms),
             deadline: Duration::from_millis(config.deadline_ms),
-        })
+        }
     }
 
     fn client_options(&self) -> ClientOptions {
@@ -341,24 +355,10 @@ impl ObjectBlobStore {
                     max_retries: options.max_retries as usize,
                     retry_timeout: options.deadline,
                 };
-                let mut b = object_store::aws::AmazonS3Builder::from_env()
-                    .with_bucket_name(&loc.bucket)
-                    .with_allow_http(loc.allow_http)
-                    .with_unsigned_payload(loc.effective_unsigned_payload())
+                let b = loc
+                    .builder()
                     .with_client_options(options.client_options())
                     .with_retry(retry);
-                if let Some(e) = &loc.endpoint {
-                    b = b.with_endpoint(e);
-                }
-                if let Some(r) = &loc.region {
-                    b = b.with_region(r);
-                }
-                if let Some(k) = &loc.access_key_id {
-                    b = b.with_access_key_id(k);
-                }
-                if let Some(k) = &loc.secret_access_key {
-                    b = b.with_secret_access_key(k);
-                }
                 let s3 = Arc::new(b.build().map_err(|e| {
                     Error::config("blobs.url", format!("invalid S3 settings: {e}"))
                 })?);

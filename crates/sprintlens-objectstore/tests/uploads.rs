@@ -30,6 +30,28 @@ fn stalling_64mb(stall_after: u64, sent: Arc<AtomicU64>) -> ByteStream {
     )
 }
 
+/// Starts a 64 MB streamed upload in its own task and returns once 40 MB were handed out and the
+/// stream stalled (the task is still waiting on it).
+async fn upload_stalled_at_40mb(
+    store: &Arc<ObjectBlobStore>,
+    ws: WorkspaceId,
+    key: &BlobKey,
+) -> tokio::task::JoinHandle<sprintlens_core::Result<sprintlens_core::BlobMeta>> {
+    let sent = Arc::new(AtomicU64::new(0));
+    let task = {
+        let (store, key, sent) = (store.clone(), key.clone(), sent.clone());
+        tokio::spawn(async move {
+            store
+                .put_stream(ws, &key, stalling_64mb(40, sent), PutOptions::default())
+                .await
+        })
+    };
+    while sent.load(Ordering::SeqCst) < 40 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    task
+}
+
 async fn eventually_no_uploads(store: &ObjectBlobStore, ws: WorkspaceId) -> usize {
     for _ in 0..100 {
         let n = store.incomplete_uploads(Some(ws)).await.unwrap().len();
@@ -53,18 +75,7 @@ async fn interrupted_64mb_s3_upload_leaves_no_object_and_the_janitor_no_upload()
     let key = BlobKey::new("uploads/video.bin").unwrap();
 
     // 1. The caller goes away mid-way (its task is cancelled after 40 of 64 MB).
-    let sent = Arc::new(AtomicU64::new(0));
-    let task = {
-        let (store, key, sent) = (store.clone(), key.clone(), sent.clone());
-        tokio::spawn(async move {
-            store
-                .put_stream(ws, &key, stalling_64mb(40, sent), PutOptions::default())
-                .await
-        })
-    };
-    while sent.load(Ordering::SeqCst) < 40 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let task = upload_stalled_at_40mb(&store, ws, &key).await;
     // The multipart upload exists while the stream is stalled (so the checks below can fail).
     let mut open = 0;
     for _ in 0..100 {
@@ -89,25 +100,7 @@ async fn interrupted_64mb_s3_upload_leaves_no_object_and_the_janitor_no_upload()
     println!("cancelled 64 MB upload after 40 MB: no object, no incomplete upload");
 
     // 2. The process dies (kill -9): nothing can abort; the upload stays until the janitor runs.
-    let mut b = object_store::aws::AmazonS3Builder::new()
-        .with_bucket_name(&loc.bucket)
-        .with_allow_http(loc.allow_http);
-    for (set, v) in [
-        (0, &loc.endpoint),
-        (1, &loc.region),
-        (2, &loc.access_key_id),
-        (3, &loc.secret_access_key),
-    ] {
-        if let Some(v) = v {
-            b = match set {
-                0 => b.with_endpoint(v),
-                1 => b.with_region(v),
-                2 => b.with_access_key_id(v),
-                _ => b.with_secret_access_key(v),
-            };
-        }
-    }
-    let raw = b.build().unwrap();
+    let raw = loc.builder().build().unwrap();
     let path = object_store::path::Path::from(format!("{ws}/uploads/killed.bin"));
     let mut upload = raw.put_multipart(&path).await.unwrap();
     upload
@@ -157,18 +150,7 @@ async fn cancelled_folder_upload_leaves_nothing_and_stale_staging_files_are_swep
     );
     let ws = WorkspaceId::new();
     let key = BlobKey::new("uploads/video.bin").unwrap();
-    let sent = Arc::new(AtomicU64::new(0));
-    let task = {
-        let (store, key, sent) = (store.clone(), key.clone(), sent.clone());
-        tokio::spawn(async move {
-            store
-                .put_stream(ws, &key, stalling_64mb(40, sent), PutOptions::default())
-                .await
-        })
-    };
-    while sent.load(Ordering::SeqCst) < 40 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let task = upload_stalled_at_40mb(&store, ws, &key).await;
     task.abort();
     let _ = task.await;
     assert_eq!(
