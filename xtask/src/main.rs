@@ -33,15 +33,8 @@ fn main() -> Result<()> {
                     || ["redis", "objects", "clickhouse", "migrate"].contains(&b.as_str())
             }) {
                 // The migration benchmark's peer: pgloader (Debian), installed on first use.
-                if rest.first().is_some_and(|b| b == "migrate")
-                    && cmd!(sh, "sh -c 'command -v pgloader'")
-                        .quiet()
-                        .ignore_stdout()
-                        .run()
-                        .is_err()
-                {
-                    eprintln!("installing pgloader (the peer of `bench migrate`)");
-                    cmd!(sh, "apt-get install -y -q pgloader").run()?;
+                if rest.first().is_some_and(|b| b == "migrate") {
+                    services::install_debian(&[("pgloader", "pgloader")])?;
                 }
                 let stack = services::Stack::new(&project_root());
                 stack.up()?;

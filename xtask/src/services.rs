@@ -54,6 +54,42 @@ pub struct Stack {
     pub project: PathBuf,
 }
 
+/// Installs the Debian packages whose command (`(command, package)`) is missing, with sudo when
+/// not root.
+pub fn install_debian(wanted: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(bin, _)| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {bin}")])
+                .stdout(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        })
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("installing Debian packages: {}", missing.join(" "));
+    let sudo = if is_root() { vec![] } else { vec!["sudo"] };
+    let mut update = Command::new(sudo.first().copied().unwrap_or("apt-get"));
+    if !sudo.is_empty() {
+        update.arg("apt-get");
+    }
+    run(update.args(["update", "-qq"]))?;
+    let mut install = Command::new(sudo.first().copied().unwrap_or("apt-get"));
+    if !sudo.is_empty() {
+        install.arg("apt-get");
+    }
+    run(install
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing))?;
+    Ok(())
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -222,42 +258,12 @@ impl Stack {
     }
 
     fn install_apt(&self) -> Result<()> {
-        let missing: Vec<&str> = [
+        install_debian(&[
             ("redis-server", "redis-server"),
             ("redis-cli", "redis-tools"),
             // The plain HTTP client of the object benchmark (`bench objects`).
             ("curl", "curl"),
-        ]
-        .into_iter()
-        .filter(|(bin, _)| {
-            !Command::new("sh")
-                .args(["-c", &format!("command -v {bin}")])
-                .stdout(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-        })
-        .map(|(_, pkg)| pkg)
-        .collect();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        eprintln!("installing Debian packages: {}", missing.join(" "));
-        let sudo = if is_root() { vec![] } else { vec!["sudo"] };
-        let mut update = Command::new(sudo.first().copied().unwrap_or("apt-get"));
-        if !sudo.is_empty() {
-            update.arg("apt-get");
-        }
-        run(update.args(["update", "-qq"]))?;
-        let mut install = Command::new(sudo.first().copied().unwrap_or("apt-get"));
-        if !sudo.is_empty() {
-            install.arg("apt-get");
-        }
-        run(install
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing))?;
-        Ok(())
+        ])
     }
 
     fn install_python(&self) -> Result<()> {
