@@ -6,6 +6,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod id;
+pub mod outbox;
 pub mod record;
 pub mod session;
 pub mod store;
@@ -20,6 +21,7 @@ pub use blob::{
 pub use cache::{Cache, CacheKey, CacheStats, Loader};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use id::*;
+pub use outbox::{OutboxEntry, OutboxStats, OutboxStore, ParkedEntry, PendingWrite};
 pub use record::*;
 pub use session::{Session, SessionPolicy, SessionStore, SessionToken};
 pub use store::{RecordStore, RecordStoreExt};

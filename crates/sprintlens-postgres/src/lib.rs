@@ -2,6 +2,7 @@
 
 mod copy;
 mod migrations;
+mod outbox;
 mod records;
 mod vectors;
 
@@ -335,7 +336,9 @@ impl PgStore {
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                 "GRANT SELECT, INSERT, UPDATE, DELETE ON records, embeddings TO \"{role}\";
                  GRANT SELECT ON vector_meta, sprintlens_migrations TO \"{role}\";
-                 GRANT SELECT, INSERT, UPDATE, DELETE ON sprintlens_checkpoints TO \"{role}\";"
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON sprintlens_checkpoints TO \"{role}\";
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON sprintlens_outbox TO \"{role}\";
+                 GRANT USAGE ON SEQUENCE sprintlens_outbox_seq_seq TO \"{role}\";"
             )))
             .execute(&mut *tx)
             .await

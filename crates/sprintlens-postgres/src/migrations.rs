@@ -60,6 +60,25 @@ CREATE TABLE sprintlens_checkpoints (
 );
 "#,
     ),
+    (
+        3,
+        "outbox",
+        r#"
+-- Writes logged in their own transaction for delivery to the other store of a dual-write
+-- migration (the `OutboxStore` port): the store of record after cut-over. Entries name records
+-- and carry no content, so the table needs no row-level security.
+CREATE TABLE sprintlens_outbox (
+    seq        bigserial PRIMARY KEY,
+    workspace  uuid NOT NULL,
+    kind       text NOT NULL,
+    id         uuid NOT NULL,
+    logged_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    parked_at  timestamptz,
+    error      text
+);
+CREATE INDEX sprintlens_outbox_parked ON sprintlens_outbox (parked_at) WHERE parked_at IS NOT NULL;
+"#,
+    ),
 ];
 
 /// The vector table for a dimension and precision (created by `schema apply` with the configured values).

@@ -18,9 +18,9 @@ use crate::{BACKEND, PgStore, classify, copy, from_ts, scoped, set_workspace, ts
 /// Batches larger than this go through binary COPY into a staging table.
 pub const COPY_THRESHOLD: usize = 500;
 
-const COLUMNS: &str = "id, workspace, created_at, updated_at, deleted, body";
+pub(crate) const COLUMNS: &str = "id, workspace, created_at, updated_at, deleted, body";
 
-fn decode(row: &PgRow) -> Result<Record> {
+pub(crate) fn decode(row: &PgRow) -> Result<Record> {
     let map = |e: sqlx::Error| classify("decode", e);
     let id: Uuid = row.try_get("id").map_err(map)?;
     let ws: Uuid = row.try_get("workspace").map_err(map)?;
@@ -257,8 +257,9 @@ impl PgStore {
         checkpoint: &serde_json::Value,
         rows: u64,
     ) -> Result<UpsertOutcome> {
-        self.upsert_in(records, Some((name, checkpoint, rows)))
+        self.upsert_in(records, Some((name, checkpoint, rows)), false)
             .await
+            .map(|(o, _)| o)
     }
 
     /// The checkpoint of stream `name` and the rows it counts, if one was written.
@@ -306,11 +307,12 @@ impl PgStore {
         Ok(done.rows_affected())
     }
 
-    async fn upsert_in(
+    pub(crate) async fn upsert_in(
         &self,
         records: &[Record],
         checkpoint: Option<(&str, &serde_json::Value, u64)>,
-    ) -> Result<UpsertOutcome> {
+        log: bool,
+    ) -> Result<(UpsertOutcome, Vec<i64>)> {
         for r in records {
             r.validate()?;
         }
@@ -365,11 +367,23 @@ impl PgStore {
             .await
             .map_err(|e| classify("checkpoint", e))?;
         }
+        let seqs = if log {
+            crate::outbox::log(
+                &mut tx,
+                records.iter().map(|r| (r.workspace, r.kind(), r.id)),
+            )
+            .await?
+        } else {
+            Vec::new()
+        };
         tx.commit().await.map_err(|e| classify("upsert", e))?;
-        Ok(UpsertOutcome {
-            written,
-            skipped: records.len() as u64 - written,
-        })
+        Ok((
+            UpsertOutcome {
+                written,
+                skipped: records.len() as u64 - written,
+            },
+            seqs,
+        ))
     }
 }
 
@@ -380,7 +394,7 @@ impl RecordStore for PgStore {
     }
 
     async fn upsert(&self, records: &[Record]) -> Result<UpsertOutcome> {
-        self.upsert_in(records, None).await
+        self.upsert_in(records, None, false).await.map(|(o, _)| o)
     }
 
     async fn get(
@@ -446,6 +460,30 @@ impl RecordStore for PgStore {
         id: RecordId,
         at: Timestamp,
     ) -> Result<bool> {
+        self.delete_in(workspace, kind, id, at, false)
+            .await
+            .map(|(d, _)| d)
+    }
+
+    async fn scan(&self, request: &ScanRequest) -> Result<Vec<Record>> {
+        self.scan_in(request).await
+    }
+
+    async fn count(&self, kind: RecordKind, workspace: Option<WorkspaceId>) -> Result<u64> {
+        self.count_in(kind, workspace).await
+    }
+}
+
+impl PgStore {
+    /// `delete`, plus an outbox entry in the same transaction when `log`.
+    pub(crate) async fn delete_in(
+        &self,
+        workspace: WorkspaceId,
+        kind: RecordKind,
+        id: RecordId,
+        at: Timestamp,
+        log: bool,
+    ) -> Result<(bool, i64)> {
         let mut tx = scoped(&self.pool, workspace, "delete").await?;
         let n = sqlx::query(
             "UPDATE records SET deleted = true, updated_at = $4
@@ -459,11 +497,16 @@ impl RecordStore for PgStore {
         .await
         .map_err(|e| classify("delete", e))?
         .rows_affected();
+        let seq = if log {
+            crate::outbox::log(&mut tx, std::iter::once((workspace, kind, id))).await?[0]
+        } else {
+            0
+        };
         tx.commit().await.map_err(|e| classify("delete", e))?;
-        Ok(n > 0)
+        Ok((n > 0, seq))
     }
 
-    async fn scan(&self, request: &ScanRequest) -> Result<Vec<Record>> {
+    async fn scan_in(&self, request: &ScanRequest) -> Result<Vec<Record>> {
         check_limit(request.limit)?;
         let (after_t, after_id) = match request.after {
             Some(c) => (Some(ts(c.updated_at)), c.id.as_uuid()),
@@ -501,7 +544,7 @@ impl RecordStore for PgStore {
         rows.iter().map(decode).collect()
     }
 
-    async fn count(&self, kind: RecordKind, workspace: Option<WorkspaceId>) -> Result<u64> {
+    async fn count_in(&self, kind: RecordKind, workspace: Option<WorkspaceId>) -> Result<u64> {
         let query = sqlx::query_scalar::<_, i64>(
             "SELECT count(*) FROM records WHERE kind = $1 AND ($2::uuid IS NULL OR workspace = $2)",
         )

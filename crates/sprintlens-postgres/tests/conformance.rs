@@ -4,12 +4,18 @@ mod common;
 
 use std::sync::Arc;
 
-use sprintlens_core::{RecordStore, VectorIndex};
+use sprintlens_core::{OutboxStore, RecordStore, VectorIndex};
 
 async fn records() -> Option<(Arc<dyn RecordStore>, ())> {
     common::store()
         .await
         .map(|s| (s as Arc<dyn RecordStore>, ()))
+}
+
+async fn outbox() -> Option<(Arc<dyn OutboxStore>, ())> {
+    common::store()
+        .await
+        .map(|s| (s as Arc<dyn OutboxStore>, ()))
 }
 
 async fn vectors() -> Option<(Arc<dyn VectorIndex>, ())> {
@@ -26,4 +32,9 @@ mod record_store {
 mod vector_index {
     use super::*;
     sprintlens_testkit::vector_index_suite!(vectors);
+}
+
+mod outbox_store {
+    use super::*;
+    sprintlens_testkit::outbox_store_suite!(outbox);
 }

@@ -2,6 +2,7 @@
 
 mod analytics;
 mod migrations;
+mod outbox;
 mod records;
 mod sessions;
 mod vectors;

@@ -105,6 +105,24 @@ CREATE INDEX sessions_by_expiry ON sessions (idle_expires_at);
 CREATE INDEX embeddings_by_time ON embeddings (updated_at, id, kind);
 "#,
     ),
+    (
+        3,
+        "outbox",
+        r#"
+-- Writes logged in their own transaction for delivery to the other store of a dual-write
+-- migration (see the `OutboxStore` port). Delivered entries are deleted; parked ones stay.
+CREATE TABLE outbox (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    workspace  TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    logged_at  INTEGER NOT NULL,
+    parked_at  INTEGER,
+    error      TEXT
+) STRICT;
+CREATE INDEX outbox_parked ON outbox (parked_at) WHERE parked_at IS NOT NULL;
+"#,
+    ),
 ];
 
 /// Applies every migration not yet recorded. Each runs in one transaction with its bookkeeping row,

@@ -9,14 +9,14 @@ use sprintlens_core::{
 
 use crate::{BACKEND, SqliteStore, classify, uuid_text};
 
-const COLUMNS: &str = "id, workspace, created_at, updated_at, deleted, body";
+pub(crate) const COLUMNS: &str = "id, workspace, created_at, updated_at, deleted, body";
 
 fn parse_id<T: std::str::FromStr<Err = Error>>(s: &str) -> Result<T> {
     s.parse()
         .map_err(|e: Error| Error::backend(BACKEND, "decode", e.to_string()))
 }
 
-struct RawRow {
+pub(crate) struct RawRow {
     id: String,
     workspace: String,
     created_at: i64,
@@ -25,18 +25,23 @@ struct RawRow {
     body: String,
 }
 
-fn raw(row: &Row<'_>) -> rusqlite::Result<RawRow> {
+pub(crate) fn raw(row: &Row<'_>) -> rusqlite::Result<RawRow> {
+    raw_at(row, 0)
+}
+
+/// The [`COLUMNS`] of a row starting at column `at`.
+pub(crate) fn raw_at(row: &Row<'_>, at: usize) -> rusqlite::Result<RawRow> {
     Ok(RawRow {
-        id: row.get(0)?,
-        workspace: row.get(1)?,
-        created_at: row.get(2)?,
-        updated_at: row.get(3)?,
-        deleted: row.get(4)?,
-        body: row.get(5)?,
+        id: row.get(at)?,
+        workspace: row.get(at + 1)?,
+        created_at: row.get(at + 2)?,
+        updated_at: row.get(at + 3)?,
+        deleted: row.get(at + 4)?,
+        body: row.get(at + 5)?,
     })
 }
 
-fn decode(r: RawRow) -> Result<Record> {
+pub(crate) fn decode(r: RawRow) -> Result<Record> {
     let body: RecordBody =
         serde_json::from_str(&r.body).map_err(|e| Error::backend(BACKEND, "decode", e))?;
     Ok(Record {
@@ -53,6 +58,123 @@ fn encode_body(body: &RecordBody) -> Result<String> {
     serde_json::to_string(body).map_err(|e| Error::backend(BACKEND, "encode", e))
 }
 
+/// Records validated and encoded for [`upsert_tx`].
+pub(crate) fn prepare(records: &[Record]) -> Result<Vec<(Record, String)>> {
+    for r in records {
+        r.validate()?;
+    }
+    records
+        .iter()
+        .map(|r| Ok((r.clone(), encode_body(&r.body)?)))
+        .collect()
+}
+
+/// The upsert of `prepared` inside an open write transaction.
+pub(crate) fn upsert_tx(
+    tx: &rusqlite::Transaction<'_>,
+    prepared: &[(Record, String)],
+) -> Result<UpsertOutcome> {
+    let mut outcome = UpsertOutcome::default();
+    let mut select = tx
+        .prepare_cached("SELECT workspace, kind, updated_at, body FROM records WHERE id = ?1")
+        .map_err(|e| classify("upsert", e))?;
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT INTO records (id, workspace, kind, project, parent, name, unique_key,
+                created_at, updated_at, deleted, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (id) DO UPDATE SET
+                project = excluded.project, parent = excluded.parent, name = excluded.name,
+                unique_key = excluded.unique_key, created_at = excluded.created_at,
+                updated_at = excluded.updated_at, deleted = excluded.deleted,
+                body = excluded.body
+             WHERE excluded.updated_at > records.updated_at",
+        )
+        .map_err(|e| classify("upsert", e))?;
+    for (r, body) in prepared {
+        let id = uuid_text(r.id);
+        let existing: Option<(String, String, i64, String)> = select
+            .query_row([&id], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .optional()
+            .map_err(|e| classify("upsert", e))?;
+        if let Some((ws, kind, updated_at, stored_body)) = &existing {
+            if *ws != uuid_text(r.workspace) || kind != r.kind().as_str() {
+                return Err(Error::conflict(format!(
+                    "id {} already holds a {kind} of another workspace or kind",
+                    r.id
+                )));
+            }
+            if r.kind().is_immutable() && stored_body != body {
+                return Err(Error::conflict(format!(
+                    "{} {} is immutable and differs from the stored one",
+                    r.kind(),
+                    r.id
+                )));
+            }
+            if *updated_at >= r.updated_at.as_micros() {
+                outcome.skipped += 1;
+                continue;
+            }
+        }
+        let changed = insert
+            .execute(params![
+                id,
+                uuid_text(r.workspace),
+                r.kind().as_str(),
+                r.body.project().map(uuid_text),
+                r.body.parent().map(uuid_text),
+                r.body.name(),
+                r.body.unique_key(),
+                r.created_at.as_micros(),
+                r.updated_at.as_micros(),
+                r.deleted,
+                body,
+            ])
+            .map_err(|e| match classify("upsert", e) {
+                Error::Conflict { .. } => Error::conflict(format!(
+                    "another live {} in this workspace already has the key {:?}",
+                    r.kind(),
+                    r.body.unique_key().unwrap_or_default()
+                )),
+                other => other,
+            })?;
+        if changed > 0 {
+            outcome.written += 1;
+        } else {
+            outcome.skipped += 1;
+        }
+    }
+    Ok(outcome)
+}
+
+/// The tombstone write of `delete` inside an open write transaction.
+pub(crate) fn delete_tx(
+    tx: &rusqlite::Transaction<'_>,
+    workspace: WorkspaceId,
+    kind: RecordKind,
+    id: RecordId,
+    at: Timestamp,
+) -> Result<bool> {
+    let n = tx
+        .prepare_cached(
+            "UPDATE records SET deleted = 1, updated_at = ?4
+             WHERE id = ?1 AND workspace = ?2 AND kind = ?3 AND deleted = 0
+               AND updated_at < ?4",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                uuid_text(id),
+                uuid_text(workspace),
+                kind.as_str(),
+                at.as_micros()
+            ])
+        })
+        .map_err(|e| classify("delete", e))?;
+    Ok(n > 0)
+}
+
 #[async_trait]
 impl RecordStore for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -60,91 +182,9 @@ impl RecordStore for SqliteStore {
     }
 
     async fn upsert(&self, records: &[Record]) -> Result<UpsertOutcome> {
-        for r in records {
-            r.validate()?;
-        }
-        let mut prepared = Vec::with_capacity(records.len());
-        for r in records {
-            prepared.push((r.clone(), encode_body(&r.body)?));
-        }
-        self.write("upsert", move |tx| {
-            let mut outcome = UpsertOutcome::default();
-            let mut select = tx
-                .prepare_cached(
-                    "SELECT workspace, kind, updated_at, body FROM records WHERE id = ?1",
-                )
-                .map_err(|e| classify("upsert", e))?;
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO records (id, workspace, kind, project, parent, name, unique_key,
-                        created_at, updated_at, deleted, body)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-                     ON CONFLICT (id) DO UPDATE SET
-                        project = excluded.project, parent = excluded.parent, name = excluded.name,
-                        unique_key = excluded.unique_key, created_at = excluded.created_at,
-                        updated_at = excluded.updated_at, deleted = excluded.deleted,
-                        body = excluded.body
-                     WHERE excluded.updated_at > records.updated_at",
-                )
-                .map_err(|e| classify("upsert", e))?;
-            for (r, body) in &prepared {
-                let id = uuid_text(r.id);
-                let existing: Option<(String, String, i64, String)> = select
-                    .query_row([&id], |row| {
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-                    })
-                    .optional()
-                    .map_err(|e| classify("upsert", e))?;
-                if let Some((ws, kind, updated_at, stored_body)) = &existing {
-                    if *ws != uuid_text(r.workspace) || kind != r.kind().as_str() {
-                        return Err(Error::conflict(format!(
-                            "id {} already holds a {kind} of another workspace or kind",
-                            r.id
-                        )));
-                    }
-                    if r.kind().is_immutable() && stored_body != body {
-                        return Err(Error::conflict(format!(
-                            "{} {} is immutable and differs from the stored one",
-                            r.kind(),
-                            r.id
-                        )));
-                    }
-                    if *updated_at >= r.updated_at.as_micros() {
-                        outcome.skipped += 1;
-                        continue;
-                    }
-                }
-                let changed = insert
-                    .execute(params![
-                        id,
-                        uuid_text(r.workspace),
-                        r.kind().as_str(),
-                        r.body.project().map(uuid_text),
-                        r.body.parent().map(uuid_text),
-                        r.body.name(),
-                        r.body.unique_key(),
-                        r.created_at.as_micros(),
-                        r.updated_at.as_micros(),
-                        r.deleted,
-                        body,
-                    ])
-                    .map_err(|e| match classify("upsert", e) {
-                        Error::Conflict { .. } => Error::conflict(format!(
-                            "another live {} in this workspace already has the key {:?}",
-                            r.kind(),
-                            r.body.unique_key().unwrap_or_default()
-                        )),
-                        other => other,
-                    })?;
-                if changed > 0 {
-                    outcome.written += 1;
-                } else {
-                    outcome.skipped += 1;
-                }
-            }
-            Ok(outcome)
-        })
-        .await
+        let prepared = prepare(records)?;
+        self.write("upsert", move |tx| upsert_tx(tx, &prepared))
+            .await
     }
 
     async fn get(
@@ -220,25 +260,8 @@ impl RecordStore for SqliteStore {
         id: RecordId,
         at: Timestamp,
     ) -> Result<bool> {
-        self.write("delete", move |tx| {
-            let n = tx
-                .prepare_cached(
-                    "UPDATE records SET deleted = 1, updated_at = ?4
-                     WHERE id = ?1 AND workspace = ?2 AND kind = ?3 AND deleted = 0
-                       AND updated_at < ?4",
-                )
-                .and_then(|mut st| {
-                    st.execute(params![
-                        uuid_text(id),
-                        uuid_text(workspace),
-                        kind.as_str(),
-                        at.as_micros()
-                    ])
-                })
-                .map_err(|e| classify("delete", e))?;
-            Ok(n > 0)
-        })
-        .await
+        self.write("delete", move |tx| delete_tx(tx, workspace, kind, id, at))
+            .await
     }
 
     async fn scan(&self, request: &ScanRequest) -> Result<Vec<Record>> {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use sprintlens_core::{Analytics, RecordStore, SessionStore, VectorIndex};
+use sprintlens_core::{Analytics, OutboxStore, RecordStore, SessionStore, VectorIndex};
 use sprintlens_sqlite::{SqliteOptions, SqliteStore};
 use tempfile::TempDir;
 
@@ -14,6 +14,10 @@ async fn open() -> (SqliteStore, TempDir) {
 }
 
 async fn records() -> (Arc<dyn RecordStore>, TempDir) {
+    let (s, d) = open().await;
+    (Arc::new(s), d)
+}
+async fn outbox() -> (Arc<dyn OutboxStore>, TempDir) {
     let (s, d) = open().await;
     (Arc::new(s), d)
 }
@@ -45,4 +49,8 @@ mod analytics_suite {
 mod session_store {
     use super::*;
     sprintlens_testkit::session_store_suite!(sessions);
+}
+mod outbox_store {
+    use super::*;
+    sprintlens_testkit::outbox_store_suite!(outbox);
 }

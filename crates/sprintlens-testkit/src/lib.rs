@@ -4,6 +4,7 @@ pub mod analytics;
 pub mod blobs;
 pub mod cache;
 pub mod generate;
+pub mod outbox;
 pub mod records;
 pub mod sessions;
 pub mod vectors;
@@ -120,6 +121,23 @@ macro_rules! record_store_suite {
                 return;
             };
             $crate::records::matches_reference_model(&rt, port);
+            drop(guard);
+        }
+    };
+}
+
+/// The `OutboxStore` conformance suite: one test running every case in order (an outbox is one log
+/// per store). The factory's store must not be logged to by other tests of the process.
+#[macro_export]
+macro_rules! outbox_store_suite {
+    ($factory:path) => {
+        #[$crate::__tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn outbox_cases_in_order() {
+            let Some((port, guard)) = $crate::Fixture::into_fixture($factory().await) else {
+                eprintln!("skipped: backend not available");
+                return;
+            };
+            $crate::outbox::run_all(port).await;
             drop(guard);
         }
     };

@@ -1,0 +1,142 @@
+//! The [`OutboxStore`] port: a [`RecordStore`] that logs its own writes, durably and in the same
+//! transaction, for delivery to another store (dual-write during a migration).
+//!
+//! An entry names a record (`workspace`, `kind`, `id`), not its content: whoever delivers it reads
+//! the record's *current* stored version (tombstones included) and upserts that. Upserts keep the
+//! newer `updated_at`, so delivering an entry twice, out of order, or after a later write of the same
+//! record all converge on the same state.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::id::{RecordId, Timestamp, WorkspaceId};
+use crate::record::{Record, RecordKind, UpsertOutcome};
+use crate::store::RecordStore;
+
+/// One logged write waiting for delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Position in the log: increasing in the order entries were appended (commit order may differ
+    /// on servers with concurrent writers, so consumers never use it as a cursor).
+    pub seq: i64,
+    /// The record's workspace.
+    pub workspace: WorkspaceId,
+    /// The record's kind.
+    pub kind: RecordKind,
+    /// The record's id.
+    pub id: RecordId,
+    /// When the write was logged.
+    pub logged_at: Timestamp,
+}
+
+/// A pending entry and the record it names as stored now (`None` if no such record exists, e.g. a
+/// delete of an id that was never written).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingWrite {
+    /// The entry.
+    pub entry: OutboxEntry,
+    /// The current stored version, tombstones included.
+    pub record: Option<Record>,
+}
+
+/// The outbox's size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutboxStats {
+    /// Entries not yet delivered.
+    pub pending: u64,
+    /// Entries set aside after a permanent delivery failure (kept for an operator).
+    pub parked: u64,
+    /// When the oldest pending entry was logged.
+    pub oldest_pending: Option<Timestamp>,
+}
+
+/// A parked entry and why delivery failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParkedEntry {
+    /// The entry.
+    pub entry: OutboxEntry,
+    /// The delivery error.
+    pub error: String,
+}
+
+/// A record store with a durable outbox of its own writes.
+///
+/// # Behavior
+/// - `upsert_logged` MUST behave exactly like `upsert` and, in the same transaction, append one entry
+///   per record of the call; when the upsert fails nothing is appended.
+/// - `delete_logged` MUST behave exactly like `delete` and, in the same transaction, append one entry.
+/// - `outbox_pending` MUST return pending entries in `seq` order (at most `limit`), each with the
+///   record's current stored version, read after the entry was visible.
+/// - `outbox_ack` MUST remove the given pending entries; unknown seqs are ignored.
+/// - `outbox_park` MUST move an entry out of the pending set and keep it with its error;
+///   `outbox_unpark` MUST return every parked entry to the pending set.
+/// - `outbox_stats` MUST count pending and parked entries.
+#[async_trait]
+pub trait OutboxStore: RecordStore {
+    /// `upsert` plus one outbox entry per record, in one transaction. Returns the entries' seqs.
+    async fn upsert_logged(&self, records: &[Record]) -> Result<(UpsertOutcome, Vec<i64>)>;
+
+    /// `delete` plus one outbox entry, in one transaction. Returns the entry's seq.
+    async fn delete_logged(
+        &self,
+        workspace: WorkspaceId,
+        kind: RecordKind,
+        id: RecordId,
+        at: Timestamp,
+    ) -> Result<(bool, i64)>;
+
+    /// Up to `limit` pending entries in `seq` order, with their records as stored now.
+    async fn outbox_pending(&self, limit: usize) -> Result<Vec<PendingWrite>>;
+
+    /// Removes delivered entries.
+    async fn outbox_ack(&self, seqs: &[i64]) -> Result<()>;
+
+    /// Sets an entry aside after a permanent delivery failure.
+    async fn outbox_park(&self, seq: i64, error: &str) -> Result<()>;
+
+    /// Returns every parked entry to the pending set; returns how many.
+    async fn outbox_unpark(&self) -> Result<u64>;
+
+    /// Up to `limit` parked entries in `seq` order.
+    async fn outbox_parked(&self, limit: usize) -> Result<Vec<ParkedEntry>>;
+
+    /// Pending and parked counts.
+    async fn outbox_stats(&self) -> Result<OutboxStats>;
+}
+
+#[deny(clippy::missing_trait_methods)]
+#[async_trait]
+impl<T: OutboxStore + ?Sized> OutboxStore for Arc<T> {
+    async fn upsert_logged(&self, records: &[Record]) -> Result<(UpsertOutcome, Vec<i64>)> {
+        (**self).upsert_logged(records).await
+    }
+    async fn delete_logged(
+        &self,
+        workspace: WorkspaceId,
+        kind: RecordKind,
+        id: RecordId,
+        at: Timestamp,
+    ) -> Result<(bool, i64)> {
+        (**self).delete_logged(workspace, kind, id, at).await
+    }
+    async fn outbox_pending(&self, limit: usize) -> Result<Vec<PendingWrite>> {
+        (**self).outbox_pending(limit).await
+    }
+    async fn outbox_ack(&self, seqs: &[i64]) -> Result<()> {
+        (**self).outbox_ack(seqs).await
+    }
+    async fn outbox_park(&self, seq: i64, error: &str) -> Result<()> {
+        (**self).outbox_park(seq, error).await
+    }
+    async fn outbox_unpark(&self) -> Result<u64> {
+        (**self).outbox_unpark().await
+    }
+    async fn outbox_parked(&self, limit: usize) -> Result<Vec<ParkedEntry>> {
+        (**self).outbox_parked(limit).await
+    }
+    async fn outbox_stats(&self) -> Result<OutboxStats> {
+        (**self).outbox_stats().await
+    }
+}

@@ -1,0 +1,189 @@
+//! `OutboxStore` on PostgreSQL: `sprintlens_outbox`, written in the same transaction as the records
+//! it names. Seqs come from a sequence, so a later seq can commit first: consumers read what is
+//! pending, never "after seq N".
+
+use std::collections::{BTreeMap, HashMap};
+
+use sprintlens_core::record::check_limit;
+use sprintlens_core::{
+    Error, OutboxEntry, OutboxStats, OutboxStore, ParkedEntry, PendingWrite, Record, RecordId,
+    RecordKind, Result, Timestamp, UpsertOutcome, WorkspaceId, async_trait,
+};
+use sqlx::{Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use crate::records::{COLUMNS, decode};
+use crate::{BACKEND, PgStore, classify, from_ts, scoped};
+
+/// Appends one entry per `(workspace, kind, id)` inside `tx`; returns their seqs.
+pub(crate) async fn log(
+    tx: &mut Transaction<'static, Postgres>,
+    keys: impl Iterator<Item = (WorkspaceId, RecordKind, RecordId)>,
+) -> Result<Vec<i64>> {
+    let (mut wss, mut kinds, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+    for (w, k, i) in keys {
+        wss.push(w.as_uuid());
+        kinds.push(k.as_str());
+        ids.push(i.as_uuid());
+    }
+    sqlx::query_scalar(
+        "INSERT INTO sprintlens_outbox (workspace, kind, id)
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[]) RETURNING seq",
+    )
+    .bind(wss)
+    .bind(kinds)
+    .bind(ids)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(|e| classify("outbox", e))
+}
+
+fn entry(row: &sqlx::postgres::PgRow) -> Result<OutboxEntry> {
+    let map = |e: sqlx::Error| classify("outbox", e);
+    let bad = |e: Error| Error::backend(BACKEND, "outbox", e.to_string());
+    let kind: String = row.try_get("kind").map_err(map)?;
+    Ok(OutboxEntry {
+        seq: row.try_get("seq").map_err(map)?,
+        workspace: WorkspaceId::from_uuid(row.try_get("workspace").map_err(map)?).map_err(bad)?,
+        kind: kind.parse().map_err(bad)?,
+        id: RecordId::from_uuid(row.try_get("id").map_err(map)?).map_err(bad)?,
+        logged_at: from_ts(row.try_get("logged_at").map_err(map)?),
+    })
+}
+
+#[async_trait]
+impl OutboxStore for PgStore {
+    async fn upsert_logged(&self, records: &[Record]) -> Result<(UpsertOutcome, Vec<i64>)> {
+        self.upsert_in(records, None, true).await
+    }
+
+    async fn delete_logged(
+        &self,
+        workspace: WorkspaceId,
+        kind: RecordKind,
+        id: RecordId,
+        at: Timestamp,
+    ) -> Result<(bool, i64)> {
+        self.delete_in(workspace, kind, id, at, true).await
+    }
+
+    async fn outbox_pending(&self, limit: usize) -> Result<Vec<PendingWrite>> {
+        check_limit(limit)?;
+        // Entries first, records after (on the primary, never a replica): every record read is at
+        // least as new as the write its entry logged.
+        let rows = sqlx::query(
+            "SELECT seq, workspace, kind, id, logged_at FROM sprintlens_outbox
+             WHERE parked_at IS NULL ORDER BY seq LIMIT $1",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| classify("outbox", e))?;
+        let entries = rows.iter().map(entry).collect::<Result<Vec<_>>>()?;
+        let mut by_ws: BTreeMap<WorkspaceId, Vec<Uuid>> = BTreeMap::new();
+        for e in &entries {
+            by_ws.entry(e.workspace).or_default().push(e.id.as_uuid());
+        }
+        let mut records: HashMap<RecordId, Record> = HashMap::new();
+        for (ws, ids) in by_ws {
+            let mut tx = scoped(&self.pool, ws, "outbox").await?;
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM records WHERE id = ANY($1)"
+            )))
+            .bind(ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| classify("outbox", e))?;
+            tx.commit().await.map_err(|e| classify("outbox", e))?;
+            for row in &rows {
+                let r = decode(row)?;
+                records.insert(r.id, r);
+            }
+        }
+        Ok(entries
+            .into_iter()
+            .map(|entry| PendingWrite {
+                record: records
+                    .get(&entry.id)
+                    .filter(|r| r.kind() == entry.kind)
+                    .cloned(),
+                entry,
+            })
+            .collect())
+    }
+
+    async fn outbox_ack(&self, seqs: &[i64]) -> Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM sprintlens_outbox WHERE seq = ANY($1) AND parked_at IS NULL")
+            .bind(seqs)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| classify("outbox_ack", e))?;
+        Ok(())
+    }
+
+    async fn outbox_park(&self, seq: i64, error: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE sprintlens_outbox SET parked_at = clock_timestamp(), error = $2 WHERE seq = $1",
+        )
+        .bind(seq)
+        .bind(error)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| classify("outbox_park", e))?;
+        Ok(())
+    }
+
+    async fn outbox_unpark(&self) -> Result<u64> {
+        sqlx::query(
+            "UPDATE sprintlens_outbox SET parked_at = NULL, error = NULL WHERE parked_at IS NOT NULL",
+        )
+        .execute(&self.pool)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(|e| classify("outbox_unpark", e))
+    }
+
+    async fn outbox_parked(&self, limit: usize) -> Result<Vec<ParkedEntry>> {
+        check_limit(limit)?;
+        let rows = sqlx::query(
+            "SELECT seq, workspace, kind, id, logged_at, error FROM sprintlens_outbox
+             WHERE parked_at IS NOT NULL ORDER BY seq LIMIT $1",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| classify("outbox", e))?;
+        rows.iter()
+            .map(|row| {
+                Ok(ParkedEntry {
+                    entry: entry(row)?,
+                    error: row
+                        .try_get::<Option<String>, _>("error")
+                        .map_err(|e| classify("outbox", e))?
+                        .unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats> {
+        let (pending, parked, oldest): (i64, i64, Option<chrono::DateTime<chrono::Utc>>) =
+            sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE parked_at IS NULL),
+                        count(*) FILTER (WHERE parked_at IS NOT NULL),
+                        min(logged_at) FILTER (WHERE parked_at IS NULL)
+                 FROM sprintlens_outbox",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| classify("outbox", e))?;
+        Ok(OutboxStats {
+            pending: pending as u64,
+            parked: parked as u64,
+            oldest_pending: oldest.map(from_ts),
+        })
+    }
+}

@@ -1,0 +1,217 @@
+//! `OutboxStore` on SQLite: the `outbox` table, written in the same `BEGIN IMMEDIATE` transaction as
+//! the records it names.
+
+use rusqlite::{OptionalExtension, params};
+use sprintlens_core::record::check_limit;
+use sprintlens_core::{
+    Error, OutboxEntry, OutboxStats, OutboxStore, ParkedEntry, PendingWrite, Record, RecordId,
+    RecordKind, Result, Timestamp, UpsertOutcome, WorkspaceId, async_trait,
+};
+
+use crate::records::{decode, delete_tx, prepare, raw_at, upsert_tx};
+use crate::{BACKEND, SqliteStore, classify, uuid_text};
+
+fn log(
+    tx: &rusqlite::Transaction<'_>,
+    workspace: WorkspaceId,
+    kind: RecordKind,
+    id: RecordId,
+    now: i64,
+) -> Result<i64> {
+    tx.prepare_cached(
+        "INSERT INTO outbox (workspace, kind, id, logged_at) VALUES (?1, ?2, ?3, ?4) RETURNING seq",
+    )
+    .and_then(|mut st| {
+        st.query_row(
+            params![uuid_text(workspace), kind.as_str(), uuid_text(id), now],
+            |r| r.get(0),
+        )
+    })
+    .map_err(|e| classify("outbox", e))
+}
+
+struct RawEntry {
+    seq: i64,
+    workspace: String,
+    kind: String,
+    id: String,
+    logged_at: i64,
+}
+
+impl RawEntry {
+    fn decode(self) -> Result<OutboxEntry> {
+        let bad = |e: Error| Error::backend(BACKEND, "outbox", e.to_string());
+        Ok(OutboxEntry {
+            seq: self.seq,
+            workspace: self.workspace.parse().map_err(bad)?,
+            kind: self.kind.parse().map_err(bad)?,
+            id: self.id.parse().map_err(bad)?,
+            logged_at: Timestamp::from_micros(self.logged_at),
+        })
+    }
+}
+
+fn raw_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawEntry> {
+    Ok(RawEntry {
+        seq: row.get(0)?,
+        workspace: row.get(1)?,
+        kind: row.get(2)?,
+        id: row.get(3)?,
+        logged_at: row.get(4)?,
+    })
+}
+
+#[async_trait]
+impl OutboxStore for SqliteStore {
+    async fn upsert_logged(&self, records: &[Record]) -> Result<(UpsertOutcome, Vec<i64>)> {
+        let prepared = prepare(records)?;
+        self.write("upsert", move |tx| {
+            let outcome = upsert_tx(tx, &prepared)?;
+            let now = Timestamp::now().as_micros();
+            let seqs = prepared
+                .iter()
+                .map(|(r, _)| log(tx, r.workspace, r.kind(), r.id, now))
+                .collect::<Result<Vec<_>>>()?;
+            Ok((outcome, seqs))
+        })
+        .await
+    }
+
+    async fn delete_logged(
+        &self,
+        workspace: WorkspaceId,
+        kind: RecordKind,
+        id: RecordId,
+        at: Timestamp,
+    ) -> Result<(bool, i64)> {
+        self.write("delete", move |tx| {
+            let deleted = delete_tx(tx, workspace, kind, id, at)?;
+            let seq = log(tx, workspace, kind, id, Timestamp::now().as_micros())?;
+            Ok((deleted, seq))
+        })
+        .await
+    }
+
+    async fn outbox_pending(&self, limit: usize) -> Result<Vec<PendingWrite>> {
+        check_limit(limit)?;
+        // One read transaction: the records are read in the same snapshot as their entries.
+        let rows = self
+            .read("outbox", move |c| {
+                let mut st = c.prepare_cached(
+                    "SELECT o.seq, o.workspace, o.kind, o.id, o.logged_at,
+                            r.id, r.workspace, r.created_at, r.updated_at, r.deleted, r.body
+                     FROM outbox o LEFT JOIN records r ON r.id = o.id
+                     WHERE o.parked_at IS NULL ORDER BY o.seq LIMIT ?1",
+                )?;
+                let rows = st.query_map([limit as i64], |row| {
+                    let entry = raw_entry(row)?;
+                    let id: Option<String> = row.get(5)?;
+                    let record = match id {
+                        Some(_) => Some(raw_at(row, 5)?),
+                        None => None,
+                    };
+                    Ok((entry, record))
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(e, r)| {
+                Ok(PendingWrite {
+                    entry: e.decode()?,
+                    record: r.map(decode).transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    async fn outbox_ack(&self, seqs: &[i64]) -> Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let seqs = seqs.to_vec();
+        self.write("outbox_ack", move |tx| {
+            let mut st = tx
+                .prepare_cached("DELETE FROM outbox WHERE seq = ?1 AND parked_at IS NULL")
+                .map_err(|e| classify("outbox_ack", e))?;
+            for s in seqs {
+                st.execute([s]).map_err(|e| classify("outbox_ack", e))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn outbox_park(&self, seq: i64, error: &str) -> Result<()> {
+        let error = error.to_string();
+        self.write("outbox_park", move |tx| {
+            tx.execute(
+                "UPDATE outbox SET parked_at = ?2, error = ?3 WHERE seq = ?1",
+                params![seq, Timestamp::now().as_micros(), error],
+            )
+            .map_err(|e| classify("outbox_park", e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn outbox_unpark(&self) -> Result<u64> {
+        self.write("outbox_unpark", move |tx| {
+            tx.execute(
+                "UPDATE outbox SET parked_at = NULL, error = NULL WHERE parked_at IS NOT NULL",
+                [],
+            )
+            .map(|n| n as u64)
+            .map_err(|e| classify("outbox_unpark", e))
+        })
+        .await
+    }
+
+    async fn outbox_parked(&self, limit: usize) -> Result<Vec<ParkedEntry>> {
+        check_limit(limit)?;
+        let rows = self
+            .read("outbox", move |c| {
+                let mut st = c.prepare_cached(
+                    "SELECT seq, workspace, kind, id, logged_at, error FROM outbox
+                     WHERE parked_at IS NOT NULL ORDER BY seq LIMIT ?1",
+                )?;
+                let rows = st.query_map([limit as i64], |row| {
+                    Ok((raw_entry(row)?, row.get::<_, Option<String>>(5)?))
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(e, error)| {
+                Ok(ParkedEntry {
+                    entry: e.decode()?,
+                    error: error.unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats> {
+        self.read("outbox", |c| {
+            let (pending, parked) = c.query_row(
+                "SELECT count(*) FILTER (WHERE parked_at IS NULL),
+                        count(*) FILTER (WHERE parked_at IS NOT NULL) FROM outbox",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )?;
+            let oldest: Option<i64> = c
+                .query_row(
+                    "SELECT logged_at FROM outbox WHERE parked_at IS NULL ORDER BY seq LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(OutboxStats {
+                pending: pending as u64,
+                parked: parked as u64,
+                oldest_pending: oldest.map(Timestamp::from_micros),
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,186 @@
+//! `OutboxStore` conformance cases. An outbox is one log per store, so the cases run one after the
+//! other on a store no other test logs to (the suite macro emits a single test).
+
+use std::sync::Arc;
+
+use serde_json::json;
+use sprintlens_core::*;
+
+use crate::generate::{one_of_each, project};
+
+type Store = Arc<dyn OutboxStore>;
+
+async fn drain(store: &Store) {
+    loop {
+        let pending = store.outbox_pending(1000).await.unwrap();
+        if pending.is_empty() {
+            return;
+        }
+        let seqs: Vec<i64> = pending.iter().map(|p| p.entry.seq).collect();
+        store.outbox_ack(&seqs).await.unwrap();
+    }
+}
+
+/// Every case, in order.
+pub async fn run_all(store: Store) {
+    drain(&store).await;
+    store.outbox_unpark().await.unwrap();
+    drain(&store).await;
+    logged_writes_are_pending_with_their_current_record(&store).await;
+    failed_writes_log_nothing(&store).await;
+    deletes_log_the_tombstone(&store).await;
+    parked_entries_leave_the_pending_set(&store).await;
+}
+
+/// `upsert_logged` writes like `upsert` and logs one entry per record, in order; pending entries carry
+/// the newest stored version; acked entries are gone.
+pub async fn logged_writes_are_pending_with_their_current_record(store: &Store) {
+    let ws = WorkspaceId::new();
+    let records = one_of_each(ws);
+    let (out, seqs) = store.upsert_logged(&records).await.unwrap();
+    assert_eq!(out.written, records.len() as u64);
+    assert_eq!(seqs.len(), records.len());
+    let mut sorted = seqs.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), seqs.len(), "seqs are distinct");
+    for r in &records {
+        assert_eq!(
+            store.get(ws, r.kind(), r.id).await.unwrap().as_ref(),
+            Some(r)
+        );
+    }
+    let first = &records[0];
+    let newer = first
+        .updated(RecordBody::Project(Project {
+            name: "renamed".into(),
+            description: Some("ü".into()),
+            settings: json!({"b": 1, "a": [1, 2]}),
+        }))
+        .unwrap();
+    let (_, again) = store
+        .upsert_logged(std::slice::from_ref(&newer))
+        .await
+        .unwrap();
+    let pending = store.outbox_pending(1000).await.unwrap();
+    assert_eq!(pending.len(), records.len() + 1);
+    assert!(
+        pending.windows(2).all(|w| w[0].entry.seq < w[1].entry.seq),
+        "pending entries come in seq order"
+    );
+    for p in &pending {
+        assert_eq!(p.entry.workspace, ws);
+        let want = if p.entry.id == first.id {
+            &newer
+        } else {
+            records.iter().find(|r| r.id == p.entry.id).unwrap()
+        };
+        assert_eq!(p.entry.kind, want.kind());
+        assert_eq!(
+            p.record.as_ref(),
+            Some(want),
+            "the current version of {}",
+            want.kind()
+        );
+    }
+    assert_eq!(
+        store.outbox_stats().await.unwrap().pending,
+        pending.len() as u64
+    );
+    assert!(store.outbox_stats().await.unwrap().oldest_pending.is_some());
+    // Limits page the log; acks remove exactly what they name; unknown seqs are ignored.
+    assert_eq!(store.outbox_pending(2).await.unwrap().len(), 2);
+    store.outbox_ack(&seqs).await.unwrap();
+    let left = store.outbox_pending(1000).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].entry.seq, again[0]);
+    store.outbox_ack(&[again[0], i64::MAX]).await.unwrap();
+    assert_eq!(store.outbox_stats().await.unwrap(), OutboxStats::default());
+    assert!(store.outbox_pending(0).await.is_err(), "limit 0 is invalid");
+}
+
+/// A refused upsert (invalid record, conflict) logs nothing, like it writes nothing.
+pub async fn failed_writes_log_nothing(store: &Store) {
+    let ws = WorkspaceId::new();
+    let mut bad = project(ws, "fine");
+    if let RecordBody::Project(p) = &mut bad.body {
+        p.name = String::new();
+    }
+    let good = project(ws, "good");
+    assert!(store.upsert_logged(&[good.clone(), bad]).await.is_err());
+    let a = project(ws, "same");
+    store.upsert_logged(std::slice::from_ref(&a)).await.unwrap();
+    drain(store).await;
+    let b = project(ws, "same"); // another id, the same unique name: a conflict
+    let err = store.upsert_logged(&[good, b]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert_eq!(store.outbox_stats().await.unwrap().pending, 0);
+    assert!(store.outbox_pending(10).await.unwrap().is_empty());
+}
+
+/// `delete_logged` tombstones like `delete`; its entry carries the tombstone, or no record when the
+/// id never existed.
+pub async fn deletes_log_the_tombstone(store: &Store) {
+    let ws = WorkspaceId::new();
+    let p = project(ws, "doomed");
+    store.upsert_logged(std::slice::from_ref(&p)).await.unwrap();
+    drain(store).await;
+    let at = p.updated_at.plus_micros(5);
+    let (deleted, seq) = store
+        .delete_logged(ws, RecordKind::Project, p.id, at)
+        .await
+        .unwrap();
+    assert!(deleted);
+    assert!(
+        store
+            .get(ws, RecordKind::Project, p.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let ghost = RecordId::new();
+    let (deleted, ghost_seq) = store
+        .delete_logged(ws, RecordKind::Project, ghost, at)
+        .await
+        .unwrap();
+    assert!(!deleted);
+    let pending = store.outbox_pending(10).await.unwrap();
+    assert_eq!(pending.len(), 2);
+    assert_eq!(pending[0].entry.seq, seq);
+    let tomb = pending[0].record.as_ref().expect("the tombstone");
+    assert!(tomb.deleted);
+    assert_eq!(tomb.updated_at, at);
+    assert_eq!(pending[1].entry.seq, ghost_seq);
+    assert_eq!(pending[1].entry.id, ghost);
+    assert!(pending[1].record.is_none());
+    drain(store).await;
+}
+
+/// A parked entry leaves the pending set, keeps its error, is not removed by an ack, and comes back
+/// with `outbox_unpark`.
+pub async fn parked_entries_leave_the_pending_set(store: &Store) {
+    let ws = WorkspaceId::new();
+    let a = project(ws, "a");
+    let b = project(ws, "b");
+    let (_, seqs) = store.upsert_logged(&[a.clone(), b]).await.unwrap();
+    store
+        .outbox_park(seqs[0], "conflict: the key exists")
+        .await
+        .unwrap();
+    let pending = store.outbox_pending(10).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].entry.seq, seqs[1]);
+    let stats = store.outbox_stats().await.unwrap();
+    assert_eq!((stats.pending, stats.parked), (1, 1));
+    store.outbox_ack(&seqs).await.unwrap();
+    let parked = store.outbox_parked(10).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].entry.id, a.id);
+    assert_eq!(parked[0].error, "conflict: the key exists");
+    assert_eq!(store.outbox_unpark().await.unwrap(), 1);
+    let pending = store.outbox_pending(10).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].record.as_ref(), Some(&a));
+    drain(store).await;
+    assert_eq!(store.outbox_stats().await.unwrap(), OutboxStats::default());
+}
