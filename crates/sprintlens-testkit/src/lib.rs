@@ -3,6 +3,7 @@
 pub mod analytics;
 pub mod blobs;
 pub mod cache;
+pub mod faults;
 pub mod generate;
 pub mod outbox;
 pub mod records;

@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod config;
+pub mod dual;
 pub mod gc;
 pub mod layers;
 /// `sprintlens migrate`: its target is PostgreSQL, so it comes with the `postgres` feature.

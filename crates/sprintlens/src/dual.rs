@@ -1,0 +1,682 @@
+//! The migration layers: dual-write with a durable outbox and a reconciler, and shadow reads.
+//!
+//! # Dual-write protocol
+//! 1. **Commit point**: the primary (the store of record) applies the write and appends one outbox
+//!    entry per record *in the same transaction* ([`OutboxStore::upsert_logged`]). When that commits,
+//!    the caller's write is acknowledged with the primary's result. Nothing else can fail the call.
+//! 2. **Delivery**: with `write_wait` > 0 the caller also tries the secondary itself, for at most
+//!    `write_wait`, and acks its entries when the secondary accepted them; otherwise (and whenever
+//!    that attempt fails or times out) the [`Reconciler`] delivers the entries in the background.
+//! 3. **Reconciler**: reads pending entries with each record's *current* version on the primary
+//!    (tombstones included), upserts those into the secondary, then acks the entries. A retryable
+//!    failure (unreachable, timed out) keeps the entries and backs off; a permanent one (conflict,
+//!    invalid) is isolated record by record and parks only the failing record's entries, which
+//!    `sprintlens migrate status` shows. Upserts keep the newer `updated_at`, so a delivery repeated
+//!    after a crash (between the secondary's commit and the ack), a delivery racing the caller's own,
+//!    or two processes delivering the same log all converge on the same state.
+//! 4. Reads, lists, scans and counts are served by the primary alone.
+//!
+//! # Shadow reads
+//! [`ShadowReadRecordStore`] serves `get` and `list` from the primary and, for a sampled share of
+//! calls, runs the same read on the secondary in the background and compares (GitHub Scientist's
+//! experiment). A difference is checked again after the reconciler has delivered what was pending
+//! (so replication lag is not counted) and only then counted and logged with the ids involved.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sprintlens_core::*;
+use tokio::sync::Notify;
+
+/// How the reconciler runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReconcilerOptions {
+    /// Entries read per delivery.
+    pub batch: usize,
+    /// How often the log is polled when nobody nudges (entries of other processes, restarts).
+    pub poll: Duration,
+    /// Deadline of one delivery to the secondary; past it the delivery counts as failed (retryable).
+    pub deliver_timeout: Duration,
+    /// The longest pause between retries after failures (doubling from 50 ms).
+    pub max_backoff: Duration,
+}
+
+impl Default for ReconcilerOptions {
+    fn default() -> Self {
+        ReconcilerOptions {
+            batch: 500,
+            poll: Duration::from_secs(1),
+            deliver_timeout: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the reconciler has done since it started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReconcilerStats {
+    /// Entries delivered and acked.
+    pub delivered: u64,
+    /// Entries parked after permanent failures.
+    pub parked: u64,
+    /// Failed delivery attempts (retried).
+    pub failures: u64,
+    /// The last failure, if the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// Delivers the primary's outbox to the secondary. See the module docs for the protocol.
+#[derive(Debug)]
+pub struct Reconciler {
+    source: Arc<dyn OutboxStore>,
+    target: Arc<dyn RecordStore>,
+    options: ReconcilerOptions,
+    nudge: Notify,
+    /// Serialises deliveries of this process (the loop, `drain`).
+    delivering: tokio::sync::Mutex<()>,
+    delivered: AtomicU64,
+    parked: AtomicU64,
+    failures: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+/// Stops the reconciler's task when the last layer holding it is dropped.
+#[derive(Debug)]
+struct TaskGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Reconciler {
+    /// A reconciler from `source`'s outbox to `target` (not started).
+    pub fn new(
+        source: Arc<dyn OutboxStore>,
+        target: Arc<dyn RecordStore>,
+        options: ReconcilerOptions,
+    ) -> Arc<Self> {
+        Arc::new(Reconciler {
+            source,
+            target,
+            options,
+            nudge: Notify::new(),
+            delivering: tokio::sync::Mutex::new(()),
+            delivered: AtomicU64::new(0),
+            parked: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        })
+    }
+
+    /// The store whose outbox is delivered.
+    pub fn source(&self) -> &Arc<dyn OutboxStore> {
+        &self.source
+    }
+
+    /// The store delivered to.
+    pub fn target(&self) -> &Arc<dyn RecordStore> {
+        &self.target
+    }
+
+    /// Wakes the background loop (a write was just logged).
+    pub fn nudge(&self) {
+        self.nudge.notify_one();
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> ReconcilerStats {
+        ReconcilerStats {
+            delivered: self.delivered.load(Ordering::Relaxed),
+            parked: self.parked.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+
+    /// Starts the background loop on the current Tokio runtime; it stops when the returned guard's
+    /// last holder drops it.
+    fn spawn(self: &Arc<Self>) -> Arc<TaskGuard> {
+        let me = self.clone();
+        Arc::new(TaskGuard(tokio::spawn(async move { me.run().await })))
+    }
+
+    async fn run(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            tokio::select! {
+                _ = self.nudge.notified() => {}
+                _ = tokio::time::sleep(self.options.poll) => {}
+            }
+            loop {
+                match self.deliver_once().await {
+                    Ok(0) => break,
+                    Ok(_) => backoff = Duration::from_millis(50),
+                    Err(_) => {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(self.options.max_backoff);
+                    }
+                }
+            }
+        }
+    }
+
+    fn failed(&self, e: &Error) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+    }
+
+    async fn upsert_target(&self, records: &[Record]) -> Result<UpsertOutcome> {
+        match tokio::time::timeout(self.options.deliver_timeout, self.target.upsert(records)).await
+        {
+            Ok(r) => r,
+            Err(_) => Err(Error::unavailable(
+                self.target.backend(),
+                "deliver",
+                true,
+                Some("the secondary did not answer within deliver_timeout".into()),
+            )),
+        }
+    }
+
+    /// Delivers one batch of pending entries; returns how many entries it settled (delivered or
+    /// parked), 0 when the log was empty. A retryable failure is returned (entries stay pending).
+    pub async fn deliver_once(&self) -> Result<usize> {
+        let _one = self.delivering.lock().await;
+        let out = self.deliver_batch().await;
+        match &out {
+            Ok(_) => *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None,
+            Err(e) => self.failed(e),
+        }
+        out
+    }
+
+    async fn deliver_batch(&self) -> Result<usize> {
+        let pending = self.source.outbox_pending(self.options.batch).await?;
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        // One upsert per record (its current version), in the order of its first entry.
+        let mut order: Vec<RecordId> = Vec::new();
+        let mut by_id: HashMap<RecordId, (Record, Vec<i64>)> = HashMap::new();
+        let mut nothing_to_send = Vec::new();
+        for p in &pending {
+            match &p.record {
+                Some(r) => by_id
+                    .entry(r.id)
+                    .or_insert_with(|| {
+                        order.push(r.id);
+                        (r.clone(), Vec::new())
+                    })
+                    .1
+                    .push(p.entry.seq),
+                None => nothing_to_send.push(p.entry.seq),
+            }
+        }
+        let records: Vec<Record> = order.iter().map(|id| by_id[id].0.clone()).collect();
+        match self.upsert_target(&records).await {
+            Ok(_) => {
+                let seqs: Vec<i64> = pending.iter().map(|p| p.entry.seq).collect();
+                self.source.outbox_ack(&seqs).await?;
+                self.delivered
+                    .fetch_add(seqs.len() as u64, Ordering::Relaxed);
+                return Ok(seqs.len());
+            }
+            Err(e) if e.is_retryable() => return Err(e),
+            Err(_) => {}
+        }
+        // A permanent failure somewhere in the batch: find it record by record.
+        self.source.outbox_ack(&nothing_to_send).await?;
+        let mut settled = nothing_to_send.len();
+        for id in order {
+            let (record, seqs) = &by_id[&id];
+            match self.upsert_target(std::slice::from_ref(record)).await {
+                Ok(_) => {
+                    self.source.outbox_ack(seqs).await?;
+                    self.delivered
+                        .fetch_add(seqs.len() as u64, Ordering::Relaxed);
+                }
+                Err(e) if e.is_retryable() => return Err(e),
+                Err(e) => {
+                    for s in seqs {
+                        self.source.outbox_park(*s, &e.to_string()).await?;
+                    }
+                    self.parked.fetch_add(seqs.len() as u64, Ordering::Relaxed);
+                }
+            }
+            settled += seqs.len();
+        }
+        Ok(settled)
+    }
+
+    /// Delivers until the log has nothing pending, or fails when `deadline` passes first (with the
+    /// last delivery error, if any).
+    pub async fn drain(&self, deadline: Duration) -> Result<()> {
+        let start = Instant::now();
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let left = deadline.saturating_sub(start.elapsed());
+            let step = tokio::time::timeout(left, self.deliver_once()).await;
+            match step {
+                Ok(Ok(0)) => return Ok(()),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if start.elapsed() + backoff >= deadline => return Err(e),
+                Ok(Err(_)) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(_) => {
+                    let stats = self.source.outbox_stats().await?;
+                    return Err(Error::unavailable(
+                        self.target.backend(),
+                        "drain",
+                        true,
+                        Some(
+                            format!(
+                                "{} outbox entries still pending after {deadline:?}",
+                                stats.pending
+                            )
+                            .into(),
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// `RecordStore` writing to a primary with an outbox and delivering to a secondary. See the module
+/// docs for the protocol.
+#[derive(Debug)]
+pub struct DualWriteRecordStore {
+    primary: Arc<dyn OutboxStore>,
+    secondary: Arc<dyn RecordStore>,
+    reconciler: Arc<Reconciler>,
+    write_wait: Duration,
+    _task: Option<Arc<TaskGuard>>,
+}
+
+impl DualWriteRecordStore {
+    /// Composes the layer and starts its reconciler on the current Tokio runtime. `write_wait` is
+    /// how long a caller may wait for the secondary (0: never; the reconciler delivers).
+    pub fn start(
+        primary: Arc<dyn OutboxStore>,
+        secondary: Arc<dyn RecordStore>,
+        write_wait: Duration,
+        options: ReconcilerOptions,
+    ) -> Self {
+        let reconciler = Reconciler::new(primary.clone(), secondary.clone(), options);
+        let task = reconciler.spawn();
+        reconciler.nudge(); // Entries left by an earlier process.
+        DualWriteRecordStore {
+            primary,
+            secondary,
+            reconciler,
+            write_wait,
+            _task: Some(task),
+        }
+    }
+
+    /// Composes the layer without a background loop: entries stay pending until
+    /// [`Reconciler::deliver_once`] or [`Reconciler::drain`] runs (deterministic tests).
+    pub fn manual(
+        primary: Arc<dyn OutboxStore>,
+        secondary: Arc<dyn RecordStore>,
+        write_wait: Duration,
+        options: ReconcilerOptions,
+    ) -> Self {
+        DualWriteRecordStore {
+            reconciler: Reconciler::new(primary.clone(), secondary.clone(), options),
+            primary,
+            secondary,
+            write_wait,
+            _task: None,
+        }
+    }
+
+    /// The reconciler delivering this layer's outbox.
+    pub fn reconciler(&self) -> &Arc<Reconciler> {
+        &self.reconciler
+    }
+
+    /// Tries the secondary for at most `write_wait`; acks the entries when it accepted.
+    async fn deliver_inline(&self, seqs: &[i64], send: impl Future<Output = Result<()>>) {
+        if self.write_wait.is_zero() {
+            self.reconciler.nudge();
+            return;
+        }
+        let delivered = matches!(
+            tokio::time::timeout(self.write_wait, send).await,
+            Ok(Ok(()))
+        );
+        // An ack that fails leaves the entries for the reconciler, which repeats harmlessly.
+        if !delivered || self.primary.outbox_ack(seqs).await.is_err() {
+            self.reconciler.nudge();
+        }
+    }
+}
+
+#[deny(clippy::missing_trait_methods)]
+#[async_trait]
+impl RecordStore for DualWriteRecordStore {
+    fn backend(&self) -> &'static str {
+        self.primary.backend()
+    }
+
+    async fn upsert(&self, records: &[Record]) -> Result<UpsertOutcome> {
+        let (out, seqs) = self.primary.upsert_logged(records).await?;
+        self.deliver_inline(&seqs, async {
+            self.secondary.upsert(records).await.map(|_| ())
+        })
+        .await;
+        Ok(out)
+    }
+
+    async fn get(
+        &self,
+        workspace: WorkspaceId,
+        kind: RecordKind,
+        id: RecordId,
+    ) -> Result<Option<Record>> {
+        self.primary.get(workspace, kind, id).await
+    }
+
+    async fn list(&self, workspace: WorkspaceId, query: &ListQuery) -> Result<Page<Record>> {
+        self.primary.list(workspace, query).await
+    }
+
+    async fn delete(
+        &self,
+        workspace: WorkspaceId,
+        kind: RecordKind,
+        id: RecordId,
+        at: Timestamp,
+    ) -> Result<bool> {
+        let (deleted, seq) = self.primary.delete_logged(workspace, kind, id, at).await?;
+        // The secondary may not hold the record yet; its pending create entry (if any) delivers the
+        // tombstone, since entries carry the current version.
+        self.deliver_inline(&[seq], async {
+            self.secondary
+                .delete(workspace, kind, id, at)
+                .await
+                .map(|_| ())
+        })
+        .await;
+        Ok(deleted)
+    }
+
+    async fn scan(&self, request: &ScanRequest) -> Result<Vec<Record>> {
+        self.primary.scan(request).await
+    }
+
+    async fn count(&self, kind: RecordKind, workspace: Option<WorkspaceId>) -> Result<u64> {
+        self.primary.count(kind, workspace).await
+    }
+}
+
+/// One shadow-read difference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mismatch {
+    /// The read (`"get"`, `"list"`).
+    pub operation: &'static str,
+    /// The workspace read.
+    pub workspace: WorkspaceId,
+    /// The ids whose versions differ or that only one side returned.
+    pub ids: Vec<RecordId>,
+    /// When it was seen.
+    pub at: Timestamp,
+}
+
+/// Shadow-read counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShadowStats {
+    /// Reads compared.
+    pub compared: u64,
+    /// Reads whose answers differed (after the recheck).
+    pub mismatched: u64,
+    /// Secondary reads that failed (not counted as mismatches).
+    pub errors: u64,
+    /// The latest mismatches, newest last (at most 100).
+    pub recent: Vec<Mismatch>,
+}
+
+#[derive(Debug, Default)]
+struct ShadowState {
+    compared: AtomicU64,
+    mismatched: AtomicU64,
+    errors: AtomicU64,
+    recent: Mutex<VecDeque<Mismatch>>,
+}
+
+const RECENT: usize = 100;
+
+/// `RecordStore` serving from `primary` and comparing a sample of reads with `secondary` in the
+/// background. Writes go to `primary` (usually a [`DualWriteRecordStore`]).
+#[derive(Debug)]
+pub struct ShadowReadRecordStore {
+    primary: Arc<dyn RecordStore>,
+    secondary: Arc<dyn RecordStore>,
+    reconciler: Option<Arc<Reconciler>>,
+    sample: f64,
+    state: Arc<ShadowState>,
+    seed: AtomicU64,
+}
+
+/// Ids that differ between two answers: present on one side only, or with different content.
+fn differing(a: &[Record], b: &[Record]) -> Vec<RecordId> {
+    let left: HashMap<RecordId, &Record> = a.iter().map(|r| (r.id, r)).collect();
+    let right: HashMap<RecordId, &Record> = b.iter().map(|r| (r.id, r)).collect();
+    let mut ids: Vec<RecordId> = left
+        .iter()
+        .filter(|(id, r)| right.get(id) != Some(r))
+        .map(|(id, _)| *id)
+        .chain(right.keys().filter(|id| !left.contains_key(id)).copied())
+        .collect();
+    ids.sort();
+    ids
+}
+
+enum Read {
+    Get(WorkspaceId, RecordKind, RecordId),
+    List(WorkspaceId, ListQuery),
+}
+
+impl Read {
+    async fn on(&self, store: &dyn RecordStore) -> Result<Vec<Record>> {
+        match self {
+            Read::Get(ws, kind, id) => Ok(store.get(*ws, *kind, *id).await?.into_iter().collect()),
+            Read::List(ws, q) => Ok(store.list(*ws, q).await?.items),
+        }
+    }
+    fn describe(&self) -> (&'static str, WorkspaceId) {
+        match self {
+            Read::Get(ws, ..) => ("get", *ws),
+            Read::List(ws, _) => ("list", *ws),
+        }
+    }
+}
+
+impl ShadowReadRecordStore {
+    /// Compares a `sample` share (0.0–1.0) of reads. `reconciler` (the dual-write layer's) lets a
+    /// difference be rechecked once pending writes are delivered.
+    pub fn new(
+        primary: Arc<dyn RecordStore>,
+        secondary: Arc<dyn RecordStore>,
+        reconciler: Option<Arc<Reconciler>>,
+        sample: f64,
+    ) -> Self {
+        ShadowReadRecordStore {
+            primary,
+            secondary,
+            reconciler,
+            sample: sample.clamp(0.0, 1.0),
+            state: Arc::default(),
+            seed: AtomicU64::new(0x5EED),
+        }
+    }
+
+    /// Counters and the latest mismatches.
+    pub fn stats(&self) -> ShadowStats {
+        ShadowStats {
+            compared: self.state.compared.load(Ordering::Relaxed),
+            mismatched: self.state.mismatched.load(Ordering::Relaxed),
+            errors: self.state.errors.load(Ordering::Relaxed),
+            recent: self
+                .state
+                .recent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned()
+                .collect(),
+        }
+    }
+
+    fn sampled(&self) -> bool {
+        if self.sample >= 1.0 {
+            return true;
+        }
+        // SplitMix64 step on a shared counter: cheap, lock-free, good enough for sampling.
+        let mut z = self
+            .seed
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        ((z >> 11) as f64 / (1u64 << 53) as f64) < self.sample
+    }
+
+    fn experiment(&self, read: Read, served: Vec<Record>) {
+        let secondary = self.secondary.clone();
+        let primary = self.primary.clone();
+        let reconciler = self.reconciler.clone();
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let theirs = match read.on(&*secondary).await {
+                Ok(t) => t,
+                Err(_) => {
+                    state.errors.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            };
+            let mut ids = differing(&served, &theirs);
+            if !ids.is_empty() {
+                // Replication lag is not a mismatch: deliver what is pending, then look again.
+                if let Some(r) = &reconciler {
+                    let _ = r.drain(Duration::from_secs(5)).await;
+                }
+                match (read.on(&*primary).await, read.on(&*secondary).await) {
+                    (Ok(a), Ok(b)) => ids = differing(&a, &b),
+                    _ => {
+                        state.errors.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+            state.compared.fetch_add(1, Ordering::Relaxed);
+            if ids.is_empty() {
+                return;
+            }
+            state.mismatched.fetch_add(1, Ordering::Relaxed);
+            let (operation, workspace) = read.describe();
+            tracing::warn!(
+                target: "sprintlens::shadow_read",
+                operation,
+                %workspace,
+                ids = ?ids,
+                "shadow read differs from the primary"
+            );
+            let mut recent = state.recent.lock().unwrap_or_else(|p| p.into_inner());
+            if recent.len() == RECENT {
+                recent.pop_front();
+            }
+            recent.push_back(Mismatch {
+                operation,
+                workspace,
+                ids,
+                at: Timestamp::now(),
+            });
+        });
+    }
+}
+
+#[deny(clippy::missing_trait_methods)]
+#[async_trait]
+impl RecordStore for ShadowReadRecordStore {
+    fn backend(&self) -> &'static str {
+        self.primary.backend()
+    }
+
+    async fn upsert(&self, records: &[Record]) -> Result<UpsertOutcome> {
+        self.primary.upsert(records).await
+    }
+
+    async fn get(
+        &self,
+        workspace: WorkspaceId,
+        kind: RecordKind,
+        id: RecordId,
+    ) -> Result<Option<Record>> {
+        let got = self.primary.get(workspace, kind, id).await?;
+        if self.sampled() {
+            self.experiment(
+                Read::Get(workspace, kind, id),
+                got.iter().cloned().collect(),
+            );
+        }
+        Ok(got)
+    }
+
+    async fn list(&self, workspace: WorkspaceId, query: &ListQuery) -> Result<Page<Record>> {
+        let page = self.primary.list(workspace, query).await?;
+        if self.sampled() {
+            self.experiment(Read::List(workspace, query.clone()), page.items.clone());
+        }
+        Ok(page)
+    }
+
+    async fn delete(
+        &self,
+        workspace: WorkspaceId,
+        kind: RecordKind,
+        id: RecordId,
+        at: Timestamp,
+    ) -> Result<bool> {
+        self.primary.delete(workspace, kind, id, at).await
+    }
+
+    async fn scan(&self, request: &ScanRequest) -> Result<Vec<Record>> {
+        self.primary.scan(request).await
+    }
+
+    async fn count(&self, kind: RecordKind, workspace: Option<WorkspaceId>) -> Result<u64> {
+        self.primary.count(kind, workspace).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differing_names_missing_extra_and_changed_ids() {
+        let ws = WorkspaceId::new();
+        let a = sprintlens_testkit::generate::project(ws, "a");
+        let b = sprintlens_testkit::generate::project(ws, "b");
+        let c = sprintlens_testkit::generate::project(ws, "c");
+        let mut b2 = b.clone();
+        b2.updated_at = b2.updated_at.plus_micros(1);
+        assert!(differing(&[a.clone(), b.clone()], &[b.clone(), a.clone()]).is_empty());
+        let mut want = vec![a.id, b.id, c.id];
+        want.sort();
+        assert_eq!(differing(&[a, b], &[b2, c]), want);
+    }
+}
