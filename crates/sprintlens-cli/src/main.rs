@@ -50,9 +50,10 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct Target {
-    /// The target's configuration (TOML; SPRINTLENS_* variables apply to the source only).
+    /// The target's configuration (TOML; SPRINTLENS_* variables apply to the source only). Default:
+    /// `[migration] target` of the configuration.
     #[arg(long, value_name = "FILE")]
-    to: PathBuf,
+    to: Option<PathBuf>,
     /// Print machine-readable JSON lines instead of text.
     #[arg(long)]
     json: bool,
@@ -72,7 +73,14 @@ enum MigrateAction {
         /// Copy records only, not analytics events.
         #[arg(long)]
         no_events: bool,
+        /// Nothing writes to the source during the backfill (services stopped), so it may run
+        /// without `[migration] mode = "dual-write"`.
+        #[arg(long)]
+        offline: bool,
     },
+    /// After a cut-over: copies back to the old store everything only the new one has, then records
+    /// the rollback so `mode = "dual-write"` may open again. Resumable.
+    Rollback(Target),
     /// Where each stream stands in the target, and the last verification.
     Status(Target),
     /// Compares every record on both sides; exits 1 on any difference.
@@ -88,18 +96,30 @@ enum MigrateAction {
     },
 }
 
-async fn open_target(t: &Target) -> anyhow::Result<Storage> {
+async fn open_target(t: &Target, config: &StorageConfig) -> anyhow::Result<Storage> {
+    let path = match (&t.to, &config.migration.target) {
+        (Some(p), _) => p.clone(),
+        (None, Some(p)) => PathBuf::from(p),
+        (None, None) => anyhow::bail!(
+            "migration.target: name the target configuration with --to FILE or [migration] target"
+        ),
+    };
     let text =
-        std::fs::read_to_string(&t.to).with_context(|| format!("reading {}", t.to.display()))?;
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let config = sprintlens::config::from_parts(Some(&text), Vec::<(String, String)>::new())?;
     Ok(Storage::open(config).await?)
 }
 
 async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result<bool> {
-    let source = Storage::open(config).await?;
+    use sprintlens::core::config::MigrationMode;
+    // The commands work on the stores themselves: no layers, no reconciler of their own.
+    let mode = config.migration.mode;
+    let mut plain = config.clone();
+    plain.migration.mode = MigrationMode::Single;
+    let source = Storage::open(plain).await?;
     match action {
         MigrateAction::Plan(t) => {
-            let target = open_target(&t).await?;
+            let target = open_target(&t, &config).await?;
             let plan = sprintlens::migrate::plan(&source, &target).await?;
             if t.json {
                 println!("{}", serde_json::to_string(&plan)?);
@@ -119,8 +139,21 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
             target: t,
             batch,
             no_events,
+            offline,
         } => {
-            let target = open_target(&t).await?;
+            match mode {
+                MigrationMode::Single if !offline => anyhow::bail!(
+                    "migration.mode: refusing to backfill while dual-write is off: writes made to the \
+                     source during the run would never reach the target. Set [migration] mode = \
+                     \"dual-write\" on every service first, or pass --offline if nothing writes to the source"
+                ),
+                MigrationMode::CutOver => anyhow::bail!(
+                    "migration.mode: the target is the store of record after cut-over; a backfill from \
+                     the old store would copy stale rows into it. Use `sprintlens migrate rollback` to go back"
+                ),
+                _ => {}
+            }
+            let target = open_target(&t, &config).await?;
             let options = sprintlens::migrate::RunOptions {
                 batch,
                 events: !no_events,
@@ -155,13 +188,68 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
             Ok(true)
         }
         MigrateAction::Status(t) => {
-            let target = open_target(&t).await?;
+            let target = open_target(&t, &config).await?;
             let streams = sprintlens::migrate::status(&target).await?;
+            let outbox = |s: &Storage| {
+                let o = s.outbox().cloned();
+                async move {
+                    match o {
+                        Some(o) => o.outbox_stats().await.map(Some),
+                        None => Ok(None),
+                    }
+                }
+            };
+            let old_outbox = outbox(&source).await?;
+            let new_outbox = outbox(&target).await?;
+            let phase = sprintlens::phase::phase(&target).await?;
+            let shadow = sprintlens::phase::shadow_totals(&target).await?;
             if t.json {
-                println!("{}", serde_json::to_string(&streams)?);
-            } else if streams.is_empty() {
-                println!("no migration has run against this target");
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "mode": mode.as_str(),
+                        "phase": phase.as_ref().map(|p| serde_json::json!({"phase": p.phase, "at": p.at})),
+                        "outbox": {
+                            "old": old_outbox.map(|o| serde_json::json!({"pending": o.pending, "parked": o.parked})),
+                            "new": new_outbox.map(|o| serde_json::json!({"pending": o.pending, "parked": o.parked})),
+                        },
+                        "shadow_read": shadow,
+                        "streams": streams,
+                    })
+                );
             } else {
+                println!(
+                    "mode: {}{}",
+                    mode.as_str(),
+                    phase
+                        .map(|p| format!(" (target records {} at {})", p.phase, p.at))
+                        .unwrap_or_default()
+                );
+                for (side, o) in [("old", old_outbox), ("new", new_outbox)] {
+                    if let Some(o) = o {
+                        println!(
+                            "outbox of the {side} store: {} pending, {} parked{}",
+                            o.pending,
+                            o.parked,
+                            o.oldest_pending
+                                .map(|t| format!(", oldest {t}"))
+                                .unwrap_or_default()
+                        );
+                    }
+                }
+                println!(
+                    "shadow reads: {} compared, {} mismatched{}",
+                    shadow["compared"],
+                    shadow["mismatched"],
+                    match shadow["recent_ids"].as_array() {
+                        Some(ids) if !ids.is_empty() =>
+                            format!(" (latest ids: {})", serde_json::Value::from(ids.clone())),
+                        _ => String::new(),
+                    }
+                );
+                if streams.is_empty() {
+                    println!("no migration has run against this target");
+                }
                 for s in &streams {
                     println!(
                         "{:<32} {:>10} rows  {}  (at {})",
@@ -171,12 +259,34 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
             }
             Ok(true)
         }
+        MigrateAction::Rollback(t) => {
+            let target = open_target(&t, &config).await?;
+            let json = t.json;
+            let r = sprintlens::migrate::rollback(&source, &target, |p| {
+                if json && let Ok(line) = serde_json::to_string(p) {
+                    println!("{line}");
+                }
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else if r.already {
+                println!("rollback: already rolled back; nothing to do");
+            } else {
+                println!(
+                    "rollback: {} outbox entries delivered, {} records re-copied to the old store. \
+                     Set [migration] mode = \"dual-write\" (or single on the old store) on every service.",
+                    r.delivered, r.copied
+                );
+            }
+            Ok(true)
+        }
         MigrateAction::Verify {
             target: t,
             workspaces,
             report,
         } => {
-            let target = open_target(&t).await?;
+            let target = open_target(&t, &config).await?;
             let r = sprintlens::migrate::verify_all(&source, &target, &workspaces).await?;
             sprintlens::migrate::record_verify(&target, &r).await?;
             if let Some(path) = report {

@@ -219,12 +219,20 @@ async fn killed_runs_resume_and_verify_names_every_difference() {
     assert!(ok, "{plan}");
     assert!(plan.contains("rows to migrate in all"), "{plan}");
 
+    // Without dual-write a backfill is refused unless declared offline.
+    let (ok, refused) = run_cli(&["run"], &data, &target.toml);
+    assert!(!ok, "{refused}");
+    assert!(
+        refused.contains("migration.mode") && refused.contains("--offline"),
+        "{refused}"
+    );
+
     // kill -9 at random moments, then resume to the end.
     let mut rng = Rng::new(9);
     let mut killed_mid_run = 0;
     for _ in 0..12 {
         let mut child = sprintlens()
-            .args(["migrate", "run", "--batch", "1000", "--to"])
+            .args(["migrate", "run", "--offline", "--batch", "1000", "--to"])
             .arg(&target.toml)
             .arg("--data-dir")
             .arg(&data)
@@ -244,7 +252,11 @@ async fn killed_runs_resume_and_verify_names_every_difference() {
         "only {killed_mid_run} runs were killed mid-run: the test did not exercise resuming"
     );
     let t = Instant::now();
-    let (ok, last) = run_cli(&["run", "--batch", "1000"], &data, &target.toml);
+    let (ok, last) = run_cli(
+        &["run", "--offline", "--batch", "1000"],
+        &data,
+        &target.toml,
+    );
     assert!(ok, "{last}");
     let resumed = t.elapsed();
 
@@ -263,7 +275,12 @@ async fn killed_runs_resume_and_verify_names_every_difference() {
     }
     assert!(status.contains("\"done\":true"), "{status}");
     assert!(status.contains("\"ok\":true"), "{status}");
-    let (ok, again) = run_cli(&["run", "--json"], &data, &target.toml);
+    assert!(status.contains("mode: single"), "{status}");
+    assert!(
+        status.contains("outbox of the old store: 0 pending, 0 parked"),
+        "{status}"
+    );
+    let (ok, again) = run_cli(&["run", "--offline", "--json"], &data, &target.toml);
     assert!(ok, "{again}");
     let reports: serde_json::Value = serde_json::from_str(again.lines().last().unwrap()).unwrap();
     let written: u64 = reports

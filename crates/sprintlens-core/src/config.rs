@@ -397,6 +397,133 @@ pub struct EmbedderConfig {
     pub dimension: usize,
 }
 
+/// The phase of a migration from this configuration's stores to those of `[migration] target`
+/// (docs/migration.md has the runbook).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MigrationMode {
+    /// One store: this configuration's.
+    #[default]
+    Single,
+    /// This configuration's stores serve and are the store of record; every record write is logged
+    /// in their outbox in its own transaction and delivered to the target's.
+    DualWrite,
+    /// Dual-write, and a sample of reads is also run on the target and compared.
+    ShadowRead,
+    /// The target's stores serve and are the store of record; every write is still delivered back to
+    /// this configuration's stores, so `sprintlens migrate rollback` stays possible.
+    CutOver,
+}
+
+impl MigrationMode {
+    /// The name used in configuration.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MigrationMode::Single => "single",
+            MigrationMode::DualWrite => "dual-write",
+            MigrationMode::ShadowRead => "shadow-read",
+            MigrationMode::CutOver => "cut-over",
+        }
+    }
+}
+
+/// `[migration]`: moving to other stores without downtime.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationConfig {
+    /// `single`, `dual-write`, `shadow-read` or `cut-over`.
+    #[serde(default)]
+    pub mode: MigrationMode,
+    /// The new stores' configuration file (TOML, read without `SPRINTLENS_*` overrides); needed by
+    /// every mode but `single`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Share of reads compared in `shadow-read`, 0.0–1.0.
+    #[serde(default = "default_shadow_sample")]
+    pub shadow_sample: f64,
+    /// How long a write may wait for the secondary store before leaving delivery to the reconciler,
+    /// in milliseconds (0: never wait; the write is acknowledged when the primary commits).
+    #[serde(default)]
+    pub write_wait_ms: u64,
+    /// Outbox entries the reconciler delivers per batch.
+    #[serde(default = "default_reconcile_batch")]
+    pub reconcile_batch: usize,
+    /// How often the reconciler polls the outbox when not woken by a write, in milliseconds.
+    #[serde(default = "default_reconcile_poll")]
+    pub reconcile_poll_ms: u64,
+    /// Deadline of one delivery to the secondary, in milliseconds.
+    #[serde(default = "default_deliver_timeout")]
+    pub deliver_timeout_ms: u64,
+}
+
+impl Default for MigrationConfig {
+    fn default() -> Self {
+        MigrationConfig {
+            mode: MigrationMode::Single,
+            target: None,
+            shadow_sample: default_shadow_sample(),
+            write_wait_ms: 0,
+            reconcile_batch: default_reconcile_batch(),
+            reconcile_poll_ms: default_reconcile_poll(),
+            deliver_timeout_ms: default_deliver_timeout(),
+        }
+    }
+}
+
+impl MigrationConfig {
+    fn validate(&self) -> Result<()> {
+        if self.mode != MigrationMode::Single && self.target.as_deref().is_none_or(str::is_empty) {
+            return Err(Error::config(
+                "migration.target",
+                format!(
+                    "mode = \"{}\" needs the new stores' configuration file",
+                    self.mode.as_str()
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.shadow_sample) {
+            return Err(Error::config(
+                "migration.shadow_sample",
+                "must be between 0.0 and 1.0",
+            ));
+        }
+        if self.write_wait_ms > 60_000 {
+            return Err(Error::config(
+                "migration.write_wait_ms",
+                "must be at most 60000",
+            ));
+        }
+        if self.reconcile_batch == 0 || self.reconcile_batch > crate::record::MAX_PAGE {
+            return Err(Error::config(
+                "migration.reconcile_batch",
+                format!("must be between 1 and {}", crate::record::MAX_PAGE),
+            ));
+        }
+        for (key, v) in [
+            ("migration.reconcile_poll_ms", self.reconcile_poll_ms),
+            ("migration.deliver_timeout_ms", self.deliver_timeout_ms),
+        ] {
+            if v == 0 || v > 3_600_000 {
+                return Err(Error::config(key, "must be between 1 and 3600000"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn default_shadow_sample() -> f64 {
+    0.01
+}
+fn default_reconcile_batch() -> usize {
+    500
+}
+fn default_reconcile_poll() -> u64 {
+    1_000
+}
+fn default_deliver_timeout() -> u64 {
+    10_000
+}
+
 fn default_pool() -> u32 {
     4
 }
@@ -476,6 +603,9 @@ pub struct StorageConfig {
     pub sessions: SessionsConfig,
     /// `[embedder]`.
     pub embedder: EmbedderConfig,
+    /// `[migration]`.
+    #[serde(default)]
+    pub migration: MigrationConfig,
 }
 
 /// The sections and the keys each accepts, for unknown-key errors.
@@ -544,6 +674,18 @@ pub const SECTIONS: &[(&str, &[&str])] = &[
         ],
     ),
     ("embedder", &["url", "dimension"]),
+    (
+        "migration",
+        &[
+            "mode",
+            "target",
+            "shadow_sample",
+            "write_wait_ms",
+            "reconcile_batch",
+            "reconcile_poll_ms",
+            "deliver_timeout_ms",
+        ],
+    ),
 ];
 
 impl StorageConfig {
@@ -590,6 +732,7 @@ impl StorageConfig {
                 url: url("hash://"),
                 dimension: default_dimension(),
             },
+            migration: MigrationConfig::default(),
         }
     }
 
@@ -706,7 +849,7 @@ impl StorageConfig {
                 "must be at least sessions.idle_timeout_secs",
             ));
         }
-        Ok(())
+        self.migration.validate()
     }
 }
 
@@ -736,6 +879,7 @@ mod tests {
         c.records.admin_url = Some(u.clone());
         c.records.operator_url = Some(u.clone());
         c.records.read_url = Some(u);
+        c.migration.target = Some("target.toml".into());
         let v = serde_json::to_value(&c).unwrap();
         let sections = v.as_object().unwrap();
         assert_eq!(sections.len(), SECTIONS.len());

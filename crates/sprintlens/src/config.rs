@@ -108,6 +108,10 @@ pub fn from_parts(
         }
         let parsed = if let Ok(i) = value.parse::<i64>() {
             toml::Value::Integer(i)
+        } else if let Ok(f) = value.parse::<f64>()
+            && value.contains('.')
+        {
+            toml::Value::Float(f)
         } else if let Ok(b) = value.parse::<bool>() {
             toml::Value::Boolean(b)
         } else {

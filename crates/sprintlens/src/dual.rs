@@ -662,6 +662,205 @@ impl RecordStore for ShadowReadRecordStore {
     }
 }
 
+/// Sends a write to the secondary of a mirrored port: waits up to `wait` when it is positive,
+/// otherwise in the background bounded by `timeout`; a failure is counted, never returned.
+#[derive(Debug)]
+struct Mirror {
+    wait: Duration,
+    timeout: Duration,
+    failures: Arc<AtomicU64>,
+}
+
+impl Mirror {
+    async fn send<F>(&self, write: F)
+    where
+        F: Future<Output = bool> + Send + 'static,
+    {
+        let failures = self.failures.clone();
+        let timeout = self.timeout;
+        let task = async move {
+            if !matches!(tokio::time::timeout(timeout, write).await, Ok(true)) {
+                failures.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        if self.wait.is_zero() {
+            tokio::spawn(task);
+        } else if tokio::time::timeout(self.wait, tokio::spawn(task))
+            .await
+            .is_err()
+        {
+            // Still running in the background; its outcome is counted there.
+        }
+    }
+}
+
+/// `VectorIndex` writing to a primary and mirroring each write to a secondary without ever failing
+/// or holding the caller past `write_wait` for it. A missed mirror write is counted
+/// ([`MirroredVectorIndex::failures`]); `sprintlens migrate run` (the keyset backfill resumes past its
+/// checkpoint) and `verify` close such gaps before cut-over. Searches are served by the primary.
+#[derive(Debug)]
+pub struct MirroredVectorIndex {
+    primary: Arc<dyn VectorIndex>,
+    secondary: Arc<dyn VectorIndex>,
+    mirror: Mirror,
+}
+
+impl MirroredVectorIndex {
+    /// Composes the layer.
+    pub fn new(
+        primary: Arc<dyn VectorIndex>,
+        secondary: Arc<dyn VectorIndex>,
+        write_wait: Duration,
+        timeout: Duration,
+    ) -> Self {
+        MirroredVectorIndex {
+            primary,
+            secondary,
+            mirror: Mirror {
+                wait: write_wait,
+                timeout,
+                failures: Arc::default(),
+            },
+        }
+    }
+
+    /// Mirror writes that failed or timed out.
+    pub fn failures(&self) -> u64 {
+        self.mirror.failures.load(Ordering::Relaxed)
+    }
+}
+
+#[deny(clippy::missing_trait_methods)]
+#[async_trait]
+impl VectorIndex for MirroredVectorIndex {
+    fn backend(&self) -> &'static str {
+        self.primary.backend()
+    }
+    fn dimension(&self) -> usize {
+        self.primary.dimension()
+    }
+    async fn upsert(&self, entries: &[VectorEntry]) -> Result<u64> {
+        let n = self.primary.upsert(entries).await?;
+        let (secondary, entries) = (self.secondary.clone(), entries.to_vec());
+        self.mirror
+            .send(async move { secondary.upsert(&entries).await.is_ok() })
+            .await;
+        Ok(n)
+    }
+    async fn delete(
+        &self,
+        workspace: WorkspaceId,
+        kind: EmbeddingKind,
+        id: RecordId,
+    ) -> Result<bool> {
+        let out = self.primary.delete(workspace, kind, id).await?;
+        let secondary = self.secondary.clone();
+        self.mirror
+            .send(async move { secondary.delete(workspace, kind, id).await.is_ok() })
+            .await;
+        Ok(out)
+    }
+    async fn search(&self, query: &VectorQuery) -> Result<Vec<VectorHit>> {
+        self.primary.search(query).await
+    }
+    async fn count(&self, workspace: WorkspaceId) -> Result<u64> {
+        self.primary.count(workspace).await
+    }
+    async fn scan_entries(
+        &self,
+        after: Option<VectorCursor>,
+        limit: usize,
+    ) -> Result<Vec<VectorEntry>> {
+        self.primary.scan_entries(after, limit).await
+    }
+}
+
+/// `Analytics` recording to a primary and mirroring each batch to a secondary like
+/// [`MirroredVectorIndex`] (events are id-keyed, so a repeated batch counts once on both). Queries
+/// are served by the primary.
+#[derive(Debug)]
+pub struct MirroredAnalytics {
+    primary: Arc<dyn Analytics>,
+    secondary: Arc<dyn Analytics>,
+    mirror: Mirror,
+}
+
+impl MirroredAnalytics {
+    /// Composes the layer.
+    pub fn new(
+        primary: Arc<dyn Analytics>,
+        secondary: Arc<dyn Analytics>,
+        write_wait: Duration,
+        timeout: Duration,
+    ) -> Self {
+        MirroredAnalytics {
+            primary,
+            secondary,
+            mirror: Mirror {
+                wait: write_wait,
+                timeout,
+                failures: Arc::default(),
+            },
+        }
+    }
+
+    /// Mirror writes that failed or timed out.
+    pub fn failures(&self) -> u64 {
+        self.mirror.failures.load(Ordering::Relaxed)
+    }
+}
+
+#[deny(clippy::missing_trait_methods)]
+#[async_trait]
+impl Analytics for MirroredAnalytics {
+    fn backend(&self) -> &'static str {
+        self.primary.backend()
+    }
+    fn quantile_method(&self) -> QuantileMethod {
+        self.primary.quantile_method()
+    }
+    async fn record(&self, events: &[AnalyticsEvent]) -> Result<u64> {
+        let n = self.primary.record(events).await?;
+        let (secondary, events) = (self.secondary.clone(), events.to_vec());
+        self.mirror
+            .send(async move { secondary.record(&events).await.is_ok() })
+            .await;
+        Ok(n)
+    }
+    async fn eval_summary(&self, workspace: WorkspaceId, run: EvalRunId) -> Result<EvalSummary> {
+        self.primary.eval_summary(workspace, run).await
+    }
+    async fn metric_series(
+        &self,
+        workspace: WorkspaceId,
+        query: &SeriesQuery,
+    ) -> Result<Vec<SeriesPoint>> {
+        self.primary.metric_series(workspace, query).await
+    }
+    async fn cost_breakdown(
+        &self,
+        workspace: WorkspaceId,
+        query: &BreakdownQuery,
+    ) -> Result<Vec<CostRow>> {
+        self.primary.cost_breakdown(workspace, query).await
+    }
+    async fn latency(
+        &self,
+        workspace: WorkspaceId,
+        query: &LatencyQuery,
+    ) -> Result<LatencySummary> {
+        self.primary.latency(workspace, query).await
+    }
+    async fn scan(
+        &self,
+        kind: EventKind,
+        after: Option<EventCursor>,
+        limit: usize,
+    ) -> Result<Vec<AnalyticsEvent>> {
+        self.primary.scan(kind, after, limit).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,7 @@ pub mod layers;
 #[cfg(feature = "postgres")]
 pub mod migrate;
 pub mod open;
+pub mod phase;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,8 +29,8 @@ use std::time::Duration;
 pub use sprintlens_core as core;
 pub use sprintlens_core::config::StorageConfig;
 use sprintlens_core::{
-    Analytics, BlobStore, Cache, Embedder, RecordStore, Result, SessionPolicy, SessionStore,
-    VectorIndex, WorkspaceId,
+    Analytics, BlobStore, Cache, Embedder, OutboxStore, RecordStore, Result, SessionPolicy,
+    SessionStore, VectorIndex, WorkspaceId,
 };
 
 pub use api::Workspace;
@@ -38,6 +39,10 @@ pub use api::Workspace;
 #[derive(Clone)]
 pub struct Storage {
     records: Arc<dyn RecordStore>,
+    /// The records backend's own outbox (SQLite, PostgreSQL), for the migration layers.
+    outbox: Option<Arc<dyn OutboxStore>>,
+    /// The migration in progress (`[migration] mode` other than `single`).
+    migration: Option<Arc<phase::Migration>>,
     vectors: Arc<dyn VectorIndex>,
     analytics: Arc<dyn Analytics>,
     blobs: Arc<dyn BlobStore>,
@@ -94,6 +99,15 @@ impl Storage {
     /// The system of record.
     pub fn records(&self) -> &Arc<dyn RecordStore> {
         &self.records
+    }
+    /// The records backend's own outbox, if it keeps one (SQLite, PostgreSQL). Operators read its
+    /// depth and parked entries; the migration layers write it.
+    pub fn outbox(&self) -> Option<&Arc<dyn OutboxStore>> {
+        self.outbox.as_ref()
+    }
+    /// The migration in progress, when `[migration] mode` is not `single`.
+    pub fn migration(&self) -> Option<&Arc<phase::Migration>> {
+        self.migration.as_ref()
     }
     /// The vector index.
     pub fn vectors(&self) -> &Arc<dyn VectorIndex> {

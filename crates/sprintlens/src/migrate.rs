@@ -12,7 +12,9 @@
 //!   keys sorted, numbers as serialised, times as RFC 3339 with microseconds) and names the ids
 //!   missing from the target, extra in it, or different.
 //!
-//! Dual-write modes and rollback are still to come (see the issue).
+//! - `rollback` (after a cut-over, see [`crate::phase`]): delivers the new store's outbox back to the
+//!   old store, then copies every record the new store changed since the cut-over (keyset scan with
+//!   checkpoints, so a killed rollback resumes), then records the phase `rolled-back`.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -392,6 +394,106 @@ pub async fn status(target: &Storage) -> Result<Vec<StreamStatus>> {
             updated_at,
         })
         .collect())
+}
+
+/// What `rollback` did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RollbackReport {
+    /// Outbox entries of the new store delivered to the old one.
+    pub delivered: u64,
+    /// Records re-copied from the new store's changes since the cut-over.
+    pub copied: u64,
+    /// The migration was already rolled back; nothing was done.
+    pub already: bool,
+}
+
+/// How far before the recorded cut-over time `rollback` scans (clock skew between hosts).
+pub const ROLLBACK_MARGIN: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Rolls a cut-over back: everything the new store (`target`) holds that the old one (`source`)
+/// may not is copied back, then the phase becomes `rolled-back` (after which `dual-write` may open).
+/// Both storages must be opened in `single` mode. Resumable: each step is idempotent and the copy
+/// is checkpointed.
+pub async fn rollback(
+    source: &Storage,
+    target: &Storage,
+    mut progress: impl FnMut(&Progress),
+) -> Result<RollbackReport> {
+    let pg = target_pg(target)?;
+    let since = match crate::phase::phase(target).await? {
+        Some(p) if p.phase == "cut-over" => p.at,
+        Some(p) if p.phase == "rolled-back" => {
+            return Ok(RollbackReport {
+                already: true,
+                ..Default::default()
+            });
+        }
+        _ => {
+            return Err(Error::config(
+                "migration.mode",
+                "nothing to roll back: no cut-over is recorded in the target",
+            ));
+        }
+    };
+    let outbox = target.outbox().cloned().ok_or_else(|| {
+        Error::config(
+            "records.url",
+            "the target's records backend keeps no outbox",
+        )
+    })?;
+    let before = outbox.outbox_stats().await?.pending;
+    let reconciler = crate::dual::Reconciler::new(
+        outbox,
+        source.records().clone(),
+        crate::dual::ReconcilerOptions::default(),
+    );
+    reconciler
+        .drain(std::time::Duration::from_secs(3600))
+        .await?;
+    let mut report = RollbackReport {
+        delivered: before,
+        ..Default::default()
+    };
+    let start: RecordId = "00000000-0000-7000-8000-000000000000".parse()?;
+    for kind in RecordKind::ALL {
+        let name = format!("migrate/rollback/{}", kind.as_str());
+        let (saved, mut copied) = load::<ScanCursor>(pg, &name).await?;
+        let mut cursor = saved.unwrap_or(ScanCursor {
+            updated_at: since.minus(ROLLBACK_MARGIN),
+            id: start,
+        });
+        loop {
+            let batch = target
+                .records()
+                .scan(&ScanRequest {
+                    kind: *kind,
+                    workspace: None,
+                    after: Some(cursor),
+                    limit: sprintlens_core::MAX_PAGE,
+                })
+                .await?;
+            let Some(last) = batch.last() else { break };
+            cursor = last.cursor();
+            source.records().upsert(&batch).await?;
+            copied += batch.len() as u64;
+            report.copied += batch.len() as u64;
+            pg.upsert_with_checkpoint(&[], &name, &checkpoint(Some(cursor), false)?, copied)
+                .await?;
+            progress(&Progress {
+                kind: kind.as_str(),
+                copied,
+                total: copied,
+                rate: 0.0,
+                eta_secs: 0.0,
+                done: false,
+            });
+        }
+    }
+    // Checkpoints first: a kill in between redoes the (idempotent) copy rather than leaving a stale
+    // cursor for a later rollback.
+    pg.clear_checkpoints("migrate/rollback/").await?;
+    crate::phase::set_phase(target, "rolled-back").await?;
+    Ok(report)
 }
 
 /// Records a verification's outcome in the target (shown by `status`).

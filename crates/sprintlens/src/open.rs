@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use sprintlens_core::config::StorageConfig;
 use sprintlens_core::{
-    Analytics, BlobStore, Cache, Embedder, Error, RecordStore, Result, SessionPolicy, SessionStore,
-    VectorIndex,
+    Analytics, BlobStore, Cache, Embedder, Error, OutboxStore, RecordStore, Result, SessionPolicy,
+    SessionStore, VectorIndex,
 };
 
 use crate::Storage;
@@ -344,6 +344,26 @@ impl Storage {
     /// Validates `config`, resolves every backend, then opens them (applying embedded schema
     /// migrations). Config errors come before anything is opened.
     pub async fn open(config: StorageConfig) -> Result<Storage> {
+        plan(&config)?;
+        // The new stores' configuration is read and checked before anything opens, too.
+        let target = crate::phase::target_config(&config)?;
+        let base = Box::pin(Storage::open_plain(config)).await?;
+        let mut storage = match target {
+            None => base,
+            Some(target) => crate::phase::compose(base, target).await?,
+        };
+        if storage.config.cache.read_through {
+            storage.records = Arc::new(crate::layers::CachedRecordStore::new(
+                storage.records.clone(),
+                storage.cache.clone(),
+                storage.cache_ttl,
+            ));
+        }
+        Ok(storage)
+    }
+
+    /// Opens `config`'s own stores, ignoring `[migration]` and without the cache layer.
+    pub(crate) async fn open_plain(config: StorageConfig) -> Result<Storage> {
         let plan = plan(&config)?;
         #[allow(unused_mut)]
         let mut files = SqliteFiles::default();
@@ -442,17 +462,21 @@ impl Storage {
             idle: Duration::from_secs(config.sessions.idle_timeout_secs),
             absolute: Duration::from_secs(config.sessions.absolute_timeout_secs),
         };
-        let records: Arc<dyn RecordStore> = if config.cache.read_through {
-            Arc::new(crate::layers::CachedRecordStore::new(
-                records,
-                cache.clone(),
-                Duration::from_millis(config.cache.ttl_ms),
-            ))
-        } else {
-            records
+        let outbox: Option<Arc<dyn OutboxStore>> = match &plan.records {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(p) => Some(Arc::new(files.get(p, &config).await?)),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => files
+                .postgres
+                .clone()
+                .map(|p| Arc::new(p) as Arc<dyn OutboxStore>),
+            #[allow(unreachable_patterns)]
+            _ => None,
         };
         Ok(Storage {
             records,
+            outbox,
+            migration: None,
             vectors,
             analytics,
             blobs,

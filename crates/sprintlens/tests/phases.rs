@@ -1,0 +1,285 @@
+//! `[migration] mode` end to end on the live PostgreSQL of the stack: the refusals, dual-write →
+//! backfill → verify → cut-over → rollback, and every acknowledged write in SQLite afterwards.
+#![cfg(all(feature = "sqlite", feature = "postgres"))]
+
+use std::path::Path;
+use std::time::Duration;
+
+use sprintlens::Storage;
+use sprintlens::core::config::StorageConfig;
+use sprintlens::core::*;
+use sprintlens::migrate;
+use sprintlens_testkit::faults::snapshot;
+use sprintlens_testkit::generate::{one_of_each, project};
+
+fn with_db(url: &str, db: &str) -> String {
+    format!("{}/{db}", url.rsplit_once('/').unwrap().0)
+}
+
+/// A fresh database named after this test and a target configuration pointing at it.
+async fn fresh_target(dir: &Path, name: &str) -> Option<std::path::PathBuf> {
+    let app = sprintlens_testkit::service_url("SPRINTLENS_TEST_POSTGRES_URL")?;
+    let admin = sprintlens_testkit::service_url("SPRINTLENS_TEST_POSTGRES_ADMIN_URL")?;
+    let operator = sprintlens_testkit::service_url("SPRINTLENS_TEST_POSTGRES_OPERATOR_URL")?;
+    let db = format!("sl_phase_{name}_{}", std::process::id());
+    let pool = sqlx::PgPool::connect(&admin).await.unwrap();
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+        format!("CREATE DATABASE {db}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+    let t = dir.join("target");
+    let toml = format!(
+        r#"[records]
+url = "{app}"
+admin_url = "{admin}"
+operator_url = "{operator}"
+[vectors]
+url = "{app}"
+dimension = 16
+[embedder]
+url = "hash://"
+dimension = 16
+[analytics]
+url = "sqlite://{t}/analytics.db"
+[blobs]
+url = "file://{t}/blobs"
+[cache]
+url = "memory://"
+[sessions]
+url = "memory://"
+"#,
+        app = with_db(&app, &db),
+        admin = with_db(&admin, &db),
+        operator = with_db(&operator, &db),
+        t = t.display()
+    );
+    let path = dir.join("target.toml");
+    std::fs::write(&path, toml).unwrap();
+    let target = Storage::open(
+        sprintlens::config::from_parts(
+            Some(&std::fs::read_to_string(&path).unwrap()),
+            std::iter::empty(),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    target.apply_schema().await.unwrap();
+    Some(path)
+}
+
+fn old_config(dir: &Path, mode: &str, target: &Path) -> Result<StorageConfig> {
+    let migration = if mode == "single" {
+        String::new()
+    } else {
+        format!(
+            "[migration]\nmode = \"{mode}\"\ntarget = \"{}\"\nreconcile_poll_ms = 50\nshadow_sample = 1.0\n",
+            target.display()
+        )
+    };
+    let toml = format!(
+        "data_dir = \"{}\"\n[vectors]\ndimension = 16\n[embedder]\ndimension = 16\n{migration}",
+        dir.join("old").display()
+    );
+    sprintlens::config::from_parts(Some(&toml), std::iter::empty())
+}
+
+async fn open(dir: &Path, mode: &str, target: &Path) -> Result<Storage> {
+    Storage::open(old_config(dir, mode, target)?).await
+}
+
+async fn plain_target(target: &Path) -> Storage {
+    Storage::open(
+        sprintlens::config::from_parts(
+            Some(&std::fs::read_to_string(target).unwrap()),
+            std::iter::empty(),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+fn refused(r: Result<Storage>, says: &str) {
+    let e = r.expect_err("must be refused");
+    assert_eq!(e.field(), Some("migration.mode"), "{e}");
+    assert!(e.to_string().contains(says), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn phases_refuse_what_would_lose_data_and_rollback_keeps_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(target) = fresh_target(dir.path(), "flow").await else {
+        return;
+    };
+    let d = dir.path();
+    let workspaces: Vec<WorkspaceId> = (0..3).map(|_| WorkspaceId::new()).collect();
+    let mut acked = 0u64;
+
+    // Single: the service's data before the migration.
+    {
+        let single = open(d, "single", &target).await.unwrap();
+        for ws in &workspaces {
+            acked += single
+                .records()
+                .upsert(&one_of_each(*ws))
+                .await
+                .unwrap()
+                .written;
+        }
+    }
+    refused(open(d, "shadow-read", &target).await, "finished backfill");
+    refused(open(d, "cut-over", &target).await, "finished backfill");
+
+    // Dual-write while the backfill runs.
+    let dual = open(d, "dual-write", &target).await.unwrap();
+    let m = dual.migration().unwrap().clone();
+    for (i, ws) in workspaces.iter().enumerate() {
+        let p = project(*ws, &format!("during dual-write {i}"));
+        dual.records()
+            .upsert(std::slice::from_ref(&p))
+            .await
+            .unwrap();
+        acked += 1;
+        if i == 0 {
+            dual.records()
+                .delete(*ws, RecordKind::Project, p.id, p.updated_at.plus_micros(1))
+                .await
+                .unwrap();
+            acked += 1;
+        }
+    }
+    let source = open(d, "single", &target).await.unwrap();
+    let new = plain_target(&target).await;
+    let runs = migrate::run(&source, &new, &migrate::RunOptions::default(), |_| {})
+        .await
+        .unwrap();
+    assert!(runs.iter().all(|r| r.done));
+    refused(open(d, "cut-over", &target).await, "verify");
+    // Shadow reads now open (the backfill is done).
+    drop(open(d, "shadow-read", &target).await.unwrap());
+    m.reconciler().drain(Duration::from_secs(20)).await.unwrap();
+    let report = migrate::verify_all(&source, &new, &[]).await.unwrap();
+    assert!(report.ok, "{report:?}");
+    migrate::record_verify(&new, &report).await.unwrap();
+    drop(dual);
+
+    // Cut-over: the new store serves; every write is still delivered to the old one.
+    let cut = open(d, "cut-over", &target).await.unwrap();
+    assert_eq!(migrate_phase(&new).await.as_deref(), Some("cut-over"));
+    for ws in &workspaces {
+        let p = project(*ws, "during cut-over");
+        cut.records()
+            .upsert(std::slice::from_ref(&p))
+            .await
+            .unwrap();
+        let again = p
+            .updated(RecordBody::Project(Project {
+                name: "during cut-over, renamed".into(),
+                description: Some("ü".into()),
+                settings: serde_json::json!({}),
+            }))
+            .unwrap();
+        cut.records()
+            .upsert(std::slice::from_ref(&again))
+            .await
+            .unwrap();
+        acked += 2;
+    }
+    assert_eq!(cut.records().backend(), "postgres");
+    // The process stops before its reconciler has necessarily delivered anything.
+    drop(cut);
+    refused(open(d, "dual-write", &target).await, "rollback");
+
+    let rb = migrate::rollback(&source, &new, |_| {}).await.unwrap();
+    assert!(!rb.already);
+    assert_eq!(migrate_phase(&new).await.as_deref(), Some("rolled-back"));
+    assert!(
+        migrate::rollback(&source, &new, |_| {})
+            .await
+            .unwrap()
+            .already
+    );
+    // Every acknowledged write is in SQLite, and both stores agree.
+    for ws in &workspaces {
+        let old_side = snapshot(&**source.records(), *ws).await;
+        assert_eq!(old_side, snapshot(&**new.records(), *ws).await);
+        assert!(
+            old_side
+                .iter()
+                .any(|r| r.body.name() == Some("during cut-over, renamed"))
+        );
+    }
+    eprintln!(
+        "figure: {acked} acknowledged writes across single, dual-write and cut-over; all in SQLite after rollback (delivered {}, re-copied {})",
+        rb.delivered, rb.copied
+    );
+    // Back to dual-write is allowed now; cut-over again needs a new verify.
+    drop(open(d, "dual-write", &target).await.unwrap());
+    refused(open(d, "cut-over", &target).await, "verify");
+}
+
+async fn migrate_phase(target: &Storage) -> Option<String> {
+    sprintlens::phase::phase(target)
+        .await
+        .unwrap()
+        .map(|p| p.phase)
+}
+
+#[test]
+fn migration_config_errors_name_the_key_before_anything_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = |toml: &str| -> String {
+        let text = format!("data_dir = \"{}\"\n{toml}", d.join("x").display());
+        match sprintlens::config::from_parts(Some(&text), std::iter::empty()) {
+            Err(e) => e.field().unwrap_or_default().to_string(),
+            Ok(c) => sprintlens::phase::target_config(&c)
+                .map(|_| "ok".to_string())
+                .unwrap_or_else(|e| e.field().unwrap_or_default().to_string()),
+        }
+    };
+    assert_eq!(
+        key("[migration]\nmode = \"dual-write\""),
+        "migration.target"
+    );
+    assert_eq!(key("[migration]\nmode = \"sideways\""), "migration.mode");
+    assert_eq!(key("[migration]\nmodes = \"single\""), "migration.modes");
+    assert_eq!(
+        key("[migration]\nshadow_sample = 2.0"),
+        "migration.shadow_sample"
+    );
+    assert_eq!(
+        key("[migration]\nmode = \"cut-over\"\ntarget = \"/nonexistent/t.toml\""),
+        "migration.target"
+    );
+    let nested = d.join("nested.toml");
+    std::fs::write(
+        &nested,
+        "[migration]\nmode = \"dual-write\"\ntarget = \"elsewhere.toml\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        key(&format!(
+            "[migration]\nmode = \"dual-write\"\ntarget = \"{}\"",
+            nested.display()
+        )),
+        "migration.target"
+    );
+    let same = d.join("same.toml");
+    std::fs::write(&same, format!("data_dir = \"{}\"\n", d.join("x").display())).unwrap();
+    assert_eq!(
+        key(&format!(
+            "[migration]\nmode = \"dual-write\"\ntarget = \"{}\"",
+            same.display()
+        )),
+        "migration.target"
+    );
+    assert!(!d.join("x").exists(), "nothing was created");
+}
