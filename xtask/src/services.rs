@@ -893,6 +893,14 @@ impl Stack {
 
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
+            // For tests that run a disposable PostgreSQL of their own (to stop and pause it).
+            (
+                "SPRINTLENS_TEST_PG_BIN",
+                self.pg_bin()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
+            ("SPRINTLENS_TEST_PG_OS_USER", PG_OS_USER.to_string()),
             (
                 "SPRINTLENS_TEST_POSTGRES_URL",
                 format!("postgres://{PG_APP}:{PG_APP_PASSWORD}@127.0.0.1:{PG_PORT}/{PG_DB}"),

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod faults;
 pub mod generate;
 pub mod outbox;
+pub mod pg_cluster;
 pub mod records;
 pub mod sessions;
 pub mod vectors;
