@@ -30,6 +30,58 @@ use sprintlens_core::{
 
 use crate::Storage;
 
+/// The named points at which `SPRINTLENS_MIGRATE_KILL_AT=<point>:<n>` aborts the process (the n-th
+/// time the point is reached), for crash tests: `after-read` (a batch read, nothing written),
+/// `mid-batch` (a target write in flight, uncommitted), `after-commit` (the target committed; for
+/// embeddings and events the checkpoint is not written yet), `after-checkpoint`, `during-verify`.
+pub const KILL_POINTS: &[&str] = &[
+    "after-read",
+    "mid-batch",
+    "after-commit",
+    "after-checkpoint",
+    "during-verify",
+];
+
+fn kill_spec() -> Option<&'static (String, u64)> {
+    static SPEC: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
+    SPEC.get_or_init(|| {
+        let v = std::env::var("SPRINTLENS_MIGRATE_KILL_AT").ok()?;
+        let (point, n) = v.split_once(':').unwrap_or((&v, "1"));
+        Some((point.to_string(), n.parse().unwrap_or(1)))
+    })
+    .as_ref()
+}
+
+/// Whether this reach of `point` is the one `SPRINTLENS_MIGRATE_KILL_AT` names.
+fn kill_armed(point: &str) -> bool {
+    static HITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    match kill_spec() {
+        Some((p, n)) if p == point => {
+            HITS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == *n
+        }
+        _ => false,
+    }
+}
+
+/// Aborts the process (no destructors, no flushes: like `kill -9`) when armed for `point`.
+fn kill_point(point: &str) {
+    if kill_armed(point) {
+        eprintln!("SPRINTLENS_MIGRATE_KILL_AT: aborting at {point}");
+        std::process::abort();
+    }
+}
+
+/// Runs `write`; when armed for `mid-batch`, aborts while it is in flight instead.
+async fn write_or_die<T>(write: impl std::future::Future<Output = T>) -> T {
+    if kill_armed("mid-batch") {
+        let write = std::pin::pin!(write);
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(3), write).await;
+        eprintln!("SPRINTLENS_MIGRATE_KILL_AT: aborting at mid-batch");
+        std::process::abort();
+    }
+    write.await
+}
+
 /// Largest batch `run` writes in one target transaction.
 pub const MAX_BATCH: usize = 100_000;
 
@@ -283,15 +335,18 @@ where
             return Ok((report, true));
         }
         let batch = read(cursor).await?;
+        kill_point("after-read");
         let n = batch.len() as u64;
         let done = batch.len() < batch_size;
         let next = batch.last().map(&cursor_of).or(cursor);
         if n > 0 {
-            report.written += write(batch).await?;
+            report.written += write_or_die(write(batch)).await?;
         }
+        kill_point("after-commit");
         copied += n;
         pg.upsert_with_checkpoint(&[], name, &checkpoint(next, done)?, copied)
             .await?;
+        kill_point("after-checkpoint");
         report.rows += n;
         report.batches += 1;
         cursor = next;
@@ -563,12 +618,14 @@ pub async fn run(
                 Some(b) => b,
                 None => read_records(source, kind, cursor, options.batch).await?,
             };
+            kill_point("after-read");
             let done = batch.len() < options.batch;
             let next = batch.last().map(Record::cursor).or(cursor);
             let position = checkpoint(next, done)?;
             copied += batch.len() as u64;
             // Write this batch while the next one is read from the source.
             let write = pg.upsert_with_checkpoint(&batch, &name, &position, copied);
+            let write = write_or_die(write);
             let outcome = if done || batches_left == Some(1) {
                 write.await?
             } else {
@@ -577,6 +634,9 @@ pub async fn run(
                 prefetched = Some(read?);
                 written?
             };
+            // The batch and its checkpoint committed together.
+            kill_point("after-commit");
+            kill_point("after-checkpoint");
             report.rows += batch.len() as u64;
             report.written += outcome.written;
             report.batches += 1;
@@ -691,6 +751,7 @@ where
     let mut after = None;
     loop {
         let page = read(after).await?;
+        kill_point("during-verify");
         for item in &page {
             out.insert(key_of(item), fingerprint(item)?);
         }
