@@ -102,7 +102,16 @@ async fn fill_source(
         batch.push(p);
         let convs: Vec<_> = (0..20)
             .map(|i| {
-                generate::conversation(*ws, pid, None, &format!("conversation {i} — ünïcødé 🚀"))
+                let mut c = generate::conversation(
+                    *ws,
+                    pid,
+                    None,
+                    &format!("conversation {i} — ünïcødé 🚀"),
+                );
+                if let (0, RecordBody::Conversation(b)) = (i % 5, &mut c.body) {
+                    b.title = None;
+                }
+                c
             })
             .collect();
         let cids: Vec<RecordId> = convs.iter().map(|c| c.id).collect();
@@ -336,10 +345,31 @@ async fn killed_runs_resume_and_verify_names_every_difference() {
         ids[3]
     ))
     .await;
-    // A row moved to another workspace.
+    // Two rows swapped between workspaces.
+    let (other, other_ws): (uuid::Uuid, uuid::Uuid) = sqlx::query_as(
+        "SELECT id, workspace FROM records WHERE kind = 'message'
+           AND workspace <> (SELECT workspace FROM records WHERE id = $1) LIMIT 1",
+    )
+    .bind(ids[4])
+    .fetch_one(&pg)
+    .await
+    .unwrap();
     exec(format!(
-        "UPDATE records SET workspace = '{}' WHERE id = '{}'",
-        workspaces[2], ids[4]
+        "UPDATE records SET workspace = CASE WHEN id = '{a}' THEN '{other_ws}'::uuid
+            ELSE (SELECT workspace FROM records WHERE id = '{a}') END
+         WHERE id IN ('{a}', '{other}')",
+        a = ids[4]
+    ))
+    .await;
+    // An empty string where the source has NULL.
+    let (untitled,): (uuid::Uuid,) = sqlx::query_as(
+        "SELECT id FROM records WHERE kind = 'conversation' AND body->'data'->'title' = 'null' LIMIT 1",
+    )
+    .fetch_one(&pg)
+    .await
+    .unwrap();
+    exec(format!(
+        "UPDATE records SET body = jsonb_set(body, '{{data,title}}', '\"\"') WHERE id = '{untitled}'"
     ))
     .await;
     // One vector component changed.
@@ -398,8 +428,8 @@ async fn killed_runs_resume_and_verify_names_every_difference() {
     );
     assert!(has(&messages["different"], &ids[3]), "1 µs: {messages}");
     assert!(
-        has(&messages["different"], &ids[4]),
-        "workspace: {messages}"
+        has(&messages["different"], &ids[4]) && has(&messages["different"], &other),
+        "workspace swap: {messages}"
     );
     assert_eq!(
         (
@@ -407,8 +437,14 @@ async fn killed_runs_resume_and_verify_names_every_difference() {
             messages["different_count"].as_u64(),
             messages["extra_count"].as_u64()
         ),
-        (Some(1), Some(4), Some(0))
+        (Some(1), Some(5), Some(0))
     );
+    let conversations = kind("conversation");
+    assert!(
+        has(&conversations["different"], &untitled),
+        "NULL vs empty string: {conversations}"
+    );
+    assert_eq!(conversations["different_count"].as_u64(), Some(1));
     for stream in ["eval_result", "usage"] {
         let k = kind(stream);
         assert_eq!(
@@ -431,7 +467,7 @@ async fn killed_runs_resume_and_verify_names_every_difference() {
     let projects = kind("project");
     assert!(has(&projects["extra"], &extra), "extra row: {projects}");
     println!(
-        "verify flagged: changed column, deleted row, NULL vs value, 1 µs, workspace move, extra row, vector component"
+        "verify flagged: changed column, deleted row, NULL vs value, NULL vs empty string, 1 µs, two rows swapped between workspaces, extra row, vector component"
     );
 }
 
