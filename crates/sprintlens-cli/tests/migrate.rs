@@ -82,11 +82,7 @@ url = "hash://"
 
 /// Three workspaces: one record of every kind each, conversations, and `messages` messages with
 /// unicode, NULLs and large JSON (every `large_every`-th message carries 200 tool calls).
-async fn fill_source(
-    data: &std::path::Path,
-    messages: usize,
-    large_every: usize,
-) -> Vec<WorkspaceId> {
+async fn fill_source(data: &std::path::Path, messages: usize, large_every: usize) {
     let config = sprintlens::config::from_parts(
         None,
         vec![("SPRINTLENS_DATA_DIR".into(), data.display().to_string())],
@@ -192,7 +188,6 @@ async fn fill_source(
         }
         storage.analytics().record(&events).await.unwrap();
     }
-    workspaces
 }
 
 fn run_cli(args: &[&str], data: &std::path::Path, target: &std::path::Path) -> (bool, String) {
@@ -217,7 +212,7 @@ async fn killed_runs_resume_and_verify_names_every_difference() {
         return;
     };
     let data = dir.path().join("source");
-    let workspaces = fill_source(&data, 30_000, 50).await;
+    fill_source(&data, 30_000, 50).await;
     let out = sprintlens()
         .args(["schema", "apply", "--config"])
         .arg(&target.toml)
