@@ -3,6 +3,7 @@
 #![allow(unsafe_code)]
 
 mod clickhouse;
+mod dualwrite;
 mod migrate;
 mod objects;
 mod postgres;
@@ -239,7 +240,12 @@ async fn main() -> Result<()> {
                 .map(|s| s.parse())
                 .transpose()?
                 .unwrap_or(1_000_000);
-            migrate::run(n).await
+            migrate::run(n).await?;
+            dualwrite::run(5_000).await
+        }
+        Some("dual-write") => {
+            let n = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(5_000);
+            dualwrite::run(n).await
         }
         Some("clickhouse") => {
             let n = args
@@ -265,7 +271,7 @@ async fn main() -> Result<()> {
             redis::run(c, 10).await
         }
         _ => anyhow::bail!(
-            "usage: sprintlens-bench sqlite-vectors [sizes…] | postgres-vectors [n] | postgres-bulk [n] [batch] | redis [concurrency] | objects [sizes in MiB…] | clickhouse [rows] | migrate [rows]"
+            "usage: sprintlens-bench sqlite-vectors [sizes…] | postgres-vectors [n] | postgres-bulk [n] [batch] | redis [concurrency] | objects [sizes in MiB…] | clickhouse [rows] | migrate [rows] | dual-write [writes]"
         ),
     }
 }

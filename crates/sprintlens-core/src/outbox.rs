@@ -65,8 +65,11 @@ pub struct ParkedEntry {
 ///
 /// # Behavior
 /// - `upsert_logged` MUST behave exactly like `upsert` and, in the same transaction, append one entry
-///   per record of the call; when the upsert fails nothing is appended.
-/// - `delete_logged` MUST behave exactly like `delete` and, in the same transaction, append one entry.
+///   per record of the call and remove the pending entries named by `acks` (deliveries whose ack
+///   rides on this write instead of a transaction of its own); when the upsert fails nothing is
+///   appended and nothing removed.
+/// - `delete_logged` MUST behave exactly like `delete` and, in the same transaction, append one entry
+///   and remove the `acks` entries.
 /// - `outbox_pending` MUST return pending entries in `seq` order (at most `limit`), each with the
 ///   record's current stored version, read after the entry was visible.
 /// - `outbox_ack` MUST remove the given pending entries; unknown seqs are ignored.
@@ -75,16 +78,23 @@ pub struct ParkedEntry {
 /// - `outbox_stats` MUST count pending and parked entries.
 #[async_trait]
 pub trait OutboxStore: RecordStore {
-    /// `upsert` plus one outbox entry per record, in one transaction. Returns the entries' seqs.
-    async fn upsert_logged(&self, records: &[Record]) -> Result<(UpsertOutcome, Vec<i64>)>;
+    /// `upsert` plus one outbox entry per record, and the removal of the delivered entries `acks`,
+    /// in one transaction. Returns the new entries' seqs.
+    async fn upsert_logged(
+        &self,
+        records: &[Record],
+        acks: &[i64],
+    ) -> Result<(UpsertOutcome, Vec<i64>)>;
 
-    /// `delete` plus one outbox entry, in one transaction. Returns the entry's seq.
+    /// `delete` plus one outbox entry, and the removal of the delivered entries `acks`, in one
+    /// transaction. Returns the entry's seq.
     async fn delete_logged(
         &self,
         workspace: WorkspaceId,
         kind: RecordKind,
         id: RecordId,
         at: Timestamp,
+        acks: &[i64],
     ) -> Result<(bool, i64)>;
 
     /// Up to `limit` pending entries in `seq` order, with their records as stored now.
@@ -109,8 +119,12 @@ pub trait OutboxStore: RecordStore {
 #[deny(clippy::missing_trait_methods)]
 #[async_trait]
 impl<T: OutboxStore + ?Sized> OutboxStore for Arc<T> {
-    async fn upsert_logged(&self, records: &[Record]) -> Result<(UpsertOutcome, Vec<i64>)> {
-        (**self).upsert_logged(records).await
+    async fn upsert_logged(
+        &self,
+        records: &[Record],
+        acks: &[i64],
+    ) -> Result<(UpsertOutcome, Vec<i64>)> {
+        (**self).upsert_logged(records, acks).await
     }
     async fn delete_logged(
         &self,
@@ -118,8 +132,9 @@ impl<T: OutboxStore + ?Sized> OutboxStore for Arc<T> {
         kind: RecordKind,
         id: RecordId,
         at: Timestamp,
+        acks: &[i64],
     ) -> Result<(bool, i64)> {
-        (**self).delete_logged(workspace, kind, id, at).await
+        (**self).delete_logged(workspace, kind, id, at, acks).await
     }
     async fn outbox_pending(&self, limit: usize) -> Result<Vec<PendingWrite>> {
         (**self).outbox_pending(limit).await

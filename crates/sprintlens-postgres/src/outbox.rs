@@ -15,8 +15,24 @@ use uuid::Uuid;
 use crate::records::{COLUMNS, decode};
 use crate::{BACKEND, PgStore, classify, from_ts, scoped};
 
-/// Appends one entry per `(workspace, kind, id)` inside `tx`; returns their seqs.
+/// Removes the delivered entries `acks` and appends one entry per `(workspace, kind, id)` inside
+/// `tx`; returns the new entries' seqs.
 pub(crate) async fn log(
+    tx: &mut Transaction<'static, Postgres>,
+    acks: &[i64],
+    keys: impl Iterator<Item = (WorkspaceId, RecordKind, RecordId)>,
+) -> Result<Vec<i64>> {
+    if !acks.is_empty() {
+        sqlx::query("DELETE FROM sprintlens_outbox WHERE seq = ANY($1) AND parked_at IS NULL")
+            .bind(acks)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| classify("outbox_ack", e))?;
+    }
+    append(tx, keys).await
+}
+
+async fn append(
     tx: &mut Transaction<'static, Postgres>,
     keys: impl Iterator<Item = (WorkspaceId, RecordKind, RecordId)>,
 ) -> Result<Vec<i64>> {
@@ -53,8 +69,12 @@ fn entry(row: &sqlx::postgres::PgRow) -> Result<OutboxEntry> {
 
 #[async_trait]
 impl OutboxStore for PgStore {
-    async fn upsert_logged(&self, records: &[Record]) -> Result<(UpsertOutcome, Vec<i64>)> {
-        self.upsert_in(records, None, true).await
+    async fn upsert_logged(
+        &self,
+        records: &[Record],
+        acks: &[i64],
+    ) -> Result<(UpsertOutcome, Vec<i64>)> {
+        self.upsert_in(records, None, Some(acks)).await
     }
 
     async fn delete_logged(
@@ -63,8 +83,9 @@ impl OutboxStore for PgStore {
         kind: RecordKind,
         id: RecordId,
         at: Timestamp,
+        acks: &[i64],
     ) -> Result<(bool, i64)> {
-        self.delete_in(workspace, kind, id, at, true).await
+        self.delete_in(workspace, kind, id, at, Some(acks)).await
     }
 
     async fn outbox_pending(&self, limit: usize) -> Result<Vec<PendingWrite>> {

@@ -257,7 +257,7 @@ impl PgStore {
         checkpoint: &serde_json::Value,
         rows: u64,
     ) -> Result<UpsertOutcome> {
-        self.upsert_in(records, Some((name, checkpoint, rows)), false)
+        self.upsert_in(records, Some((name, checkpoint, rows)), None)
             .await
             .map(|(o, _)| o)
     }
@@ -311,7 +311,7 @@ impl PgStore {
         &self,
         records: &[Record],
         checkpoint: Option<(&str, &serde_json::Value, u64)>,
-        log: bool,
+        log: Option<&[i64]>,
     ) -> Result<(UpsertOutcome, Vec<i64>)> {
         for r in records {
             r.validate()?;
@@ -367,14 +367,16 @@ impl PgStore {
             .await
             .map_err(|e| classify("checkpoint", e))?;
         }
-        let seqs = if log {
-            crate::outbox::log(
-                &mut tx,
-                records.iter().map(|r| (r.workspace, r.kind(), r.id)),
-            )
-            .await?
-        } else {
-            Vec::new()
+        let seqs = match log {
+            Some(acks) => {
+                crate::outbox::log(
+                    &mut tx,
+                    acks,
+                    records.iter().map(|r| (r.workspace, r.kind(), r.id)),
+                )
+                .await?
+            }
+            None => Vec::new(),
         };
         tx.commit().await.map_err(|e| classify("upsert", e))?;
         Ok((
@@ -394,7 +396,7 @@ impl RecordStore for PgStore {
     }
 
     async fn upsert(&self, records: &[Record]) -> Result<UpsertOutcome> {
-        self.upsert_in(records, None, false).await.map(|(o, _)| o)
+        self.upsert_in(records, None, None).await.map(|(o, _)| o)
     }
 
     async fn get(
@@ -460,7 +462,7 @@ impl RecordStore for PgStore {
         id: RecordId,
         at: Timestamp,
     ) -> Result<bool> {
-        self.delete_in(workspace, kind, id, at, false)
+        self.delete_in(workspace, kind, id, at, None)
             .await
             .map(|(d, _)| d)
     }
@@ -475,14 +477,14 @@ impl RecordStore for PgStore {
 }
 
 impl PgStore {
-    /// `delete`, plus an outbox entry in the same transaction when `log`.
+    /// `delete`, plus (when `log` carries the acks to remove) an outbox entry in the same transaction.
     pub(crate) async fn delete_in(
         &self,
         workspace: WorkspaceId,
         kind: RecordKind,
         id: RecordId,
         at: Timestamp,
-        log: bool,
+        log: Option<&[i64]>,
     ) -> Result<(bool, i64)> {
         let mut tx = scoped(&self.pool, workspace, "delete").await?;
         let n = sqlx::query(
@@ -497,10 +499,11 @@ impl PgStore {
         .await
         .map_err(|e| classify("delete", e))?
         .rows_affected();
-        let seq = if log {
-            crate::outbox::log(&mut tx, std::iter::once((workspace, kind, id))).await?[0]
-        } else {
-            0
+        let seq = match log {
+            Some(acks) => {
+                crate::outbox::log(&mut tx, acks, std::iter::once((workspace, kind, id))).await?[0]
+            }
+            None => 0,
         };
         tx.commit().await.map_err(|e| classify("delete", e))?;
         Ok((n > 0, seq))

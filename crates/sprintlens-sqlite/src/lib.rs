@@ -142,10 +142,7 @@ pub fn classify(operation: &'static str, err: rusqlite::Error) -> Error {
 fn configure(conn: &Connection, options: &SqliteOptions, writer: bool) -> rusqlite::Result<()> {
     conn.busy_timeout(options.busy_timeout)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    let sync = match options.synchronous {
-        Synchronous::Full => "FULL",
-        Synchronous::Normal => "NORMAL",
-    };
+    let sync = sync_pragma(options);
     conn.pragma_update(None, "synchronous", sync)?;
     if writer {
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -213,15 +210,45 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
     {
+        self.write_with(operation, true, f).await
+    }
+
+    /// Like [`Self::write`]; with `durable` false the commit skips the WAL fsync (`synchronous=NORMAL`
+    /// for this transaction only: checkpoints still sync, so nothing older can be lost or corrupted;
+    /// the next durable commit syncs this one too). For writes whose loss on power failure is
+    /// harmless: a lost outbox ack only makes the entry be delivered again, idempotently.
+    pub(crate) async fn write_with<T, F>(
+        &self,
+        operation: &'static str,
+        durable: bool,
+        f: F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
+    {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-            let tx = conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .map_err(|e| classify(operation, e))?;
-            let out = f(&tx)?;
-            tx.commit().map_err(|e| classify(operation, e))?;
-            Ok(out)
+            if !durable {
+                conn.pragma_update(None, "synchronous", "NORMAL")
+                    .map_err(|e| classify(operation, e))?;
+            }
+            let out = (|| {
+                let tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(|e| classify(operation, e))?;
+                let out = f(&tx)?;
+                tx.commit().map_err(|e| classify(operation, e))?;
+                Ok(out)
+            })();
+            if !durable {
+                let restored = conn.pragma_update(None, "synchronous", sync_pragma(&inner.options));
+                if let Err(e) = restored {
+                    return Err(classify(operation, e));
+                }
+            }
+            out
         })
         .await
         .map_err(|e| Error::backend(BACKEND, operation, e))?
@@ -280,6 +307,14 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| Error::backend(BACKEND, operation, e))?
+    }
+}
+
+/// The `synchronous` pragma value of `options`.
+fn sync_pragma(options: &SqliteOptions) -> &'static str {
+    match options.synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
     }
 }
 

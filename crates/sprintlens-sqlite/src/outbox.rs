@@ -30,6 +30,20 @@ fn log(
     .map_err(|e| classify("outbox", e))
 }
 
+/// Removes delivered (not parked) entries inside an open write transaction.
+fn ack_tx(tx: &rusqlite::Transaction<'_>, seqs: &[i64]) -> Result<()> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    let mut st = tx
+        .prepare_cached("DELETE FROM outbox WHERE seq = ?1 AND parked_at IS NULL")
+        .map_err(|e| classify("outbox_ack", e))?;
+    for s in seqs {
+        st.execute([s]).map_err(|e| classify("outbox_ack", e))?;
+    }
+    Ok(())
+}
+
 struct RawEntry {
     seq: i64,
     workspace: String,
@@ -63,9 +77,15 @@ fn raw_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawEntry> {
 
 #[async_trait]
 impl OutboxStore for SqliteStore {
-    async fn upsert_logged(&self, records: &[Record]) -> Result<(UpsertOutcome, Vec<i64>)> {
+    async fn upsert_logged(
+        &self,
+        records: &[Record],
+        acks: &[i64],
+    ) -> Result<(UpsertOutcome, Vec<i64>)> {
         let prepared = prepare(records)?;
+        let acks = acks.to_vec();
         self.write("upsert", move |tx| {
+            ack_tx(tx, &acks)?;
             let outcome = upsert_tx(tx, &prepared)?;
             let now = Timestamp::now().as_micros();
             let seqs = prepared
@@ -83,8 +103,11 @@ impl OutboxStore for SqliteStore {
         kind: RecordKind,
         id: RecordId,
         at: Timestamp,
+        acks: &[i64],
     ) -> Result<(bool, i64)> {
+        let acks = acks.to_vec();
         self.write("delete", move |tx| {
+            ack_tx(tx, &acks)?;
             let deleted = delete_tx(tx, workspace, kind, id, at)?;
             let seq = log(tx, workspace, kind, id, Timestamp::now().as_micros())?;
             Ok((deleted, seq))
@@ -130,16 +153,9 @@ impl OutboxStore for SqliteStore {
             return Ok(());
         }
         let seqs = seqs.to_vec();
-        self.write("outbox_ack", move |tx| {
-            let mut st = tx
-                .prepare_cached("DELETE FROM outbox WHERE seq = ?1 AND parked_at IS NULL")
-                .map_err(|e| classify("outbox_ack", e))?;
-            for s in seqs {
-                st.execute([s]).map_err(|e| classify("outbox_ack", e))?;
-            }
-            Ok(())
-        })
-        .await
+        // Not synced: a lost ack re-delivers the entry, which is idempotent.
+        self.write_with("outbox_ack", false, move |tx| ack_tx(tx, &seqs))
+            .await
     }
 
     async fn outbox_park(&self, seq: i64, error: &str) -> Result<()> {

@@ -30,6 +30,7 @@ pub async fn run_all(store: Store) {
     failed_writes_log_nothing(&store).await;
     deletes_log_the_tombstone(&store).await;
     parked_entries_leave_the_pending_set(&store).await;
+    acks_ride_on_writes(&store).await;
 }
 
 /// `upsert_logged` writes like `upsert` and logs one entry per record, in order; pending entries carry
@@ -37,7 +38,7 @@ pub async fn run_all(store: Store) {
 pub async fn logged_writes_are_pending_with_their_current_record(store: &Store) {
     let ws = WorkspaceId::new();
     let records = one_of_each(ws);
-    let (out, seqs) = store.upsert_logged(&records).await.unwrap();
+    let (out, seqs) = store.upsert_logged(&records, &[]).await.unwrap();
     assert_eq!(out.written, records.len() as u64);
     assert_eq!(seqs.len(), records.len());
     let mut sorted = seqs.clone();
@@ -59,7 +60,7 @@ pub async fn logged_writes_are_pending_with_their_current_record(store: &Store) 
         }))
         .unwrap();
     let (_, again) = store
-        .upsert_logged(std::slice::from_ref(&newer))
+        .upsert_logged(std::slice::from_ref(&newer), &[])
         .await
         .unwrap();
     let pending = store.outbox_pending(1000).await.unwrap();
@@ -107,12 +108,20 @@ pub async fn failed_writes_log_nothing(store: &Store) {
         p.name = String::new();
     }
     let good = project(ws, "good");
-    assert!(store.upsert_logged(&[good.clone(), bad]).await.is_err());
+    assert!(
+        store
+            .upsert_logged(&[good.clone(), bad], &[])
+            .await
+            .is_err()
+    );
     let a = project(ws, "same");
-    store.upsert_logged(std::slice::from_ref(&a)).await.unwrap();
+    store
+        .upsert_logged(std::slice::from_ref(&a), &[])
+        .await
+        .unwrap();
     drain(store).await;
     let b = project(ws, "same"); // another id, the same unique name: a conflict
-    let err = store.upsert_logged(&[good, b]).await.unwrap_err();
+    let err = store.upsert_logged(&[good, b], &[]).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict);
     assert_eq!(store.outbox_stats().await.unwrap().pending, 0);
     assert!(store.outbox_pending(10).await.unwrap().is_empty());
@@ -123,11 +132,14 @@ pub async fn failed_writes_log_nothing(store: &Store) {
 pub async fn deletes_log_the_tombstone(store: &Store) {
     let ws = WorkspaceId::new();
     let p = project(ws, "doomed");
-    store.upsert_logged(std::slice::from_ref(&p)).await.unwrap();
+    store
+        .upsert_logged(std::slice::from_ref(&p), &[])
+        .await
+        .unwrap();
     drain(store).await;
     let at = p.updated_at.plus_micros(5);
     let (deleted, seq) = store
-        .delete_logged(ws, RecordKind::Project, p.id, at)
+        .delete_logged(ws, RecordKind::Project, p.id, at, &[])
         .await
         .unwrap();
     assert!(deleted);
@@ -140,7 +152,7 @@ pub async fn deletes_log_the_tombstone(store: &Store) {
     );
     let ghost = RecordId::new();
     let (deleted, ghost_seq) = store
-        .delete_logged(ws, RecordKind::Project, ghost, at)
+        .delete_logged(ws, RecordKind::Project, ghost, at, &[])
         .await
         .unwrap();
     assert!(!deleted);
@@ -162,7 +174,7 @@ pub async fn parked_entries_leave_the_pending_set(store: &Store) {
     let ws = WorkspaceId::new();
     let a = project(ws, "a");
     let b = project(ws, "b");
-    let (_, seqs) = store.upsert_logged(&[a.clone(), b]).await.unwrap();
+    let (_, seqs) = store.upsert_logged(&[a.clone(), b], &[]).await.unwrap();
     store
         .outbox_park(seqs[0], "conflict: the key exists")
         .await
@@ -183,4 +195,60 @@ pub async fn parked_entries_leave_the_pending_set(store: &Store) {
     assert_eq!(pending[0].record.as_ref(), Some(&a));
     drain(store).await;
     assert_eq!(store.outbox_stats().await.unwrap(), OutboxStats::default());
+}
+
+/// Acks passed with a write are removed in its transaction, and only when it commits; parked
+/// entries are not removed by acks.
+pub async fn acks_ride_on_writes(store: &Store) {
+    let ws = WorkspaceId::new();
+    let pending_seqs = |store: &Store| {
+        let store = store.clone();
+        async move {
+            store
+                .outbox_pending(100)
+                .await
+                .unwrap()
+                .iter()
+                .map(|p| p.entry.seq)
+                .collect::<Vec<_>>()
+        }
+    };
+    let (_, ab) = store
+        .upsert_logged(&[project(ws, "a"), project(ws, "b")], &[])
+        .await
+        .unwrap();
+    let (_, c) = store
+        .upsert_logged(&[project(ws, "c")], &ab[..1])
+        .await
+        .unwrap();
+    assert_eq!(pending_seqs(store).await, vec![ab[1], c[0]]);
+    let mut bad = project(ws, "bad");
+    if let RecordBody::Project(p) = &mut bad.body {
+        p.name = String::new();
+    }
+    assert!(store.upsert_logged(&[bad], &ab[1..]).await.is_err());
+    assert_eq!(
+        pending_seqs(store).await,
+        vec![ab[1], c[0]],
+        "a failed write removes no ack"
+    );
+    store.outbox_park(c[0], "parked").await.unwrap();
+    let (_, d) = store
+        .delete_logged(
+            ws,
+            RecordKind::Project,
+            RecordId::new(),
+            Timestamp::now(),
+            &[ab[1], c[0]],
+        )
+        .await
+        .unwrap();
+    assert_eq!(pending_seqs(store).await, vec![d]);
+    assert_eq!(
+        store.outbox_stats().await.unwrap().parked,
+        1,
+        "parked stays"
+    );
+    store.outbox_unpark().await.unwrap();
+    drain(store).await;
 }

@@ -41,6 +41,12 @@ pub struct ReconcilerOptions {
     pub deliver_timeout: Duration,
     /// The longest pause between retries after failures (doubling from 50 ms).
     pub max_backoff: Duration,
+    /// How long a nudged reconciler waits for more writes before it reads the outbox, so a busy
+    /// writer's entries are delivered in batches.
+    pub linger: Duration,
+    /// How long a delivered entry's ack may wait to ride on the next write's transaction before the
+    /// reconciler removes it with a transaction of its own.
+    pub ack_delay: Duration,
 }
 
 impl Default for ReconcilerOptions {
@@ -50,6 +56,8 @@ impl Default for ReconcilerOptions {
             poll: Duration::from_secs(1),
             deliver_timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(5),
+            linger: Duration::from_millis(200),
+            ack_delay: Duration::from_millis(200),
         }
     }
 }
@@ -80,6 +88,45 @@ pub struct Reconciler {
     parked: AtomicU64,
     failures: AtomicU64,
     last_error: Mutex<Option<String>>,
+    acks: Mutex<Acks>,
+}
+
+/// Delivered entries not yet removed from the outbox. Their removal rides on the next write's
+/// transaction ([`OutboxStore::upsert_logged`]'s `acks`) or, after `ack_delay`, on one of the
+/// reconciler's own; until then they are skipped when the outbox is read.
+#[derive(Debug, Default)]
+struct Acks {
+    /// Not yet taken by a write.
+    unflushed: Vec<i64>,
+    /// When the oldest unflushed one was delivered.
+    since: Option<Instant>,
+    /// Every delivered entry not yet known removed (unflushed or riding on a write in flight).
+    delivered: std::collections::HashSet<i64>,
+    /// Entries removed since the current outbox read began (it may still see them).
+    removed: std::collections::HashSet<i64>,
+}
+
+/// Acks taken by a write: confirmed when its transaction commits, returned otherwise (also when
+/// the write's future is dropped).
+struct AckLease<'a> {
+    reconciler: &'a Reconciler,
+    seqs: Vec<i64>,
+    settled: bool,
+}
+
+impl AckLease<'_> {
+    fn settle(mut self, committed: bool) {
+        self.reconciler.acks_settled(&self.seqs, committed);
+        self.settled = true;
+    }
+}
+
+impl Drop for AckLease<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.reconciler.acks_settled(&self.seqs, false);
+        }
+    }
 }
 
 /// Stops the reconciler's task when the last layer holding it is dropped.
@@ -109,7 +156,69 @@ impl Reconciler {
             parked: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            acks: Mutex::default(),
         })
+    }
+
+    fn acks(&self) -> std::sync::MutexGuard<'_, Acks> {
+        self.acks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records delivered entries; their removal is left to the next write or [`Self::flush_acks`].
+    fn delivered(&self, seqs: &[i64]) {
+        let mut a = self.acks();
+        a.unflushed.extend_from_slice(seqs);
+        a.delivered.extend(seqs.iter().copied());
+        a.since.get_or_insert_with(Instant::now);
+        self.delivered
+            .fetch_add(seqs.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Takes the unflushed acks for a write to carry.
+    fn lease_acks(&self) -> AckLease<'_> {
+        let mut a = self.acks();
+        a.since = None;
+        AckLease {
+            reconciler: self,
+            seqs: std::mem::take(&mut a.unflushed),
+            settled: false,
+        }
+    }
+
+    fn acks_settled(&self, seqs: &[i64], removed: bool) {
+        if seqs.is_empty() {
+            return;
+        }
+        let mut a = self.acks();
+        if removed {
+            for s in seqs {
+                a.delivered.remove(s);
+                a.removed.insert(*s);
+            }
+        } else {
+            a.unflushed.extend_from_slice(seqs);
+            a.since.get_or_insert_with(Instant::now);
+        }
+    }
+
+    fn acks_due(&self) -> bool {
+        let a = self.acks();
+        !a.unflushed.is_empty()
+            && (a.unflushed.len() >= self.options.batch / 2
+                || a.since
+                    .is_some_and(|t| t.elapsed() >= self.options.ack_delay))
+    }
+
+    /// Removes every delivered entry whose ack has not ridden on a write yet.
+    pub async fn flush_acks(&self) -> Result<()> {
+        let lease = self.lease_acks();
+        if lease.seqs.is_empty() {
+            lease.settle(true);
+            return Ok(());
+        }
+        let out = self.source.outbox_ack(&lease.seqs).await;
+        lease.settle(out.is_ok());
+        out
     }
 
     /// The store whose outbox is delivered.
@@ -151,9 +260,14 @@ impl Reconciler {
     async fn run(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(50);
         loop {
+            let idle = if self.acks().unflushed.is_empty() {
+                self.options.poll
+            } else {
+                self.options.ack_delay
+            };
             tokio::select! {
-                _ = self.nudge.notified() => {}
-                _ = tokio::time::sleep(self.options.poll) => {}
+                _ = self.nudge.notified() => tokio::time::sleep(self.options.linger).await,
+                _ = tokio::time::sleep(idle) => {}
             }
             loop {
                 match self.deliver_once().await {
@@ -198,9 +312,38 @@ impl Reconciler {
         out
     }
 
+    /// Pending entries not delivered already (whose acks are still on their way).
+    async fn undelivered(&self) -> Result<Vec<PendingWrite>> {
+        if self.acks_due() {
+            self.flush_acks().await?;
+        }
+        // A read sees every entry removed before it began; entries removed while it runs are
+        // remembered until the next read begins.
+        let read_pending = || async {
+            self.acks().removed.clear();
+            let mut read = self.source.outbox_pending(self.options.batch).await?;
+            let full = read.len() == self.options.batch;
+            let a = self.acks();
+            read.retain(|p| {
+                !a.delivered.contains(&p.entry.seq) && !a.removed.contains(&p.entry.seq)
+            });
+            Ok::<_, Error>((read, full))
+        };
+        let (mut read, full) = read_pending().await?;
+        if read.is_empty() && full {
+            // A page of delivered entries: remove them, then look past them.
+            self.flush_acks().await?;
+            read = read_pending().await?.0;
+        }
+        Ok(read)
+    }
+
     async fn deliver_batch(&self) -> Result<usize> {
-        let pending = self.source.outbox_pending(self.options.batch).await?;
+        let pending = self.undelivered().await?;
         if pending.is_empty() {
+            if self.acks_due() {
+                self.flush_acks().await?;
+            }
             return Ok(0);
         }
         // One upsert per record (its current version), in the order of its first entry.
@@ -224,25 +367,19 @@ impl Reconciler {
         match self.upsert_target(&records).await {
             Ok(_) => {
                 let seqs: Vec<i64> = pending.iter().map(|p| p.entry.seq).collect();
-                self.source.outbox_ack(&seqs).await?;
-                self.delivered
-                    .fetch_add(seqs.len() as u64, Ordering::Relaxed);
+                self.delivered(&seqs);
                 return Ok(seqs.len());
             }
             Err(e) if e.is_retryable() => return Err(e),
             Err(_) => {}
         }
         // A permanent failure somewhere in the batch: find it record by record.
-        self.source.outbox_ack(&nothing_to_send).await?;
+        self.delivered(&nothing_to_send);
         let mut settled = nothing_to_send.len();
         for id in order {
             let (record, seqs) = &by_id[&id];
             match self.upsert_target(std::slice::from_ref(record)).await {
-                Ok(_) => {
-                    self.source.outbox_ack(seqs).await?;
-                    self.delivered
-                        .fetch_add(seqs.len() as u64, Ordering::Relaxed);
-                }
+                Ok(_) => self.delivered(seqs),
                 Err(e) if e.is_retryable() => return Err(e),
                 Err(e) => {
                     for s in seqs {
@@ -265,7 +402,11 @@ impl Reconciler {
             let left = deadline.saturating_sub(start.elapsed());
             let step = tokio::time::timeout(left, self.deliver_once()).await;
             match step {
-                Ok(Ok(0)) => return Ok(()),
+                Ok(Ok(0)) => match self.flush_acks().await {
+                    Ok(()) => return Ok(()),
+                    Err(e) if start.elapsed() + backoff >= deadline => return Err(e),
+                    Err(_) => tokio::time::sleep(backoff).await,
+                },
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) if start.elapsed() + backoff >= deadline => return Err(e),
                 Ok(Err(_)) => {
@@ -352,12 +493,13 @@ impl DualWriteRecordStore {
             self.reconciler.nudge();
             return;
         }
-        let delivered = matches!(
+        if matches!(
             tokio::time::timeout(self.write_wait, send).await,
             Ok(Ok(()))
-        );
-        // An ack that fails leaves the entries for the reconciler, which repeats harmlessly.
-        if !delivered || self.primary.outbox_ack(seqs).await.is_err() {
+        ) {
+            // Removed by a later write's transaction, or by the reconciler.
+            self.reconciler.delivered(seqs);
+        } else {
             self.reconciler.nudge();
         }
     }
@@ -371,7 +513,10 @@ impl RecordStore for DualWriteRecordStore {
     }
 
     async fn upsert(&self, records: &[Record]) -> Result<UpsertOutcome> {
-        let (out, seqs) = self.primary.upsert_logged(records).await?;
+        let acks = self.reconciler.lease_acks();
+        let written = self.primary.upsert_logged(records, &acks.seqs).await;
+        acks.settle(written.is_ok());
+        let (out, seqs) = written?;
         self.deliver_inline(&seqs, async {
             self.secondary.upsert(records).await.map(|_| ())
         })
@@ -399,7 +544,13 @@ impl RecordStore for DualWriteRecordStore {
         id: RecordId,
         at: Timestamp,
     ) -> Result<bool> {
-        let (deleted, seq) = self.primary.delete_logged(workspace, kind, id, at).await?;
+        let acks = self.reconciler.lease_acks();
+        let written = self
+            .primary
+            .delete_logged(workspace, kind, id, at, &acks.seqs)
+            .await;
+        acks.settle(written.is_ok());
+        let (deleted, seq) = written?;
         // The secondary may not hold the record yet; its pending create entry (if any) delivers the
         // tombstone, since entries carry the current version.
         self.deliver_inline(&[seq], async {

@@ -356,6 +356,7 @@ mod with_postgres {
             batch: m.reconcile_batch,
             poll: Duration::from_millis(m.reconcile_poll_ms),
             deliver_timeout: Duration::from_millis(m.deliver_timeout_ms),
+            linger: Duration::from_millis(m.reconcile_linger_ms),
             ..ReconcilerOptions::default()
         };
         let wait = Duration::from_millis(m.write_wait_ms);

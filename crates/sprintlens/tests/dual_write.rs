@@ -24,6 +24,7 @@ fn quick() -> ReconcilerOptions {
         poll: Duration::from_millis(50),
         deliver_timeout: Duration::from_secs(2),
         max_backoff: Duration::from_millis(200),
+        linger: Duration::from_millis(10),
         ..ReconcilerOptions::default()
     }
 }
@@ -224,6 +225,13 @@ async fn a_permanent_failure_parks_only_its_record() {
     let r = p.layer.reconciler();
     assert_eq!(r.deliver_once().await.unwrap(), records.len());
     assert_eq!(r.stats().parked, 1);
+    // Delivered entries are skipped until their acks are removed (by a write or by the reconciler).
+    assert_eq!(r.deliver_once().await.unwrap(), 0);
+    assert_eq!(
+        p.primary.outbox_stats().await.unwrap().pending,
+        records.len() as u64 - 1
+    );
+    r.flush_acks().await.unwrap();
     let stats = p.primary.outbox_stats().await.unwrap();
     assert_eq!((stats.pending, stats.parked), (0, 1));
     let parked = p.primary.outbox_parked(10).await.unwrap();
@@ -285,6 +293,14 @@ async fn a_healthy_secondary_is_written_inline_and_acked() {
         )
         .await
         .unwrap();
+    // The upsert's entries were acked by the delete's transaction; the delete's wait for the next
+    // write or the reconciler.
+    assert_eq!(p.primary.outbox_stats().await.unwrap().pending, 1);
+    assert_eq!(
+        p.layer.reconciler().stats().delivered,
+        records.len() as u64 + 1
+    );
+    p.layer.reconciler().flush_acks().await.unwrap();
     assert_eq!(p.primary.outbox_stats().await.unwrap().pending, 0);
     assert_eq!(
         snapshot(&*p.secondary, ws).await,
