@@ -6,6 +6,8 @@
 //! - `tidy`   — the repository checks (also run by `test`, as `cargo test -p xtask`).
 //! - `bench`  — benchmarks against the references the issues name (`bench sqlite-vectors`).
 //! - `demo`   — `sprintlens demo` in release mode.
+//! - `migrate plan|run|status|verify|rollback …` — `sprintlens migrate …` in release mode (the
+//!   arguments are passed on; the CWD is the workspace root, so give absolute paths).
 
 mod services;
 mod tidy;
@@ -61,8 +63,17 @@ fn main() -> Result<()> {
             .run()?;
             Ok(())
         }
+        Some("migrate") => {
+            let rest = &args[1..];
+            cmd!(
+                sh,
+                "cargo run --release --locked -p sprintlens-cli -- migrate {rest...}"
+            )
+            .run()?;
+            Ok(())
+        }
         _ => {
-            eprintln!("usage: cargo xtask <test|services|tidy|bench|demo> [args]");
+            eprintln!("usage: cargo xtask <test|services|tidy|bench|demo|migrate> [args]");
             bail!("unknown command {:?}", args.first())
         }
     }

@@ -120,20 +120,36 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
     match action {
         MigrateAction::Plan(t) => {
             let target = open_target(&t, &config).await?;
-            let plan = sprintlens::migrate::plan(&source, &target).await?;
+            let plan = sprintlens::migrate::plan(&source, &target, mode).await?;
             if t.json {
                 println!("{}", serde_json::to_string(&plan)?);
             } else {
-                for k in &plan {
+                for k in &plan.kinds {
                     println!(
-                        "{:<16} {:>10} rows in the source, {:>10} copied",
-                        k.kind, k.source_rows, k.copied
+                        "{:<16} {:>10} rows in the source, {:>10} copied, ~{:.1} MB to write",
+                        k.kind,
+                        k.source_rows,
+                        k.copied,
+                        k.estimated_bytes as f64 / 1e6
                     );
                 }
-                let total: u64 = plan.iter().map(|k| k.source_rows).sum();
-                println!("{total} rows to migrate in all");
+                let total: u64 = plan.kinds.iter().map(|k| k.source_rows).sum();
+                println!(
+                    "{total} rows to migrate in all, {} left: about {:.0} s and {:.1} MB in the target",
+                    plan.rows_left,
+                    plan.estimated_seconds,
+                    plan.estimated_bytes as f64 / 1e6
+                );
+                for c in &plan.checks {
+                    println!(
+                        "{} {}: {}",
+                        if c.ok { "ok  " } else { "FAIL" },
+                        c.name,
+                        c.detail
+                    );
+                }
             }
-            Ok(true)
+            Ok(plan.ok())
         }
         MigrateAction::Run {
             target: t,

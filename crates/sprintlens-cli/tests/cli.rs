@@ -53,7 +53,7 @@ fn demo_runs_on_the_embedded_default() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("2 of 2 migrations applied"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 of 3 migrations applied"));
     let out = sprintlens()
         .args(["doctor", "--data-dir"])
         .arg(dir.path())
@@ -125,7 +125,7 @@ fn demo_runs_with_records_and_vectors_on_postgres() {
     };
     let schema = run(&["schema", "apply"]);
     assert!(
-        schema.contains("postgres") && schema.contains("2 of 2 migrations applied"),
+        schema.contains("postgres") && schema.contains("3 of 3 migrations applied"),
         "{schema}"
     );
     assert!(

@@ -223,9 +223,17 @@ async fn killed_runs_resume_and_verify_names_every_difference() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The plan counts, estimates and checks; the source is not dual-writing, so a check fails.
     let (ok, plan) = run_cli(&["plan"], &data, &target.toml);
-    assert!(ok, "{plan}");
+    assert!(!ok, "{plan}");
     assert!(plan.contains("rows to migrate in all"), "{plan}");
+    assert!(plan.contains("MB in the target"), "{plan}");
+    assert!(
+        plan.contains("FAIL writes made during the backfill reach the target"),
+        "{plan}"
+    );
+    assert!(plan.contains("ok   vector dimension"), "{plan}");
+    assert!(plan.contains("ok   target schema applied"), "{plan}");
 
     // Without dual-write a backfill is refused unless declared offline.
     let (ok, refused) = run_cli(&["run"], &data, &target.toml);

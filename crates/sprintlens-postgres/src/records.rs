@@ -24,9 +24,9 @@ pub(crate) fn decode(row: &PgRow) -> Result<Record> {
     let map = |e: sqlx::Error| classify("decode", e);
     let id: Uuid = row.try_get("id").map_err(map)?;
     let ws: Uuid = row.try_get("workspace").map_err(map)?;
-    let body: serde_json::Value = row.try_get("body").map_err(map)?;
-    let body: RecordBody =
-        serde_json::from_value(body).map_err(|e| Error::backend(BACKEND, "decode", e))?;
+    // Straight from the JSONB text into the typed body (no intermediate `Value`).
+    let body: sqlx::types::Json<RecordBody> = row.try_get("body").map_err(map)?;
+    let body = body.0;
     Ok(Record {
         id: RecordId::from_uuid(id)
             .map_err(|e| Error::backend(BACKEND, "decode", e.to_string()))?,
