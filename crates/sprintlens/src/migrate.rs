@@ -901,9 +901,14 @@ fn compare<K: Ord + std::hash::Hash>(
         target_rows: b.len() as u64,
         ..Default::default()
     };
-    let mut keys: Vec<&K> = a.keys().chain(b.keys()).collect();
+    // Only the differing keys are sorted (for stable samples), not every key of both sides.
+    let mut keys: Vec<&K> = a
+        .iter()
+        .filter(|(key, x)| b.get(*key) != Some(*x))
+        .map(|(key, _)| key)
+        .chain(b.keys().filter(|key| !a.contains_key(*key)))
+        .collect();
     keys.sort();
-    keys.dedup();
     for key in keys {
         let (list, count) = match (a.get(key), b.get(key)) {
             (Some(_), None) => (&mut k.missing, &mut k.missing_count),
@@ -971,12 +976,17 @@ pub async fn verify(
         ..Default::default()
     };
     for kind in kinds(kinds_selected) {
-        // Both sides at once: the source is read on SQLite's threads while the target answers.
-        let (a, b) = futures::join!(
-            record_fingerprints(source, kind, workspaces),
-            record_fingerprints(target, kind, workspaces)
-        );
-        report.push(compare(kind.as_str(), &a?, &b?, |id| Some(*id)));
+        // Both sides at once, each in a task of its own so their hashing runs on two threads.
+        let side = |storage: &Storage| {
+            let (storage, workspaces) = (storage.clone(), workspaces.to_vec());
+            tokio::spawn(async move { record_fingerprints(&storage, kind, &workspaces).await })
+        };
+        let (a, b) = futures::join!(side(source), side(target));
+        let join = |r: std::result::Result<_, tokio::task::JoinError>| {
+            r.map_err(|e| Error::backend("migrate", "verify", e))?
+        };
+        let (a, b): (HashMap<RecordId, [u8; 16]>, _) = (join(a)?, join(b)?);
+        report.push(compare(kind.as_str(), &a, &b, |id| Some(*id)));
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
