@@ -19,10 +19,6 @@ fn sprintlens() -> Command {
     c
 }
 
-fn with_db(url: &str, db: &str) -> String {
-    format!("{}/{db}", url.rsplit_once('/').unwrap().0)
-}
-
 struct Target {
     toml: std::path::PathBuf,
     operator: String,
@@ -30,23 +26,10 @@ struct Target {
 
 /// A fresh PostgreSQL database and a target configuration that points at it.
 async fn fresh_target(dir: &std::path::Path, name: &str) -> Option<Target> {
-    let app = sprintlens_testkit::service_url("SPRINTLENS_TEST_POSTGRES_URL")?;
     let clickhouse = sprintlens_testkit::service_url("SPRINTLENS_TEST_CLICKHOUSE_URL")?;
-    let admin = sprintlens_testkit::service_url("SPRINTLENS_TEST_POSTGRES_ADMIN_URL")?;
-    let operator = sprintlens_testkit::service_url("SPRINTLENS_TEST_POSTGRES_OPERATOR_URL")?;
     let db = format!("sprintlens_migrate_{name}_{}", std::process::id());
-    let pool = sqlx::PgPool::connect(&admin).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
-    )))
-    .execute(&pool)
-    .await
-    .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    let pg = sprintlens_testkit::fresh_postgres_database(&db)?;
+    let clickhouse = format!("{}/{db}", clickhouse.rsplit_once('/').unwrap().0);
     let t = dir.join("target");
     let toml = format!(
         r#"[records]
@@ -66,17 +49,17 @@ url = "memory://"
 [embedder]
 url = "hash://"
 "#,
-        app = with_db(&app, &db),
-        admin = with_db(&admin, &db),
-        operator = with_db(&operator, &db),
-        clickhouse = with_db(&clickhouse, &db),
+        app = pg.app,
+        admin = pg.admin,
+        operator = pg.operator,
+        clickhouse = clickhouse,
         t = t.display()
     );
     let path = dir.join("target.toml");
     std::fs::write(&path, toml).unwrap();
     Some(Target {
         toml: path,
-        operator: with_db(&operator, &db),
+        operator: pg.operator.clone(),
     })
 }
 

@@ -33,6 +33,57 @@ pub fn service_url(var: &str) -> Option<String> {
     }
 }
 
+/// The URLs of one PostgreSQL database on the stack, for its three roles.
+#[derive(Clone, Debug)]
+pub struct PgDatabase {
+    /// The application role (row-level security applies).
+    pub app: String,
+    /// The owner role (schema).
+    pub admin: String,
+    /// The BYPASSRLS operator role (scans across workspaces).
+    pub operator: String,
+}
+
+/// A fresh database `name` on the stack's PostgreSQL (dropped first if an earlier run left it),
+/// created by the owner role with `psql` from `SPRINTLENS_TEST_PG_BIN`; `None` when the stack is not
+/// configured (and not required).
+pub fn fresh_postgres_database(name: &str) -> Option<PgDatabase> {
+    let app = service_url("SPRINTLENS_TEST_POSTGRES_URL")?;
+    let admin = service_url("SPRINTLENS_TEST_POSTGRES_ADMIN_URL")?;
+    let operator = service_url("SPRINTLENS_TEST_POSTGRES_OPERATOR_URL")?;
+    let bin = service_url("SPRINTLENS_TEST_PG_BIN")?;
+    assert!(
+        name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "database names are [A-Za-z0-9_]+"
+    );
+    let out = std::process::Command::new(std::path::Path::new(&bin).join("psql"))
+        .arg(&admin)
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+        .args([
+            "-c",
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        ])
+        .args(["-c", &format!("CREATE DATABASE {name}")])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "creating {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let with_db = |url: &str| {
+        format!(
+            "{}/{name}",
+            url.rsplit_once('/').expect("URL with a database").0
+        )
+    };
+    Some(PgDatabase {
+        app: with_db(&app),
+        admin: with_db(&admin),
+        operator: with_db(&operator),
+    })
+}
+
 /// What a suite's factory returns: a port and a guard dropped after the case, or `None` when the
 /// backend is not available here (the case then says "skipped" and returns; server adapters make
 /// absence a failure when `SPRINTLENS_TEST_REQUIRE_SERVICES=1`, as `cargo xtask test` sets).

@@ -845,26 +845,32 @@ impl Mirror {
     }
 }
 
-/// `VectorIndex` writing to a primary and mirroring each write to a secondary without ever failing
-/// or holding the caller past `write_wait` for it. A missed mirror write is counted
-/// ([`MirroredVectorIndex::failures`]); `sprintlens migrate run` (the keyset backfill resumes past its
-/// checkpoint) and `verify` close such gaps before cut-over. Searches are served by the primary.
+/// A port writing to a primary and mirroring each write to a secondary without ever failing or
+/// holding the caller past `write_wait` for it; reads are served by the primary. A missed mirror
+/// write is counted ([`Mirrored::failures`]); `sprintlens migrate run` (the keyset backfill resumes
+/// past its checkpoints) and `verify` close such gaps before cut-over. Implemented for
+/// [`VectorIndex`] and [`Analytics`] (events are id-keyed, so a repeated batch counts once on both).
 #[derive(Debug)]
-pub struct MirroredVectorIndex {
-    primary: Arc<dyn VectorIndex>,
-    secondary: Arc<dyn VectorIndex>,
+pub struct Mirrored<P: ?Sized> {
+    primary: Arc<P>,
+    secondary: Arc<P>,
     mirror: Mirror,
 }
 
-impl MirroredVectorIndex {
+/// Embeddings mirrored to a second index.
+pub type MirroredVectorIndex = Mirrored<dyn VectorIndex>;
+/// Analytics events mirrored to a second store.
+pub type MirroredAnalytics = Mirrored<dyn Analytics>;
+
+impl<P: ?Sized> Mirrored<P> {
     /// Composes the layer.
     pub fn new(
-        primary: Arc<dyn VectorIndex>,
-        secondary: Arc<dyn VectorIndex>,
+        primary: Arc<P>,
+        secondary: Arc<P>,
         write_wait: Duration,
         timeout: Duration,
     ) -> Self {
-        MirroredVectorIndex {
+        Mirrored {
             primary,
             secondary,
             mirror: Mirror {
@@ -878,6 +884,11 @@ impl MirroredVectorIndex {
     /// Mirror writes that failed or timed out.
     pub fn failures(&self) -> u64 {
         self.mirror.failures.load(Ordering::Relaxed)
+    }
+
+    /// The live counter behind [`Self::failures`].
+    pub fn failure_counter(&self) -> Arc<AtomicU64> {
+        self.mirror.failures.clone()
     }
 }
 
@@ -923,41 +934,6 @@ impl VectorIndex for MirroredVectorIndex {
         limit: usize,
     ) -> Result<Vec<VectorEntry>> {
         self.primary.scan_entries(after, limit).await
-    }
-}
-
-/// `Analytics` recording to a primary and mirroring each batch to a secondary like
-/// [`MirroredVectorIndex`] (events are id-keyed, so a repeated batch counts once on both). Queries
-/// are served by the primary.
-#[derive(Debug)]
-pub struct MirroredAnalytics {
-    primary: Arc<dyn Analytics>,
-    secondary: Arc<dyn Analytics>,
-    mirror: Mirror,
-}
-
-impl MirroredAnalytics {
-    /// Composes the layer.
-    pub fn new(
-        primary: Arc<dyn Analytics>,
-        secondary: Arc<dyn Analytics>,
-        write_wait: Duration,
-        timeout: Duration,
-    ) -> Self {
-        MirroredAnalytics {
-            primary,
-            secondary,
-            mirror: Mirror {
-                wait: write_wait,
-                timeout,
-                failures: Arc::default(),
-            },
-        }
-    }
-
-    /// Mirror writes that failed or timed out.
-    pub fn failures(&self) -> u64 {
-        self.mirror.failures.load(Ordering::Relaxed)
     }
 }
 

@@ -43,7 +43,7 @@ pub struct Migration {
     target: Storage,
     reconciler: Arc<Reconciler>,
     shadow: Option<Arc<ShadowReadRecordStore>>,
-    mirrors: Vec<Arc<dyn MirrorFailures>>,
+    mirror_failures: Vec<Arc<std::sync::atomic::AtomicU64>>,
     /// Names this process's shadow-read counters in the target.
     instance: String,
     _flush: Option<FlushTask>,
@@ -56,21 +56,6 @@ struct FlushTask(tokio::task::JoinHandle<()>);
 impl Drop for FlushTask {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// Counts of failed mirror writes (embeddings, events).
-trait MirrorFailures: Send + Sync + std::fmt::Debug {
-    fn failures(&self) -> u64;
-}
-impl MirrorFailures for crate::dual::MirroredVectorIndex {
-    fn failures(&self) -> u64 {
-        crate::dual::MirroredVectorIndex::failures(self)
-    }
-}
-impl MirrorFailures for crate::dual::MirroredAnalytics {
-    fn failures(&self) -> u64 {
-        crate::dual::MirroredAnalytics::failures(self)
     }
 }
 
@@ -106,7 +91,10 @@ impl Migration {
     }
     /// Embedding and event writes the secondary missed (closed by `migrate run` + `verify`).
     pub fn mirror_failures(&self) -> u64 {
-        self.mirrors.iter().map(|m| m.failures()).sum()
+        self.mirror_failures
+            .iter()
+            .map(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -456,7 +444,7 @@ mod with_postgres {
             target,
             reconciler,
             shadow,
-            mirrors: vec![vectors, analytics],
+            mirror_failures: vec![vectors.failure_counter(), analytics.failure_counter()],
             instance,
             _flush: flush,
         }));

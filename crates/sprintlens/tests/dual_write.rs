@@ -100,39 +100,23 @@ mod shadow_read_over_dual_write {
 mod over_postgres {
     use super::*;
 
-    fn with_db(url: &str, db: &str) -> String {
-        format!("{}/{db}", url.rsplit_once('/').unwrap().0)
-    }
-
     /// A database of this test process's own on the stack (never the shared one: its vector table
     /// is pinned at another dimension), created once.
-    async fn database() -> Option<(String, String)> {
-        static DB: tokio::sync::OnceCell<Option<(String, String)>> =
-            tokio::sync::OnceCell::const_new();
+    async fn database() -> Option<String> {
+        static DB: tokio::sync::OnceCell<Option<String>> = tokio::sync::OnceCell::const_new();
         DB.get_or_init(|| async {
-            let app = sprintlens_testkit::service_url("SPRINTLENS_TEST_POSTGRES_URL")?;
-            let admin = sprintlens_testkit::service_url("SPRINTLENS_TEST_POSTGRES_ADMIN_URL")?;
-            let db = format!("sl_dual_write_{}", std::process::id());
-            let pool = sqlx::PgPool::connect(&admin).await.unwrap();
-            for sql in [
-                format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-                format!("CREATE DATABASE {db}"),
-            ] {
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .execute(&pool)
-                    .await
-                    .unwrap();
-            }
-            pool.close().await;
-            let (app, admin) = (with_db(&app, &db), with_db(&admin, &db));
-            let mut o = sprintlens_postgres::PgOptions::new(app.clone());
+            let db = sprintlens_testkit::fresh_postgres_database(&format!(
+                "sl_dual_write_{}",
+                std::process::id()
+            ))?;
+            let mut o = sprintlens_postgres::PgOptions::new(db.app.clone());
             o.dimension = 8;
             sprintlens_postgres::PgStore::open(o)
                 .unwrap()
-                .apply_schema(&admin)
+                .apply_schema(&db.admin)
                 .await
                 .unwrap();
-            Some((app, admin))
+            Some(db.app)
         })
         .await
         .clone()
@@ -141,7 +125,7 @@ mod over_postgres {
     /// SQLite primary, the live PostgreSQL of `cargo xtask services up` as the secondary.
     pub async fn dual_postgres()
     -> Option<(Arc<dyn RecordStore>, (TempDir, Arc<DualWriteRecordStore>))> {
-        let (app, _) = database().await?;
+        let app = database().await?;
         let mut o = sprintlens_postgres::PgOptions::new(app);
         o.dimension = 8;
         let pg = sprintlens_postgres::PgStore::open(o).unwrap();

@@ -12,27 +12,12 @@ use sprintlens::migrate;
 use sprintlens_testkit::faults::snapshot;
 use sprintlens_testkit::generate::{one_of_each, project};
 
-fn with_db(url: &str, db: &str) -> String {
-    format!("{}/{db}", url.rsplit_once('/').unwrap().0)
-}
-
 /// A fresh database named after this test and a target configuration pointing at it.
 async fn fresh_target(dir: &Path, name: &str) -> Option<std::path::PathBuf> {
-    let app = sprintlens_testkit::service_url("SPRINTLENS_TEST_POSTGRES_URL")?;
-    let admin = sprintlens_testkit::service_url("SPRINTLENS_TEST_POSTGRES_ADMIN_URL")?;
-    let operator = sprintlens_testkit::service_url("SPRINTLENS_TEST_POSTGRES_OPERATOR_URL")?;
-    let db = format!("sl_phase_{name}_{}", std::process::id());
-    let pool = sqlx::PgPool::connect(&admin).await.unwrap();
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-        format!("CREATE DATABASE {db}"),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(&pool)
-            .await
-            .unwrap();
-    }
-    pool.close().await;
+    let db = sprintlens_testkit::fresh_postgres_database(&format!(
+        "sl_phase_{name}_{}",
+        std::process::id()
+    ))?;
     let t = dir.join("target");
     let toml = format!(
         r#"[records]
@@ -54,9 +39,9 @@ url = "memory://"
 [sessions]
 url = "memory://"
 "#,
-        app = with_db(&app, &db),
-        admin = with_db(&admin, &db),
-        operator = with_db(&operator, &db),
+        app = db.app,
+        admin = db.admin,
+        operator = db.operator,
         t = t.display()
     );
     let path = dir.join("target.toml");
