@@ -75,11 +75,74 @@ pub struct ReconcilerStats {
     pub last_error: Option<String>,
 }
 
-/// Delivers the primary's outbox to the secondary. See the module docs for the protocol.
+/// What a [`Reconciler`] moves: one outbox, read with each entry's item as stored now, and the
+/// store the items go to.
+#[async_trait]
+pub trait Delivery: Send + Sync + std::fmt::Debug + 'static {
+    /// What an entry names, read from the primary: a record, an event.
+    type Item: Clone + Send + Sync + 'static;
+    /// An item's identity: entries naming the same item are sent once per batch.
+    type Key: std::hash::Hash + Eq + Copy + Send + Sync + 'static;
+    /// The identity of `item`.
+    fn key(item: &Self::Item) -> Self::Key;
+    /// The secondary's backend name (for errors).
+    fn target_backend(&self) -> &'static str;
+    /// Up to `limit` pending entries in seq order: `(seq, the item as stored now)`.
+    async fn pending(&self, limit: usize) -> Result<Vec<(i64, Option<Self::Item>)>>;
+    /// Removes delivered entries.
+    async fn ack(&self, seqs: &[i64]) -> Result<()>;
+    /// Sets an entry aside after a permanent failure.
+    async fn park(&self, seq: i64, error: &str) -> Result<()>;
+    /// The outbox's depth.
+    async fn stats(&self) -> Result<OutboxStats>;
+    /// Writes items to the secondary (idempotently).
+    async fn send(&self, items: &[Self::Item]) -> Result<()>;
+}
+
+/// Records: a [`OutboxStore`]'s log delivered to a [`RecordStore`].
 #[derive(Debug)]
-pub struct Reconciler {
+pub struct RecordDelivery {
     source: Arc<dyn OutboxStore>,
     target: Arc<dyn RecordStore>,
+}
+
+#[async_trait]
+impl Delivery for RecordDelivery {
+    type Item = Record;
+    type Key = RecordId;
+    fn key(item: &Record) -> RecordId {
+        item.id
+    }
+    fn target_backend(&self) -> &'static str {
+        self.target.backend()
+    }
+    async fn pending(&self, limit: usize) -> Result<Vec<(i64, Option<Record>)>> {
+        Ok(self
+            .source
+            .outbox_pending(limit)
+            .await?
+            .into_iter()
+            .map(|p| (p.entry.seq, p.record))
+            .collect())
+    }
+    async fn ack(&self, seqs: &[i64]) -> Result<()> {
+        self.source.outbox_ack(seqs).await
+    }
+    async fn park(&self, seq: i64, error: &str) -> Result<()> {
+        self.source.outbox_park(seq, error).await
+    }
+    async fn stats(&self) -> Result<OutboxStats> {
+        self.source.outbox_stats().await
+    }
+    async fn send(&self, items: &[Record]) -> Result<()> {
+        self.target.upsert(items).await.map(|_| ())
+    }
+}
+
+/// Delivers the primary's outbox to the secondary. See the module docs for the protocol.
+#[derive(Debug)]
+pub struct Reconciler<D: Delivery = RecordDelivery> {
+    delivery: D,
     options: ReconcilerOptions,
     nudge: Notify,
     /// Serialises deliveries of this process (the loop, `drain`).
@@ -108,20 +171,20 @@ struct Acks {
 
 /// Acks taken by a write: confirmed when its transaction commits, returned otherwise (also when
 /// the write's future is dropped).
-struct AckLease<'a> {
-    reconciler: &'a Reconciler,
+struct AckLease<'a, D: Delivery> {
+    reconciler: &'a Reconciler<D>,
     seqs: Vec<i64>,
     settled: bool,
 }
 
-impl AckLease<'_> {
+impl<D: Delivery> AckLease<'_, D> {
     fn settle(mut self, committed: bool) {
         self.reconciler.acks_settled(&self.seqs, committed);
         self.settled = true;
     }
 }
 
-impl Drop for AckLease<'_> {
+impl<D: Delivery> Drop for AckLease<'_, D> {
     fn drop(&mut self) {
         if !self.settled {
             self.reconciler.acks_settled(&self.seqs, false);
@@ -139,16 +202,22 @@ impl Drop for TaskGuard {
     }
 }
 
-impl Reconciler {
+impl Reconciler<RecordDelivery> {
     /// A reconciler from `source`'s outbox to `target` (not started).
     pub fn new(
         source: Arc<dyn OutboxStore>,
         target: Arc<dyn RecordStore>,
         options: ReconcilerOptions,
     ) -> Arc<Self> {
+        Self::with(RecordDelivery { source, target }, options)
+    }
+}
+
+impl<D: Delivery> Reconciler<D> {
+    /// A reconciler of `delivery` (not started).
+    pub fn with(delivery: D, options: ReconcilerOptions) -> Arc<Self> {
         Arc::new(Reconciler {
-            source,
-            target,
+            delivery,
             options,
             nudge: Notify::new(),
             delivering: tokio::sync::Mutex::new(()),
@@ -175,7 +244,7 @@ impl Reconciler {
     }
 
     /// Takes the unflushed acks for a write to carry.
-    fn lease_acks(&self) -> AckLease<'_> {
+    fn lease_acks(&self) -> AckLease<'_, D> {
         let mut a = self.acks();
         a.since = None;
         AckLease {
@@ -216,19 +285,14 @@ impl Reconciler {
             lease.settle(true);
             return Ok(());
         }
-        let out = self.source.outbox_ack(&lease.seqs).await;
+        let out = self.delivery.ack(&lease.seqs).await;
         lease.settle(out.is_ok());
         out
     }
 
-    /// The store whose outbox is delivered.
-    pub fn source(&self) -> &Arc<dyn OutboxStore> {
-        &self.source
-    }
-
-    /// The store delivered to.
-    pub fn target(&self) -> &Arc<dyn RecordStore> {
-        &self.target
+    /// The depth of the outbox this reconciler delivers.
+    pub async fn outbox_stats(&self) -> Result<OutboxStats> {
+        self.delivery.stats().await
     }
 
     /// Wakes the background loop (a write was just logged).
@@ -287,12 +351,11 @@ impl Reconciler {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
     }
 
-    async fn upsert_target(&self, records: &[Record]) -> Result<UpsertOutcome> {
-        match tokio::time::timeout(self.options.deliver_timeout, self.target.upsert(records)).await
-        {
+    async fn send(&self, items: &[D::Item]) -> Result<()> {
+        match tokio::time::timeout(self.options.deliver_timeout, self.delivery.send(items)).await {
             Ok(r) => r,
             Err(_) => Err(Error::unavailable(
-                self.target.backend(),
+                self.delivery.target_backend(),
                 "deliver",
                 true,
                 Some("the secondary did not answer within deliver_timeout".into()),
@@ -313,7 +376,7 @@ impl Reconciler {
     }
 
     /// Pending entries not delivered already (whose acks are still on their way).
-    async fn undelivered(&self) -> Result<Vec<PendingWrite>> {
+    async fn undelivered(&self) -> Result<Vec<(i64, Option<D::Item>)>> {
         if self.acks_due() {
             self.flush_acks().await?;
         }
@@ -321,12 +384,10 @@ impl Reconciler {
         // remembered until the next read begins.
         let read_pending = || async {
             self.acks().removed.clear();
-            let mut read = self.source.outbox_pending(self.options.batch).await?;
+            let mut read = self.delivery.pending(self.options.batch).await?;
             let full = read.len() == self.options.batch;
             let a = self.acks();
-            read.retain(|p| {
-                !a.delivered.contains(&p.entry.seq) && !a.removed.contains(&p.entry.seq)
-            });
+            read.retain(|(seq, _)| !a.delivered.contains(seq) && !a.removed.contains(seq));
             Ok::<_, Error>((read, full))
         };
         let (mut read, full) = read_pending().await?;
@@ -346,44 +407,44 @@ impl Reconciler {
             }
             return Ok(0);
         }
-        // One upsert per record (its current version), in the order of its first entry.
-        let mut order: Vec<RecordId> = Vec::new();
-        let mut by_id: HashMap<RecordId, (Record, Vec<i64>)> = HashMap::new();
+        // One write per item (its current version), in the order of its first entry.
+        let mut order: Vec<D::Key> = Vec::new();
+        let mut by_id: HashMap<D::Key, (D::Item, Vec<i64>)> = HashMap::new();
         let mut nothing_to_send = Vec::new();
-        for p in &pending {
-            match &p.record {
+        for (seq, item) in &pending {
+            match item {
                 Some(r) => by_id
-                    .entry(r.id)
+                    .entry(D::key(r))
                     .or_insert_with(|| {
-                        order.push(r.id);
+                        order.push(D::key(r));
                         (r.clone(), Vec::new())
                     })
                     .1
-                    .push(p.entry.seq),
-                None => nothing_to_send.push(p.entry.seq),
+                    .push(*seq),
+                None => nothing_to_send.push(*seq),
             }
         }
-        let records: Vec<Record> = order.iter().map(|id| by_id[id].0.clone()).collect();
-        match self.upsert_target(&records).await {
+        let items: Vec<D::Item> = order.iter().map(|id| by_id[id].0.clone()).collect();
+        match self.send(&items).await {
             Ok(_) => {
-                let seqs: Vec<i64> = pending.iter().map(|p| p.entry.seq).collect();
+                let seqs: Vec<i64> = pending.iter().map(|(seq, _)| *seq).collect();
                 self.delivered(&seqs);
                 return Ok(seqs.len());
             }
             Err(e) if e.is_retryable() => return Err(e),
             Err(_) => {}
         }
-        // A permanent failure somewhere in the batch: find it record by record.
+        // A permanent failure somewhere in the batch: find it item by item.
         self.delivered(&nothing_to_send);
         let mut settled = nothing_to_send.len();
         for id in order {
-            let (record, seqs) = &by_id[&id];
-            match self.upsert_target(std::slice::from_ref(record)).await {
+            let (item, seqs) = &by_id[&id];
+            match self.send(std::slice::from_ref(item)).await {
                 Ok(_) => self.delivered(seqs),
                 Err(e) if e.is_retryable() => return Err(e),
                 Err(e) => {
                     for s in seqs {
-                        self.source.outbox_park(*s, &e.to_string()).await?;
+                        self.delivery.park(*s, &e.to_string()).await?;
                     }
                     self.parked.fetch_add(seqs.len() as u64, Ordering::Relaxed);
                 }
@@ -414,9 +475,9 @@ impl Reconciler {
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
                 Err(_) => {
-                    let stats = self.source.outbox_stats().await?;
+                    let stats = self.delivery.stats().await?;
                     return Err(Error::unavailable(
-                        self.target.backend(),
+                        self.delivery.target_backend(),
                         "drain",
                         true,
                         Some(

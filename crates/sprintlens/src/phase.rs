@@ -78,7 +78,7 @@ impl Migration {
     }
     /// The primary's outbox depth.
     pub async fn outbox_stats(&self) -> Result<OutboxStats> {
-        self.reconciler.source().outbox_stats().await
+        self.reconciler.outbox_stats().await
     }
     /// Writes this process's shadow-read counters to the target, where `sprintlens migrate status`
     /// sums them over processes (done every 5 s in the background too).
