@@ -21,7 +21,10 @@ pub use blob::{
 pub use cache::{Cache, CacheKey, CacheStats, Loader};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use id::*;
-pub use outbox::{OutboxEntry, OutboxStats, OutboxStore, ParkedEntry, PendingWrite};
+pub use outbox::{
+    EventOutboxStore, OutboxEntry, OutboxStats, OutboxStore, ParkedEntry, PendingEvent,
+    PendingWrite,
+};
 pub use record::*;
 pub use session::{Session, SessionPolicy, SessionStore, SessionToken};
 pub use store::{RecordStore, RecordStoreExt};

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::analytics::{Analytics, AnalyticsEvent};
 use crate::error::Result;
 use crate::id::{RecordId, Timestamp, WorkspaceId};
 use crate::record::{Record, RecordKind, UpsertOutcome};
@@ -153,5 +154,71 @@ impl<T: OutboxStore + ?Sized> OutboxStore for Arc<T> {
     }
     async fn outbox_stats(&self) -> Result<OutboxStats> {
         (**self).outbox_stats().await
+    }
+}
+
+/// A pending analytics entry and the event it names as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingEvent {
+    /// Position in the log.
+    pub seq: i64,
+    /// The stored event (`None` only if it vanished, e.g. by retention).
+    pub event: Option<AnalyticsEvent>,
+}
+
+/// An analytics store with a durable outbox of the events it records (dual-write migrations).
+///
+/// # Behavior
+/// - `record_logged` MUST behave exactly like `record` and, in the same transaction, append one entry
+///   per event of the call and remove the pending entries named by `acks`; when it fails nothing is
+///   appended and nothing removed.
+/// - `event_outbox_pending` MUST return pending entries in `seq` order (at most `limit`) with their
+///   stored events.
+/// - `event_outbox_ack` MUST remove the given pending entries; `event_outbox_park` MUST move one out of
+///   the pending set; `event_outbox_stats` MUST count pending and parked entries.
+#[async_trait]
+pub trait EventOutboxStore: Analytics {
+    /// `record` plus one outbox entry per event, and the removal of `acks`, in one transaction.
+    /// Returns the events newly stored and the new entries' seqs.
+    async fn record_logged(
+        &self,
+        events: &[AnalyticsEvent],
+        acks: &[i64],
+    ) -> Result<(u64, Vec<i64>)>;
+
+    /// Up to `limit` pending entries in `seq` order, with their events.
+    async fn event_outbox_pending(&self, limit: usize) -> Result<Vec<PendingEvent>>;
+
+    /// Removes delivered entries.
+    async fn event_outbox_ack(&self, seqs: &[i64]) -> Result<()>;
+
+    /// Sets an entry aside after a permanent delivery failure.
+    async fn event_outbox_park(&self, seq: i64, error: &str) -> Result<()>;
+
+    /// Pending and parked counts.
+    async fn event_outbox_stats(&self) -> Result<OutboxStats>;
+}
+
+#[deny(clippy::missing_trait_methods)]
+#[async_trait]
+impl<T: EventOutboxStore + ?Sized> EventOutboxStore for Arc<T> {
+    async fn record_logged(
+        &self,
+        events: &[AnalyticsEvent],
+        acks: &[i64],
+    ) -> Result<(u64, Vec<i64>)> {
+        (**self).record_logged(events, acks).await
+    }
+    async fn event_outbox_pending(&self, limit: usize) -> Result<Vec<PendingEvent>> {
+        (**self).event_outbox_pending(limit).await
+    }
+    async fn event_outbox_ack(&self, seqs: &[i64]) -> Result<()> {
+        (**self).event_outbox_ack(seqs).await
+    }
+    async fn event_outbox_park(&self, seq: i64, error: &str) -> Result<()> {
+        (**self).event_outbox_park(seq, error).await
+    }
+    async fn event_outbox_stats(&self) -> Result<OutboxStats> {
+        (**self).event_outbox_stats().await
     }
 }

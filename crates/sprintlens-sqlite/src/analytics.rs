@@ -24,7 +24,7 @@ fn opt_id<T: std::str::FromStr<Err = Error>>(s: Option<String>) -> rusqlite::Res
     s.as_deref().map(id).transpose()
 }
 
-fn eval_row(r: &Row<'_>) -> rusqlite::Result<AnalyticsEvent> {
+pub(crate) fn eval_row(r: &Row<'_>) -> rusqlite::Result<AnalyticsEvent> {
     Ok(AnalyticsEvent::EvalResult(EvalResult {
         id: id(&r.get::<_, String>(0)?)?,
         workspace: id(&r.get::<_, String>(1)?)?,
@@ -42,7 +42,7 @@ fn eval_row(r: &Row<'_>) -> rusqlite::Result<AnalyticsEvent> {
     }))
 }
 
-fn usage_row(r: &Row<'_>) -> rusqlite::Result<AnalyticsEvent> {
+pub(crate) fn usage_row(r: &Row<'_>) -> rusqlite::Result<AnalyticsEvent> {
     Ok(AnalyticsEvent::Usage(UsageEvent {
         id: id(&r.get::<_, String>(0)?)?,
         workspace: id(&r.get::<_, String>(1)?)?,
@@ -58,6 +58,62 @@ fn usage_row(r: &Row<'_>) -> rusqlite::Result<AnalyticsEvent> {
     }))
 }
 
+/// The inserts of `record` inside an open write transaction; returns the events newly stored.
+pub(crate) fn record_tx(tx: &rusqlite::Transaction<'_>, events: &[AnalyticsEvent]) -> Result<u64> {
+    let mut eval = tx
+        .prepare_cached(
+            "INSERT INTO eval_results (id, workspace, project, run, dataset_item, agent,
+                metric, score, passed, latency_ms, cost, error, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .map_err(|e| classify("record", e))?;
+    let mut usage = tx
+        .prepare_cached(
+            "INSERT INTO usage_events (id, workspace, project, agent, conversation, model,
+                input_tokens, output_tokens, cost, latency_ms, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .map_err(|e| classify("record", e))?;
+    let mut inserted = 0u64;
+    for e in events {
+        let n = match e {
+            AnalyticsEvent::EvalResult(e) => eval.execute(params![
+                uuid_text(e.id),
+                uuid_text(e.workspace),
+                uuid_text(e.project),
+                uuid_text(e.run),
+                e.dataset_item.map(uuid_text),
+                e.agent.map(uuid_text),
+                e.metric,
+                e.score,
+                e.passed,
+                e.latency_ms,
+                e.cost.0,
+                e.error,
+                e.created_at.as_micros(),
+            ]),
+            AnalyticsEvent::Usage(e) => usage.execute(params![
+                uuid_text(e.id),
+                uuid_text(e.workspace),
+                uuid_text(e.project),
+                e.agent.map(uuid_text),
+                e.conversation.map(uuid_text),
+                e.model,
+                e.input_tokens as i64,
+                e.output_tokens as i64,
+                e.cost.0,
+                e.latency_ms,
+                e.created_at.as_micros(),
+            ]),
+        }
+        .map_err(|e| classify("record", e))?;
+        inserted += n as u64;
+    }
+    Ok(inserted)
+}
+
 #[async_trait]
 impl Analytics for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -67,61 +123,7 @@ impl Analytics for SqliteStore {
     async fn record(&self, events: &[AnalyticsEvent]) -> Result<u64> {
         validate_batch(events)?;
         let events = events.to_vec();
-        self.write("record", move |tx| {
-            let mut eval = tx
-                .prepare_cached(
-                    "INSERT INTO eval_results (id, workspace, project, run, dataset_item, agent,
-                        metric, score, passed, latency_ms, cost, error, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .map_err(|e| classify("record", e))?;
-            let mut usage = tx
-                .prepare_cached(
-                    "INSERT INTO usage_events (id, workspace, project, agent, conversation, model,
-                        input_tokens, output_tokens, cost, latency_ms, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .map_err(|e| classify("record", e))?;
-            let mut inserted = 0u64;
-            for e in &events {
-                let n = match e {
-                    AnalyticsEvent::EvalResult(e) => eval.execute(params![
-                        uuid_text(e.id),
-                        uuid_text(e.workspace),
-                        uuid_text(e.project),
-                        uuid_text(e.run),
-                        e.dataset_item.map(uuid_text),
-                        e.agent.map(uuid_text),
-                        e.metric,
-                        e.score,
-                        e.passed,
-                        e.latency_ms,
-                        e.cost.0,
-                        e.error,
-                        e.created_at.as_micros(),
-                    ]),
-                    AnalyticsEvent::Usage(e) => usage.execute(params![
-                        uuid_text(e.id),
-                        uuid_text(e.workspace),
-                        uuid_text(e.project),
-                        e.agent.map(uuid_text),
-                        e.conversation.map(uuid_text),
-                        e.model,
-                        e.input_tokens as i64,
-                        e.output_tokens as i64,
-                        e.cost.0,
-                        e.latency_ms,
-                        e.created_at.as_micros(),
-                    ]),
-                }
-                .map_err(|e| classify("record", e))?;
-                inserted += n as u64;
-            }
-            Ok(inserted)
-        })
-        .await
+        self.write("record", move |tx| record_tx(tx, &events)).await
     }
 
     async fn eval_summary(&self, workspace: WorkspaceId, run: EvalRunId) -> Result<EvalSummary> {

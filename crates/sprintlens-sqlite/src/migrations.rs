@@ -123,6 +123,22 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_parked ON outbox (parked_at) WHERE parked_at IS NOT NULL;
 "#,
     ),
+    (
+        4,
+        "event outbox",
+        r#"
+-- Analytics events logged in their own transaction for delivery to the other analytics store of a
+-- dual-write migration (the `EventOutboxStore` port). `stream` is `eval_result` or `usage`.
+CREATE TABLE event_outbox (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    stream     TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    logged_at  INTEGER NOT NULL,
+    parked_at  INTEGER,
+    error      TEXT
+) STRICT;
+"#,
+    ),
 ];
 
 /// Applies every migration not yet recorded. Each runs in one transaction with its bookkeeping row,

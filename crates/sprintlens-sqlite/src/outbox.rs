@@ -2,12 +2,15 @@
 //! the records it names.
 
 use rusqlite::{OptionalExtension, params};
+use sprintlens_core::analytics::{EventKind, validate_batch};
 use sprintlens_core::record::check_limit;
 use sprintlens_core::{
-    Error, OutboxEntry, OutboxStats, OutboxStore, ParkedEntry, PendingWrite, Record, RecordId,
-    RecordKind, Result, Timestamp, UpsertOutcome, WorkspaceId, async_trait,
+    AnalyticsEvent, Error, EventOutboxStore, OutboxEntry, OutboxStats, OutboxStore, ParkedEntry,
+    PendingEvent, PendingWrite, Record, RecordId, RecordKind, Result, Timestamp, UpsertOutcome,
+    WorkspaceId, async_trait,
 };
 
+use crate::analytics::{eval_row, record_tx, usage_row};
 use crate::records::{decode, delete_tx, prepare, raw_at, upsert_tx};
 use crate::{BACKEND, SqliteStore, classify, uuid_text};
 
@@ -222,6 +225,146 @@ impl OutboxStore for SqliteStore {
                     |r| r.get(0),
                 )
                 .optional()?;
+            Ok(OutboxStats {
+                pending: pending as u64,
+                parked: parked as u64,
+                oldest_pending: oldest.map(Timestamp::from_micros),
+            })
+        })
+        .await
+    }
+}
+
+fn stream_name(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::EvalResult => "eval_result",
+        EventKind::Usage => "usage",
+    }
+}
+
+fn ack_events_tx(tx: &rusqlite::Transaction<'_>, seqs: &[i64]) -> Result<()> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    let mut st = tx
+        .prepare_cached("DELETE FROM event_outbox WHERE seq = ?1 AND parked_at IS NULL")
+        .map_err(|e| classify("outbox_ack", e))?;
+    for s in seqs {
+        st.execute([s]).map_err(|e| classify("outbox_ack", e))?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl EventOutboxStore for SqliteStore {
+    async fn record_logged(
+        &self,
+        events: &[AnalyticsEvent],
+        acks: &[i64],
+    ) -> Result<(u64, Vec<i64>)> {
+        validate_batch(events)?;
+        let (events, acks) = (events.to_vec(), acks.to_vec());
+        self.write("record", move |tx| {
+            ack_events_tx(tx, &acks)?;
+            let stored = record_tx(tx, &events)?;
+            let now = Timestamp::now().as_micros();
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO event_outbox (stream, id, logged_at) VALUES (?1, ?2, ?3) RETURNING seq",
+                )
+                .map_err(|e| classify("outbox", e))?;
+            let seqs = events
+                .iter()
+                .map(|e| {
+                    st.query_row(
+                        params![stream_name(e.kind()), uuid_text(e.id()), now],
+                        |r| r.get(0),
+                    )
+                    .map_err(|e| classify("outbox", e))
+                })
+                .collect::<Result<Vec<i64>>>()?;
+            Ok((stored, seqs))
+        })
+        .await
+    }
+
+    async fn event_outbox_pending(&self, limit: usize) -> Result<Vec<PendingEvent>> {
+        check_limit(limit)?;
+        self.read("outbox", move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT seq, stream, id FROM event_outbox
+                 WHERE parked_at IS NULL ORDER BY seq LIMIT ?1",
+            )?;
+            let entries = st
+                .query_map([limit as i64], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut eval = c.prepare_cached(
+                "SELECT id, workspace, project, run, dataset_item, agent, metric, score, passed,
+                    latency_ms, cost, error, created_at FROM eval_results WHERE id = ?1",
+            )?;
+            let mut usage = c.prepare_cached(
+                "SELECT id, workspace, project, agent, conversation, model, input_tokens,
+                    output_tokens, cost, latency_ms, created_at FROM usage_events WHERE id = ?1",
+            )?;
+            entries
+                .into_iter()
+                .map(|(seq, stream, id)| {
+                    let event = if stream == "usage" {
+                        usage.query_row([&id], usage_row).optional()?
+                    } else {
+                        eval.query_row([&id], eval_row).optional()?
+                    };
+                    Ok(PendingEvent { seq, event })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn event_outbox_ack(&self, seqs: &[i64]) -> Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let seqs = seqs.to_vec();
+        // Not synced: a lost ack re-delivers the entry, which is idempotent.
+        self.write_with("outbox_ack", false, move |tx| ack_events_tx(tx, &seqs))
+            .await
+    }
+
+    async fn event_outbox_park(&self, seq: i64, error: &str) -> Result<()> {
+        let error = error.to_string();
+        self.write("outbox_park", move |tx| {
+            tx.execute(
+                "UPDATE event_outbox SET parked_at = ?2, error = ?3 WHERE seq = ?1",
+                params![seq, Timestamp::now().as_micros(), error],
+            )
+            .map_err(|e| classify("outbox_park", e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn event_outbox_stats(&self) -> Result<OutboxStats> {
+        self.read("outbox", |c| {
+            let (pending, parked, oldest) = c.query_row(
+                "SELECT count(*) FILTER (WHERE parked_at IS NULL),
+                        count(*) FILTER (WHERE parked_at IS NOT NULL),
+                        min(logged_at) FILTER (WHERE parked_at IS NULL) FROM event_outbox",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                    ))
+                },
+            )?;
             Ok(OutboxStats {
                 pending: pending as u64,
                 parked: parked as u64,

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use sprintlens_core::{Analytics, OutboxStore, RecordStore, SessionStore, VectorIndex};
+use sprintlens_core::{
+    Analytics, EventOutboxStore, OutboxStore, RecordStore, SessionStore, VectorIndex,
+};
 use sprintlens_sqlite::{SqliteOptions, SqliteStore};
 use tempfile::TempDir;
 
@@ -18,6 +20,10 @@ async fn records() -> (Arc<dyn RecordStore>, TempDir) {
     (Arc::new(s), d)
 }
 async fn outbox() -> (Arc<dyn OutboxStore>, TempDir) {
+    let (s, d) = open().await;
+    (Arc::new(s), d)
+}
+async fn event_outbox() -> (Arc<dyn EventOutboxStore>, TempDir) {
     let (s, d) = open().await;
     (Arc::new(s), d)
 }
@@ -53,4 +59,8 @@ mod session_store {
 mod outbox_store {
     use super::*;
     sprintlens_testkit::outbox_store_suite!(outbox);
+}
+mod event_outbox_store {
+    use super::*;
+    sprintlens_testkit::event_outbox_store_suite!(event_outbox);
 }

@@ -252,3 +252,57 @@ pub async fn acks_ride_on_writes(store: &Store) {
     store.outbox_unpark().await.unwrap();
     drain(store).await;
 }
+
+/// Two evaluation results and a usage event of one workspace.
+pub fn some_events(ws: WorkspaceId) -> Vec<AnalyticsEvent> {
+    let (p, run, now) = (RecordId::new(), RecordId::new(), Timestamp::now());
+    vec![
+        crate::generate::eval_result(ws, p, run, "accuracy", 0.5, true, 12, Cost(3), now),
+        crate::generate::eval_result(ws, p, run, "accuracy", 0.25, false, 20, Cost(4), now),
+        crate::generate::usage(ws, p, None, "gpt-4o", 10, 20, Cost(7), 30, now),
+    ]
+}
+
+/// The `EventOutboxStore` cases, in order, on a store nothing else logs to.
+pub async fn event_outbox_cases(store: Arc<dyn EventOutboxStore>) {
+    let pending = |store: Arc<dyn EventOutboxStore>| async move {
+        store.event_outbox_pending(100).await.unwrap()
+    };
+    let ws = WorkspaceId::new();
+    let events = some_events(ws);
+    let (stored, seqs) = store.record_logged(&events, &[]).await.unwrap();
+    assert_eq!((stored, seqs.len()), (3, 3));
+    let got = pending(store.clone()).await;
+    assert_eq!(got.iter().map(|p| p.seq).collect::<Vec<_>>(), seqs);
+    for (p, e) in got.iter().zip(&events) {
+        assert_eq!(p.event.as_ref(), Some(e), "the stored event");
+    }
+    // A replay stores nothing new but is logged; acks ride on it.
+    let (stored, again) = store.record_logged(&events[..1], &seqs[..2]).await.unwrap();
+    assert_eq!(stored, 0);
+    assert_eq!(
+        pending(store.clone())
+            .await
+            .iter()
+            .map(|p| p.seq)
+            .collect::<Vec<_>>(),
+        vec![seqs[2], again[0]]
+    );
+    // An invalid batch records and logs nothing, and removes no ack.
+    let mut bad = some_events(ws);
+    if let AnalyticsEvent::EvalResult(e) = &mut bad[0] {
+        e.metric = String::new();
+    }
+    assert!(store.record_logged(&bad, &[seqs[2]]).await.is_err());
+    assert_eq!(store.event_outbox_stats().await.unwrap().pending, 2);
+    store.event_outbox_park(seqs[2], "refused").await.unwrap();
+    let stats = store.event_outbox_stats().await.unwrap();
+    assert_eq!((stats.pending, stats.parked), (1, 1));
+    store.event_outbox_ack(&[seqs[2], again[0]]).await.unwrap();
+    let stats = store.event_outbox_stats().await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.parked),
+        (0, 1),
+        "acks leave parked entries"
+    );
+}
