@@ -215,8 +215,19 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
                     }
                 }
             };
+            let events = |s: &Storage| {
+                let o = s.event_outbox().cloned();
+                async move {
+                    match o {
+                        Some(o) => o.event_outbox_stats().await.map(Some),
+                        None => Ok(None),
+                    }
+                }
+            };
             let old_outbox = outbox(&source).await?;
             let new_outbox = outbox(&target).await?;
+            let old_events = events(&source).await?;
+            let new_events = events(&target).await?;
             let phase = sprintlens::phase::phase(&target).await?;
             let shadow = sprintlens::phase::shadow_totals(&target).await?;
             if t.json {
@@ -228,6 +239,10 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
                         "outbox": {
                             "old": old_outbox.map(|o| serde_json::json!({"pending": o.pending, "parked": o.parked})),
                             "new": new_outbox.map(|o| serde_json::json!({"pending": o.pending, "parked": o.parked})),
+                        },
+                        "event_outbox": {
+                            "old": old_events.map(|o| serde_json::json!({"pending": o.pending, "parked": o.parked})),
+                            "new": new_events.map(|o| serde_json::json!({"pending": o.pending, "parked": o.parked})),
                         },
                         "shadow_read": shadow,
                         "streams": streams,
@@ -241,10 +256,15 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
                         .map(|p| format!(" (target records {} at {})", p.phase, p.at))
                         .unwrap_or_default()
                 );
-                for (side, o) in [("old", old_outbox), ("new", new_outbox)] {
+                for (side, o) in [
+                    ("outbox of the old store", old_outbox),
+                    ("outbox of the new store", new_outbox),
+                    ("event outbox of the old store", old_events),
+                    ("event outbox of the new store", new_events),
+                ] {
                     if let Some(o) = o {
                         println!(
-                            "outbox of the {side} store: {} pending, {} parked{}",
+                            "{side}: {} pending, {} parked{}",
                             o.pending,
                             o.parked,
                             o.oldest_pending

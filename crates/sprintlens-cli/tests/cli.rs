@@ -53,7 +53,7 @@ fn demo_runs_on_the_embedded_default() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("3 of 3 migrations applied"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("4 of 4 migrations applied"));
     let out = sprintlens()
         .args(["doctor", "--data-dir"])
         .arg(dir.path())

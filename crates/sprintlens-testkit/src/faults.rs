@@ -171,3 +171,77 @@ pub async fn snapshot(store: &dyn RecordStore, workspace: WorkspaceId) -> Vec<Re
     }
     out
 }
+
+/// An [`Analytics`] that consults [`Faults`] before passing each call to the real store it wraps
+/// (`record` counts as a write; queries as reads).
+#[derive(Debug)]
+pub struct FaultyAnalytics {
+    inner: Arc<dyn Analytics>,
+    faults: Arc<Faults>,
+}
+
+impl FaultyAnalytics {
+    /// Wraps `inner`; returns the store and its fault switches.
+    pub fn new(inner: Arc<dyn Analytics>) -> (Arc<Self>, Arc<Faults>) {
+        let faults = Arc::new(Faults::default());
+        (
+            Arc::new(FaultyAnalytics {
+                inner,
+                faults: faults.clone(),
+            }),
+            faults,
+        )
+    }
+}
+
+#[deny(clippy::missing_trait_methods)]
+#[async_trait]
+impl Analytics for FaultyAnalytics {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    fn quantile_method(&self) -> QuantileMethod {
+        self.inner.quantile_method()
+    }
+    async fn record(&self, events: &[AnalyticsEvent]) -> Result<u64> {
+        self.faults.write(self.backend(), &[]).await?;
+        self.inner.record(events).await
+    }
+    async fn eval_summary(&self, workspace: WorkspaceId, run: EvalRunId) -> Result<EvalSummary> {
+        self.faults.enter(self.backend(), "eval_summary").await?;
+        self.inner.eval_summary(workspace, run).await
+    }
+    async fn metric_series(
+        &self,
+        workspace: WorkspaceId,
+        query: &SeriesQuery,
+    ) -> Result<Vec<SeriesPoint>> {
+        self.faults.enter(self.backend(), "metric_series").await?;
+        self.inner.metric_series(workspace, query).await
+    }
+    async fn cost_breakdown(
+        &self,
+        workspace: WorkspaceId,
+        query: &BreakdownQuery,
+    ) -> Result<Vec<CostRow>> {
+        self.faults.enter(self.backend(), "cost_breakdown").await?;
+        self.inner.cost_breakdown(workspace, query).await
+    }
+    async fn latency(
+        &self,
+        workspace: WorkspaceId,
+        query: &LatencyQuery,
+    ) -> Result<LatencySummary> {
+        self.faults.enter(self.backend(), "latency").await?;
+        self.inner.latency(workspace, query).await
+    }
+    async fn scan(
+        &self,
+        kind: EventKind,
+        after: Option<EventCursor>,
+        limit: usize,
+    ) -> Result<Vec<AnalyticsEvent>> {
+        self.faults.enter(self.backend(), "scan").await?;
+        self.inner.scan(kind, after, limit).await
+    }
+}

@@ -139,6 +139,57 @@ impl Delivery for RecordDelivery {
     }
 }
 
+/// Analytics events: an [`EventOutboxStore`]'s log delivered to another [`Analytics`].
+#[derive(Debug)]
+pub struct EventDelivery {
+    source: Arc<dyn EventOutboxStore>,
+    target: Arc<dyn Analytics>,
+}
+
+#[async_trait]
+impl Delivery for EventDelivery {
+    type Item = AnalyticsEvent;
+    type Key = EventId;
+    fn key(item: &AnalyticsEvent) -> EventId {
+        item.id()
+    }
+    fn target_backend(&self) -> &'static str {
+        self.target.backend()
+    }
+    async fn pending(&self, limit: usize) -> Result<Vec<(i64, Option<AnalyticsEvent>)>> {
+        Ok(self
+            .source
+            .event_outbox_pending(limit)
+            .await?
+            .into_iter()
+            .map(|p| (p.seq, p.event))
+            .collect())
+    }
+    async fn ack(&self, seqs: &[i64]) -> Result<()> {
+        self.source.event_outbox_ack(seqs).await
+    }
+    async fn park(&self, seq: i64, error: &str) -> Result<()> {
+        self.source.event_outbox_park(seq, error).await
+    }
+    async fn stats(&self) -> Result<OutboxStats> {
+        self.source.event_outbox_stats().await
+    }
+    async fn send(&self, items: &[AnalyticsEvent]) -> Result<()> {
+        self.target.record(items).await.map(|_| ())
+    }
+}
+
+impl Reconciler<EventDelivery> {
+    /// A reconciler from `source`'s event outbox to `target` (not started).
+    pub fn events(
+        source: Arc<dyn EventOutboxStore>,
+        target: Arc<dyn Analytics>,
+        options: ReconcilerOptions,
+    ) -> Arc<Self> {
+        Self::with(EventDelivery { source, target }, options)
+    }
+}
+
 /// Delivers the primary's outbox to the secondary. See the module docs for the protocol.
 #[derive(Debug)]
 pub struct Reconciler<D: Delivery = RecordDelivery> {
@@ -288,6 +339,22 @@ impl<D: Delivery> Reconciler<D> {
         let out = self.delivery.ack(&lease.seqs).await;
         lease.settle(out.is_ok());
         out
+    }
+
+    /// After a write logged `seqs`: tries the secondary with `send` for at most `wait` (0: not at
+    /// all) and marks the entries delivered when it accepted; otherwise wakes the background loop.
+    pub(crate) async fn deliver_inline(
+        &self,
+        wait: Duration,
+        seqs: &[i64],
+        send: impl Future<Output = Result<()>>,
+    ) {
+        if !wait.is_zero() && matches!(tokio::time::timeout(wait, send).await, Ok(Ok(()))) {
+            // Removed by a later write's transaction, or by the reconciler.
+            self.delivered(seqs);
+        } else {
+            self.nudge();
+        }
     }
 
     /// The depth of the outbox this reconciler delivers.
@@ -548,21 +615,10 @@ impl DualWriteRecordStore {
         &self.reconciler
     }
 
-    /// Tries the secondary for at most `write_wait`; acks the entries when it accepted.
     async fn deliver_inline(&self, seqs: &[i64], send: impl Future<Output = Result<()>>) {
-        if self.write_wait.is_zero() {
-            self.reconciler.nudge();
-            return;
-        }
-        if matches!(
-            tokio::time::timeout(self.write_wait, send).await,
-            Ok(Ok(()))
-        ) {
-            // Removed by a later write's transaction, or by the reconciler.
-            self.reconciler.delivered(seqs);
-        } else {
-            self.reconciler.nudge();
-        }
+        self.reconciler
+            .deliver_inline(self.write_wait, seqs, send)
+            .await
     }
 }
 
@@ -630,6 +686,98 @@ impl RecordStore for DualWriteRecordStore {
 
     async fn count(&self, kind: RecordKind, workspace: Option<WorkspaceId>) -> Result<u64> {
         self.primary.count(kind, workspace).await
+    }
+}
+
+/// `Analytics` recording to a primary with an event outbox and delivering to a secondary, by the
+/// same protocol as [`DualWriteRecordStore`]. Queries and scans are served by the primary.
+#[derive(Debug)]
+pub struct DualWriteAnalytics {
+    primary: Arc<dyn EventOutboxStore>,
+    secondary: Arc<dyn Analytics>,
+    reconciler: Arc<Reconciler<EventDelivery>>,
+    write_wait: Duration,
+    _task: Arc<TaskGuard>,
+}
+
+impl DualWriteAnalytics {
+    /// Composes the layer and starts its reconciler on the current Tokio runtime.
+    pub fn start(
+        primary: Arc<dyn EventOutboxStore>,
+        secondary: Arc<dyn Analytics>,
+        write_wait: Duration,
+        options: ReconcilerOptions,
+    ) -> Self {
+        let reconciler = Reconciler::events(primary.clone(), secondary.clone(), options);
+        let task = reconciler.spawn();
+        reconciler.nudge();
+        DualWriteAnalytics {
+            primary,
+            secondary,
+            reconciler,
+            write_wait,
+            _task: task,
+        }
+    }
+
+    /// The reconciler delivering this layer's event outbox.
+    pub fn reconciler(&self) -> &Arc<Reconciler<EventDelivery>> {
+        &self.reconciler
+    }
+}
+
+#[deny(clippy::missing_trait_methods)]
+#[async_trait]
+impl Analytics for DualWriteAnalytics {
+    fn backend(&self) -> &'static str {
+        self.primary.backend()
+    }
+    fn quantile_method(&self) -> QuantileMethod {
+        self.primary.quantile_method()
+    }
+    async fn record(&self, events: &[AnalyticsEvent]) -> Result<u64> {
+        let acks = self.reconciler.lease_acks();
+        let written = self.primary.record_logged(events, &acks.seqs).await;
+        acks.settle(written.is_ok());
+        let (stored, seqs) = written?;
+        self.reconciler
+            .deliver_inline(self.write_wait, &seqs, async {
+                self.secondary.record(events).await.map(|_| ())
+            })
+            .await;
+        Ok(stored)
+    }
+    async fn eval_summary(&self, workspace: WorkspaceId, run: EvalRunId) -> Result<EvalSummary> {
+        self.primary.eval_summary(workspace, run).await
+    }
+    async fn metric_series(
+        &self,
+        workspace: WorkspaceId,
+        query: &SeriesQuery,
+    ) -> Result<Vec<SeriesPoint>> {
+        self.primary.metric_series(workspace, query).await
+    }
+    async fn cost_breakdown(
+        &self,
+        workspace: WorkspaceId,
+        query: &BreakdownQuery,
+    ) -> Result<Vec<CostRow>> {
+        self.primary.cost_breakdown(workspace, query).await
+    }
+    async fn latency(
+        &self,
+        workspace: WorkspaceId,
+        query: &LatencyQuery,
+    ) -> Result<LatencySummary> {
+        self.primary.latency(workspace, query).await
+    }
+    async fn scan(
+        &self,
+        kind: EventKind,
+        after: Option<EventCursor>,
+        limit: usize,
+    ) -> Result<Vec<AnalyticsEvent>> {
+        self.primary.scan(kind, after, limit).await
     }
 }
 

@@ -41,6 +41,8 @@ pub struct Storage {
     records: Arc<dyn RecordStore>,
     /// The records backend's own outbox (SQLite, PostgreSQL), for the migration layers.
     outbox: Option<Arc<dyn OutboxStore>>,
+    /// The analytics backend's own event outbox (SQLite), for the migration layers.
+    event_outbox: Option<Arc<dyn sprintlens_core::EventOutboxStore>>,
     /// The migration in progress (`[migration] mode` other than `single`).
     migration: Option<Arc<phase::Migration>>,
     vectors: Arc<dyn VectorIndex>,
@@ -104,6 +106,10 @@ impl Storage {
     /// depth and parked entries; the migration layers write it.
     pub fn outbox(&self) -> Option<&Arc<dyn OutboxStore>> {
         self.outbox.as_ref()
+    }
+    /// The analytics backend's own event outbox, if it keeps one (SQLite).
+    pub fn event_outbox(&self) -> Option<&Arc<dyn sprintlens_core::EventOutboxStore>> {
+        self.event_outbox.as_ref()
     }
     /// The migration in progress, when `[migration] mode` is not `single`.
     pub fn migration(&self) -> Option<&Arc<phase::Migration>> {

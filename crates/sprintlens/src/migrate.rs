@@ -552,6 +552,18 @@ pub async fn rollback(
         delivered: before,
         ..Default::default()
     };
+    // Events logged by a target whose analytics keeps an event outbox (SQLite); a ClickHouse target
+    // mirrored its events to the old store as they were recorded.
+    if let Some(events) = target.event_outbox().cloned() {
+        report.delivered += events.event_outbox_stats().await?.pending;
+        crate::dual::Reconciler::events(
+            events,
+            source.analytics().clone(),
+            crate::dual::ReconcilerOptions::default(),
+        )
+        .drain(std::time::Duration::from_secs(3600))
+        .await?;
+    }
     let start: RecordId = "00000000-0000-7000-8000-000000000000".parse()?;
     for kind in RecordKind::ALL {
         let name = format!("migrate/rollback/{}", kind.as_str());

@@ -473,9 +473,17 @@ impl Storage {
             #[allow(unreachable_patterns)]
             _ => None,
         };
+        let event_outbox: Option<Arc<dyn sprintlens_core::EventOutboxStore>> = match &plan.analytics
+        {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(p) => Some(Arc::new(files.get(p, &config).await?)),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        };
         Ok(Storage {
             records,
             outbox,
+            event_outbox,
             migration: None,
             vectors,
             analytics,

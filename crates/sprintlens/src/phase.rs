@@ -9,9 +9,10 @@
 //! | `shadow-read` | old, a sample of reads compared with new | new | old |
 //! | `cut-over` | new | old (reconciler) | new |
 //!
-//! Record writes go through the outbox protocol of [`crate::dual`]; embeddings and analytics events
-//! are mirrored (bounded by `write_wait_ms`, failures counted; `sprintlens migrate run` resumes past its
-//! checkpoints and `verify` compares them before cut-over).
+//! Record writes go through the outbox protocol of [`crate::dual`]; analytics events too when the
+//! primary's analytics keeps an event outbox (SQLite), and are mirrored when it does not (ClickHouse
+//! after cut-over); embeddings are mirrored (bounded by `write_wait_ms`, failures counted;
+//! `sprintlens migrate run` resumes past its checkpoints and `verify` compares them before cut-over).
 //!
 //! # Interlocks, checked when the storage opens
 //! - Every mode but `single` needs `[migration] target` and records on PostgreSQL there (it keeps
@@ -42,6 +43,7 @@ pub struct Migration {
     mode: MigrationMode,
     target: Storage,
     reconciler: Arc<Reconciler>,
+    events: Option<Arc<Reconciler<crate::dual::EventDelivery>>>,
     shadow: Option<Arc<ShadowReadRecordStore>>,
     mirror_failures: Vec<Arc<std::sync::atomic::AtomicU64>>,
     /// Names this process's shadow-read counters in the target.
@@ -71,6 +73,26 @@ impl Migration {
     /// The reconciler delivering the primary's outbox to the secondary.
     pub fn reconciler(&self) -> &Arc<Reconciler> {
         &self.reconciler
+    }
+    /// The reconciler delivering the primary's event outbox, when the primary's analytics keeps one
+    /// (SQLite); otherwise events are mirrored.
+    pub fn event_reconciler(&self) -> Option<&Arc<Reconciler<crate::dual::EventDelivery>>> {
+        self.events.as_ref()
+    }
+    /// Delivers everything pending (records, then events) or fails when `deadline` passes.
+    pub async fn drain(&self, deadline: Duration) -> Result<()> {
+        self.reconciler.drain(deadline).await?;
+        if let Some(e) = &self.events {
+            e.drain(deadline).await?;
+        }
+        Ok(())
+    }
+    /// The primary's event outbox depth (zero when events are mirrored).
+    pub async fn event_outbox_stats(&self) -> Result<OutboxStats> {
+        match &self.events {
+            Some(e) => e.outbox_stats().await,
+            None => Ok(OutboxStats::default()),
+        }
     }
     /// Shadow-read counters (`shadow-read` mode).
     pub fn shadow(&self) -> Option<ShadowStats> {
@@ -151,7 +173,8 @@ pub use with_postgres::*;
 mod with_postgres {
     use super::*;
     use crate::dual::{
-        DualWriteRecordStore, MirroredAnalytics, MirroredVectorIndex, ReconcilerOptions,
+        DualWriteAnalytics, DualWriteRecordStore, MirroredAnalytics, MirroredVectorIndex,
+        ReconcilerOptions,
     };
     use serde_json::json;
     use sprintlens_core::{RecordKind, Timestamp};
@@ -387,6 +410,16 @@ mod with_postgres {
                 ),
             )
         })?;
+        if let Some(other) = secondary.event_outbox.clone() {
+            Reconciler::events(other, primary.analytics.clone(), options)
+                .drain(if m.mode == MigrationMode::DualWrite {
+                    timeout
+                } else {
+                    timeout * 6
+                })
+                .await
+                .or_else(lenient)?;
+        }
         if cut_over && phase(&target).await?.is_none_or(|p| p.phase != "cut-over") {
             set_phase(&target, "cut-over").await?;
         }
@@ -415,12 +448,31 @@ mod with_postgres {
             wait,
             timeout,
         ));
-        let analytics = Arc::new(MirroredAnalytics::new(
-            primary.analytics.clone(),
-            secondary.analytics.clone(),
-            wait,
-            timeout,
-        ));
+        // Events go through the primary's event outbox when it keeps one (SQLite); a ClickHouse
+        // primary (after cut-over) mirrors them.
+        let (analytics, events, analytics_mirror): (Arc<dyn sprintlens_core::Analytics>, _, _) =
+            match primary.event_outbox.clone() {
+                Some(outbox) => {
+                    let layer = Arc::new(DualWriteAnalytics::start(
+                        outbox,
+                        secondary.analytics.clone(),
+                        wait,
+                        options,
+                    ));
+                    let r = layer.reconciler().clone();
+                    (layer, Some(r), None)
+                }
+                None => {
+                    let layer = Arc::new(MirroredAnalytics::new(
+                        primary.analytics.clone(),
+                        secondary.analytics.clone(),
+                        wait,
+                        timeout,
+                    ));
+                    let failures = layer.failure_counter();
+                    (layer, None, Some(failures))
+                }
+            };
         let instance = format!("{}", sprintlens_core::RecordId::new());
         let flush = shadow.as_ref().map(|s| {
             let (s, target, instance) = (s.clone(), target.clone(), instance.clone());
@@ -438,13 +490,16 @@ mod with_postgres {
         });
         base.records = records;
         base.vectors = vectors.clone();
-        base.analytics = analytics.clone();
+        base.analytics = analytics;
         base.migration = Some(Arc::new(Migration {
             mode: m.mode,
             target,
             reconciler,
+            events,
             shadow,
-            mirror_failures: vec![vectors.failure_counter(), analytics.failure_counter()],
+            mirror_failures: std::iter::once(vectors.failure_counter())
+                .chain(analytics_mirror)
+                .collect(),
             instance,
             _flush: flush,
         }));

@@ -6,10 +6,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sprintlens::dual::{DualWriteRecordStore, ReconcilerOptions, ShadowReadRecordStore};
+use sprintlens::dual::{
+    DualWriteAnalytics, DualWriteRecordStore, ReconcilerOptions, ShadowReadRecordStore,
+};
 use sprintlens_core::*;
 use sprintlens_sqlite::{SqliteOptions, SqliteStore};
-use sprintlens_testkit::faults::{Faults, FaultyRecordStore, snapshot};
+use sprintlens_testkit::faults::{Faults, FaultyAnalytics, FaultyRecordStore, snapshot};
 use sprintlens_testkit::generate::{one_of_each, project};
 use tempfile::TempDir;
 
@@ -395,4 +397,66 @@ async fn shadow_reads_count_real_differences_not_lag() {
     assert_eq!(stats.recent[0].workspace, ws);
     let ops: Vec<&str> = stats.recent.iter().map(|m| m.operation).collect();
     assert!(ops.contains(&"get") && ops.contains(&"list"));
+}
+
+/// Every event of both streams in `(created_at, id)` order.
+async fn all_events(a: &dyn Analytics) -> Vec<AnalyticsEvent> {
+    let mut out = Vec::new();
+    for kind in [EventKind::EvalResult, EventKind::Usage] {
+        out.extend(a.scan(kind, None, 1000).await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_go_through_the_primary_outbox_and_survive_a_down_secondary() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = sqlite(&dir, "primary.db").await;
+    let secondary = sqlite(&dir, "secondary.db").await;
+    let (faulty, faults) = FaultyAnalytics::new(secondary.clone());
+    faults.set_down(true);
+    let layer = DualWriteAnalytics::start(
+        primary.clone(),
+        faulty.clone(),
+        Duration::from_millis(20),
+        quick(),
+    );
+    let ws = WorkspaceId::new();
+    let mut events = Vec::new();
+    for _ in 0..5 {
+        let batch = sprintlens_testkit::outbox::some_events(ws);
+        assert_eq!(
+            layer.record(&batch).await.unwrap(),
+            3,
+            "the primary's answer"
+        );
+        events.extend(batch);
+    }
+    // Served by the primary; logged; nothing on the secondary.
+    assert_eq!(all_events(&layer).await.len(), events.len());
+    assert_eq!(
+        primary.event_outbox_stats().await.unwrap().pending,
+        events.len() as u64
+    );
+    assert!(all_events(&*secondary).await.is_empty());
+    // The process stops with the secondary still down; the next one delivers the backlog.
+    drop(layer);
+    faults.set_down(false);
+    let next = DualWriteAnalytics::start(primary.clone(), faulty, Duration::ZERO, quick());
+    next.reconciler()
+        .drain(Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(all_events(&*secondary).await, all_events(&*primary).await);
+    assert_eq!(
+        primary.event_outbox_stats().await.unwrap(),
+        OutboxStats::default()
+    );
+    // A replayed batch is counted once on both sides.
+    next.record(&events[..3]).await.unwrap();
+    next.reconciler()
+        .drain(Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(all_events(&*secondary).await.len(), events.len());
 }

@@ -125,7 +125,13 @@ async fn phases_refuse_what_would_lose_data_and_rollback_keeps_every_write() {
     // Dual-write while the backfill runs.
     let dual = open(d, "dual-write", &target).await.unwrap();
     let m = dual.migration().unwrap().clone();
+    let mut events = 0;
     for (i, ws) in workspaces.iter().enumerate() {
+        events += dual
+            .analytics()
+            .record(&sprintlens_testkit::outbox::some_events(*ws))
+            .await
+            .unwrap();
         let p = project(*ws, &format!("during dual-write {i}"));
         dual.records()
             .upsert(std::slice::from_ref(&p))
@@ -149,7 +155,7 @@ async fn phases_refuse_what_would_lose_data_and_rollback_keeps_every_write() {
     refused(open(d, "cut-over", &target).await, "verify");
     // Shadow reads now open (the backfill is done).
     drop(open(d, "shadow-read", &target).await.unwrap());
-    m.reconciler().drain(Duration::from_secs(20)).await.unwrap();
+    m.drain(Duration::from_secs(20)).await.unwrap();
     let report = migrate::verify_all(&source, &new, &[]).await.unwrap();
     assert!(report.ok, "{report:?}");
     migrate::record_verify(&new, &report).await.unwrap();
@@ -159,6 +165,11 @@ async fn phases_refuse_what_would_lose_data_and_rollback_keeps_every_write() {
     let cut = open(d, "cut-over", &target).await.unwrap();
     assert_eq!(migrate_phase(&new).await.as_deref(), Some("cut-over"));
     for ws in &workspaces {
+        events += cut
+            .analytics()
+            .record(&sprintlens_testkit::outbox::some_events(*ws))
+            .await
+            .unwrap();
         let p = project(*ws, "during cut-over");
         cut.records()
             .upsert(std::slice::from_ref(&p))
@@ -191,7 +202,20 @@ async fn phases_refuse_what_would_lose_data_and_rollback_keeps_every_write() {
             .unwrap()
             .already
     );
-    // Every acknowledged write is in SQLite, and both stores agree.
+    // Every acknowledged write is in SQLite, and both stores agree; every event too.
+    let mut in_sqlite = 0;
+    for kind in [EventKind::EvalResult, EventKind::Usage] {
+        in_sqlite += source
+            .analytics()
+            .scan(kind, None, 1000)
+            .await
+            .unwrap()
+            .len() as u64;
+    }
+    assert_eq!(
+        in_sqlite, events,
+        "every recorded event is in SQLite after rollback"
+    );
     for ws in &workspaces {
         let old_side = snapshot(&**source.records(), *ws).await;
         assert_eq!(old_side, snapshot(&**new.records(), *ws).await);
