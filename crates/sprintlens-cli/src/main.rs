@@ -77,6 +77,9 @@ enum MigrateAction {
         /// without `[migration] mode = "dual-write"`.
         #[arg(long)]
         offline: bool,
+        /// Record kinds copied at the same time (1–16), each its own stream and checkpoint.
+        #[arg(long, default_value_t = 1)]
+        parallel: usize,
     },
     /// After a cut-over: copies back to the old store everything only the new one has, then records
     /// the rollback so `mode = "dual-write"` may open again. Resumable.
@@ -156,6 +159,7 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
             batch,
             no_events,
             offline,
+            parallel,
         } => {
             match mode {
                 MigrationMode::Single if !offline => anyhow::bail!(
@@ -173,6 +177,7 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
             let options = sprintlens::migrate::RunOptions {
                 batch,
                 events: !no_events,
+                parallel,
                 ..Default::default()
             };
             let json = t.json;

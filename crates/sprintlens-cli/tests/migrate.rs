@@ -252,7 +252,7 @@ async fn killed_runs_resume_and_verify_names_every_difference() {
     );
     let t = Instant::now();
     let (ok, last) = run_cli(
-        &["run", "--offline", "--batch", "1000"],
+        &["run", "--offline", "--batch", "1000", "--parallel", "4"],
         &data,
         &target.toml,
     );

@@ -126,6 +126,8 @@ pub struct RunOptions {
     pub stop_after_batches: Option<u64>,
     /// Also copy analytics events (evaluation results, usage) to the target's analytics.
     pub events: bool,
+    /// Record kinds copied at the same time, 1..=16 (each its own keyset stream and checkpoint).
+    pub parallel: usize,
 }
 
 impl Default for RunOptions {
@@ -135,6 +137,7 @@ impl Default for RunOptions {
             kinds: Vec::new(),
             stop_after_batches: None,
             events: true,
+            parallel: 1,
         }
     }
 }
@@ -726,6 +729,88 @@ pub async fn plan(
     })
 }
 
+/// Takes one batch of `stop_after_batches`: `None` when none is left, else whether it is the last.
+fn take_batch(left: &std::cell::Cell<Option<u64>>) -> Option<bool> {
+    match left.get() {
+        Some(0) => None,
+        Some(n) => {
+            left.set(Some(n - 1));
+            Some(n == 1)
+        }
+        None => Some(false),
+    }
+}
+
+/// Copies one record kind after its checkpoint; returns its report and whether
+/// `stop_after_batches` stopped it.
+async fn copy_kind(
+    source: &Storage,
+    pg: &sprintlens_postgres::PgStore,
+    kind: RecordKind,
+    batch_size: usize,
+    left: &std::cell::Cell<Option<u64>>,
+    progress: &std::cell::RefCell<&mut dyn FnMut(&Progress)>,
+) -> Result<(KindRun, bool)> {
+    let total = source.records().count(kind, None).await?;
+    let name = checkpoint_name(kind);
+    let (mut cursor, mut copied) = load::<ScanCursor>(pg, &name).await?;
+    let mut report = KindRun {
+        kind: kind.as_str(),
+        resumed_at: copied,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let mut prefetched: Option<Vec<Record>> = None;
+    loop {
+        let Some(last) = take_batch(left) else {
+            return Ok((report, true));
+        };
+        let batch = match prefetched.take() {
+            Some(b) => b,
+            None => read_records(source, kind, cursor, batch_size).await?,
+        };
+        kill_point("after-read");
+        let done = batch.len() < batch_size;
+        let next = batch.last().map(Record::cursor).or(cursor);
+        let position = checkpoint(next, done)?;
+        copied += batch.len() as u64;
+        // Write this batch while the next one is read from the source.
+        let write = write_or_die(pg.upsert_with_checkpoint(&batch, &name, &position, copied));
+        let outcome = if done || last {
+            write.await?
+        } else {
+            let (written, read) =
+                futures::join!(write, read_records(source, kind, next, batch_size));
+            prefetched = Some(read?);
+            written?
+        };
+        // The batch and its checkpoint committed together.
+        kill_point("after-commit");
+        kill_point("after-checkpoint");
+        report.rows += batch.len() as u64;
+        report.written += outcome.written;
+        report.batches += 1;
+        cursor = next;
+        let rate = report.rows as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        (progress.borrow_mut())(&Progress {
+            kind: kind.as_str(),
+            copied,
+            total,
+            rate,
+            eta_secs: if rate > 0.0 {
+                total.saturating_sub(copied) as f64 / rate
+            } else {
+                0.0
+            },
+            done,
+        });
+        if done {
+            report.done = true;
+            return Ok((report, false));
+        }
+    }
+}
+
 /// Copies records from `source` to `target`, resuming from the target's checkpoints.
 pub async fn run(
     source: &Storage,
@@ -739,75 +824,27 @@ pub async fn run(
             format!("must be between 1 and {MAX_BATCH}"),
         ));
     }
-    let pg = target_pg(target)?;
-    let mut reports = Vec::new();
-    let mut batches_left = options.stop_after_batches;
-    for kind in kinds(&options.kinds) {
-        let total = source.records().count(kind, None).await?;
-        let name = checkpoint_name(kind);
-        let (mut cursor, mut copied) = load::<ScanCursor>(pg, &name).await?;
-        let mut report = KindRun {
-            kind: kind.as_str(),
-            resumed_at: copied,
-            ..Default::default()
-        };
-        let started = Instant::now();
-        let mut prefetched: Option<Vec<Record>> = None;
-        loop {
-            if batches_left == Some(0) {
-                reports.push(report);
-                return Ok(reports);
-            }
-            let batch = match prefetched.take() {
-                Some(b) => b,
-                None => read_records(source, kind, cursor, options.batch).await?,
-            };
-            kill_point("after-read");
-            let done = batch.len() < options.batch;
-            let next = batch.last().map(Record::cursor).or(cursor);
-            let position = checkpoint(next, done)?;
-            copied += batch.len() as u64;
-            // Write this batch while the next one is read from the source.
-            let write = pg.upsert_with_checkpoint(&batch, &name, &position, copied);
-            let write = write_or_die(write);
-            let outcome = if done || batches_left == Some(1) {
-                write.await?
-            } else {
-                let (written, read) =
-                    futures::join!(write, read_records(source, kind, next, options.batch));
-                prefetched = Some(read?);
-                written?
-            };
-            // The batch and its checkpoint committed together.
-            kill_point("after-commit");
-            kill_point("after-checkpoint");
-            report.rows += batch.len() as u64;
-            report.written += outcome.written;
-            report.batches += 1;
-            cursor = next;
-            if let Some(n) = &mut batches_left {
-                *n -= 1;
-            }
-            let rate = report.rows as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            progress(&Progress {
-                kind: kind.as_str(),
-                copied,
-                total,
-                rate,
-                eta_secs: if rate > 0.0 {
-                    total.saturating_sub(copied) as f64 / rate
-                } else {
-                    0.0
-                },
-                done,
-            });
-            if done {
-                report.done = true;
-                break;
-            }
-        }
-        reports.push(report);
+    if options.parallel == 0 || options.parallel > 16 {
+        return Err(Error::invalid("parallel", "must be between 1 and 16"));
     }
+    let pg = target_pg(target)?;
+    let left = std::cell::Cell::new(options.stop_after_batches);
+    let runs: Vec<(KindRun, bool)> = {
+        let progress: std::cell::RefCell<&mut dyn FnMut(&Progress)> =
+            std::cell::RefCell::new(&mut progress);
+        use futures::{StreamExt, TryStreamExt};
+        futures::stream::iter(kinds(&options.kinds))
+            .map(|kind| copy_kind(source, pg, kind, options.batch, &left, &progress))
+            .buffered(options.parallel)
+            .try_collect()
+            .await?
+    };
+    let stopped = runs.iter().any(|(_, stopped)| *stopped);
+    let mut reports: Vec<KindRun> = runs.into_iter().map(|(r, _)| r).collect();
+    if stopped {
+        return Ok(reports);
+    }
+    let mut batches_left = left.get();
     let small = options.batch.min(sprintlens_core::MAX_PAGE);
     let (report, stopped) =
         copy_embeddings(source, target, pg, small, &mut batches_left, &mut progress).await?;
