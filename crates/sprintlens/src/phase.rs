@@ -383,17 +383,20 @@ mod with_postgres {
         } else {
             (old_outbox, new_outbox)
         };
+        // How long catching up may take before this process refuses to serve (dual-write does not
+        // wait long: the old store serves regardless).
+        let catch_up = if m.mode == MigrationMode::DualWrite {
+            timeout
+        } else {
+            timeout * 6
+        };
         // Whatever the other direction logged is delivered before this one serves.
         Reconciler::new(
             secondary_outbox,
             primary.records.clone(),
             options,
         )
-        .drain(if m.mode == MigrationMode::DualWrite {
-            timeout
-        } else {
-            timeout * 6
-        })
+        .drain(catch_up)
         .await
         .or_else(lenient)
         .map_err(|e| {
@@ -412,11 +415,7 @@ mod with_postgres {
         })?;
         if let Some(other) = secondary.event_outbox.clone() {
             Reconciler::events(other, primary.analytics.clone(), options)
-                .drain(if m.mode == MigrationMode::DualWrite {
-                    timeout
-                } else {
-                    timeout * 6
-                })
+                .drain(catch_up)
                 .await
                 .or_else(lenient)?;
         }
