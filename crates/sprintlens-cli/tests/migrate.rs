@@ -188,6 +188,34 @@ fn run_cli(args: &[&str], data: &std::path::Path, target: &std::path::Path) -> (
     (out.status.success(), format!("{stdout}{stderr}"))
 }
 
+/// Starts `command` `runs` times and SIGKILLs it after a random delay in `delay_ms` (seeded);
+/// returns how many runs were still running when killed.
+fn kill_at_random_moments(
+    command: impl Fn() -> Command,
+    runs: usize,
+    seed: u64,
+    delay_ms: std::ops::Range<u64>,
+) -> usize {
+    let mut rng = Rng::new(seed);
+    let mut killed_mid_run = 0;
+    for _ in 0..runs {
+        let mut child = command()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(
+            delay_ms.start + rng.below(delay_ms.end - delay_ms.start),
+        ));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            killed_mid_run += 1;
+        }
+        child.wait().unwrap();
+    }
+    killed_mid_run
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_runs_resume_and_verify_names_every_difference() {
     let dir = tempfile::tempdir().unwrap();
@@ -227,25 +255,19 @@ async fn killed_runs_resume_and_verify_names_every_difference() {
     );
 
     // kill -9 at random moments, then resume to the end.
-    let mut rng = Rng::new(9);
-    let mut killed_mid_run = 0;
-    for _ in 0..12 {
-        let mut child = sprintlens()
-            .args(["migrate", "run", "--offline", "--batch", "1000", "--to"])
-            .arg(&target.toml)
-            .arg("--data-dir")
-            .arg(&data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(150 + rng.below(500)));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
-            killed_mid_run += 1;
-        }
-        child.wait().unwrap();
-    }
+    let killed_mid_run = kill_at_random_moments(
+        || {
+            let mut c = sprintlens();
+            c.args(["migrate", "run", "--offline", "--batch", "1000", "--to"])
+                .arg(&target.toml)
+                .arg("--data-dir")
+                .arg(&data);
+            c
+        },
+        12,
+        9,
+        150..650,
+    );
     assert!(
         killed_mid_run >= 3,
         "only {killed_mid_run} runs were killed mid-run: the test did not exercise resuming"
@@ -516,21 +538,7 @@ async fn a_million_rows_survive_named_and_random_kills() {
     }
 
     // 20 kill -9s at random moments.
-    let mut rng = Rng::new(20);
-    let mut killed_mid_run = 0;
-    for _ in 0..20 {
-        let mut child = run(None)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(300 + rng.below(2_500)));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
-            killed_mid_run += 1;
-        }
-        child.wait().unwrap();
-    }
+    let killed_mid_run = kill_at_random_moments(|| run(None), 20, 20, 300..2_800);
     assert!(
         killed_mid_run >= 15,
         "only {killed_mid_run} of 20 runs were killed mid-run"
