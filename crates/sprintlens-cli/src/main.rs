@@ -80,6 +80,10 @@ enum MigrateAction {
         /// Record kinds copied at the same time (1–16), each its own stream and checkpoint.
         #[arg(long, default_value_t = 1)]
         parallel: usize,
+        /// Keep the target's secondary indexes while copying (by default they are dropped for a
+        /// large copy into an empty target and rebuilt at the end, with `[records] admin_url`).
+        #[arg(long)]
+        keep_indexes: bool,
     },
     /// After a cut-over: copies back to the old store everything only the new one has, then records
     /// the rollback so `mode = "dual-write"` may open again. Resumable.
@@ -160,6 +164,7 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
             no_events,
             offline,
             parallel,
+            keep_indexes,
         } => {
             match mode {
                 MigrationMode::Single if !offline => anyhow::bail!(
@@ -178,6 +183,7 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
                 batch,
                 events: !no_events,
                 parallel,
+                defer_indexes: !keep_indexes,
                 ..Default::default()
             };
             let json = t.json;
@@ -235,6 +241,10 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
             let new_events = events(&target).await?;
             let phase = sprintlens::phase::phase(&target).await?;
             let shadow = sprintlens::phase::shadow_totals(&target).await?;
+            let missing_indexes = match target.postgres() {
+                Some(pg) => pg.missing_record_indexes().await?,
+                None => Vec::new(),
+            };
             if t.json {
                 println!(
                     "{}",
@@ -250,6 +260,7 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
                             "new": new_events.map(|o| serde_json::json!({"pending": o.pending, "parked": o.parked})),
                         },
                         "shadow_read": shadow,
+                        "missing_record_indexes": missing_indexes,
                         "streams": streams,
                     })
                 );
@@ -288,6 +299,13 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
                         _ => String::new(),
                     }
                 );
+                if !missing_indexes.is_empty() {
+                    println!(
+                        "target record indexes not built yet (a backfill deferred them; the end of \
+                         `migrate run` or `schema apply` builds them): {}",
+                        missing_indexes.join(", ")
+                    );
+                }
                 if streams.is_empty() {
                     println!("no migration has run against this target");
                 }

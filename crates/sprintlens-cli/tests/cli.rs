@@ -125,7 +125,7 @@ fn demo_runs_with_records_and_vectors_on_postgres() {
     };
     let schema = run(&["schema", "apply"]);
     assert!(
-        schema.contains("postgres") && schema.contains("3 of 3 migrations applied"),
+        schema.contains("postgres") && schema.contains("4 of 4 migrations applied"),
         "{schema}"
     );
     assert!(

@@ -13,7 +13,7 @@ use sprintlens_core::{Error, Result, WorkspaceId};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
-pub use migrations::MIGRATIONS;
+pub use migrations::{MIGRATIONS, RECORD_INDEXES};
 
 /// The backend name used in errors.
 pub const BACKEND: &str = "postgres";
@@ -227,6 +227,8 @@ impl PgStore {
     pub async fn apply_schema(&self, admin_url: &str) -> Result<Vec<i64>> {
         let applied = self.apply_migrations(admin_url, MIGRATIONS).await?;
         self.apply_vectors_and_grants(admin_url).await?;
+        // Indexes a backfill deferred and did not rebuild (it was abandoned) come back here.
+        self.restore_record_indexes(admin_url).await?;
         Ok(applied)
     }
 
@@ -347,6 +349,76 @@ impl PgStore {
         tx.commit().await.map_err(|e| classify("migrate", e))?;
         admin.close().await;
         Ok(())
+    }
+
+    /// The secondary indexes of `records` ([`RECORD_INDEXES`]) that do not exist (dropped by
+    /// [`Self::defer_record_indexes`] and not yet rebuilt).
+    pub async fn missing_record_indexes(&self) -> Result<Vec<&'static str>> {
+        let present: Vec<String> = sqlx::query_scalar(
+            "SELECT indexname::text FROM pg_indexes
+             WHERE schemaname = current_schema() AND tablename = 'records'",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| classify("indexes", e))?;
+        Ok(RECORD_INDEXES
+            .iter()
+            .map(|(name, _, _)| *name)
+            .filter(|name| !present.iter().any(|p| p == name))
+            .collect())
+    }
+
+    /// Drops the secondary indexes of `records` (the primary key stays) with `admin_url`, the owner
+    /// role, in one transaction, so a bulk load maintains one index instead of eight; see
+    /// [`Self::restore_record_indexes`]. Only for a store that serves no reads meanwhile (the target
+    /// of a backfill: `get` and `list` would scan).
+    pub async fn defer_record_indexes(&self, admin_url: &str) -> Result<()> {
+        let admin = self.options.pool("records.admin_url", admin_url)?;
+        let mut tx = admin.begin().await.map_err(|e| classify("indexes", e))?;
+        for (name, _, _) in RECORD_INDEXES {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP INDEX IF EXISTS {name}")))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| classify("indexes", e))?;
+        }
+        tx.commit().await.map_err(|e| classify("indexes", e))?;
+        admin.close().await;
+        Ok(())
+    }
+
+    /// Builds whichever secondary indexes of `records` are missing, all in one transaction (all or
+    /// none), with `admin_url`, without the statement timeout and with 256 MB of sort memory, then
+    /// analyzes the table. Writes to `records` wait while the indexes build (CREATE INDEX holds a
+    /// SHARE lock). Returns the indexes built.
+    pub async fn restore_record_indexes(&self, admin_url: &str) -> Result<Vec<&'static str>> {
+        let missing = self.missing_record_indexes().await?;
+        if missing.is_empty() {
+            return Ok(missing);
+        }
+        let admin = self.options.pool("records.admin_url", admin_url)?;
+        let mut tx = admin.begin().await.map_err(|e| classify("indexes", e))?;
+        sqlx::raw_sql("SET LOCAL statement_timeout = 0; SET LOCAL maintenance_work_mem = '256MB'")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| classify("indexes", e))?;
+        for (name, unique, definition) in RECORD_INDEXES {
+            let unique = if *unique { "UNIQUE " } else { "" };
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "CREATE {unique}INDEX IF NOT EXISTS {name} {definition}"
+            )))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| classify("indexes", e))?;
+        }
+        tx.commit().await.map_err(|e| classify("indexes", e))?;
+        // Fresh statistics for the planner: after a bulk load it would otherwise guess from an
+        // empty table until autovacuum comes by (keyset scans then sort the whole table).
+        sqlx::raw_sql("SET statement_timeout = 0; ANALYZE records")
+            .execute(&admin)
+            .await
+            .map_err(|e| classify("indexes", e))?;
+        admin.close().await;
+        Ok(missing)
     }
 
     /// Applied migration versions.

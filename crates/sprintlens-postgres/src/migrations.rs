@@ -79,6 +79,52 @@ CREATE TABLE sprintlens_outbox (
 CREATE INDEX sprintlens_outbox_parked ON sprintlens_outbox (parked_at) WHERE parked_at IS NOT NULL;
 "#,
     ),
+    (
+        4,
+        "drop the unused body index",
+        r#"
+-- No query of the RecordStore port filters on the body, and the GIN index cost about a fifth of
+-- every insert (and of a backfill).
+DROP INDEX IF EXISTS records_body;
+"#,
+    ),
+];
+
+/// The secondary indexes of `records` (everything but the primary key), as created by migration 1:
+/// `(name, unique, definition)`. A backfill into a (nearly) empty table drops them and builds them once at
+/// the end ([`crate::PgStore::defer_record_indexes`]), as bulk loaders do.
+pub const RECORD_INDEXES: &[(&str, bool, &str)] = &[
+    (
+        "records_by_kind",
+        false,
+        "ON records (workspace, kind, id) WHERE NOT deleted",
+    ),
+    (
+        "records_by_project",
+        false,
+        "ON records (workspace, kind, project, id) WHERE NOT deleted",
+    ),
+    (
+        "records_by_parent",
+        false,
+        "ON records (workspace, kind, parent, id) WHERE NOT deleted",
+    ),
+    (
+        "records_by_name",
+        false,
+        "ON records (workspace, kind, name, id) WHERE NOT deleted",
+    ),
+    (
+        "records_unique_key",
+        true,
+        "ON records (workspace, kind, unique_key) WHERE NOT deleted AND unique_key IS NOT NULL",
+    ),
+    ("records_scan", false, "ON records (kind, updated_at, id)"),
+    (
+        "records_scan_ws",
+        false,
+        "ON records (workspace, kind, updated_at, id)",
+    ),
 ];
 
 /// The vector table for a dimension and precision (created by `schema apply` with the configured values).
@@ -113,4 +159,30 @@ DO $$ BEGIN
 END $$;
 "#
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The deferred-index list rebuilds exactly what migration 1 created (minus the body index
+    /// migration 4 dropped).
+    #[test]
+    fn record_indexes_match_the_migration() {
+        let squash = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        let created = squash(MIGRATIONS[0].2);
+        for (name, unique, definition) in RECORD_INDEXES {
+            let unique = if *unique { "UNIQUE " } else { "" };
+            let statement = squash(&format!("CREATE {unique}INDEX {name} {definition};"));
+            assert!(created.contains(&statement), "{statement}");
+        }
+        let in_migration = created.matches("CREATE INDEX").count()
+            + created.matches("CREATE UNIQUE INDEX").count();
+        assert_eq!(in_migration, RECORD_INDEXES.len() + 1, "plus records_body");
+        assert!(
+            MIGRATIONS[3]
+                .2
+                .contains("DROP INDEX IF EXISTS records_body")
+        );
+    }
 }

@@ -144,6 +144,13 @@ impl Storage {
         self.session_policy
     }
 
+    /// The PostgreSQL store behind `records`, if that is where they live (operator tasks: its
+    /// checkpoints and indexes).
+    #[cfg(feature = "postgres")]
+    pub fn postgres(&self) -> Option<&sprintlens_postgres::PgStore> {
+        self.postgres.as_ref()
+    }
+
     /// Applies pending schema migrations everywhere: SQLite files (opening already did) and
     /// PostgreSQL (with `[records] admin_url`, the owner role). Re-applying is a no-op.
     pub async fn apply_schema(&self) -> Result<Vec<SchemaStatus>> {

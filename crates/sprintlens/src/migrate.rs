@@ -33,12 +33,14 @@ use crate::Storage;
 /// The named points at which `SPRINTLENS_MIGRATE_KILL_AT=<point>:<n>` aborts the process (the n-th
 /// time the point is reached), for crash tests: `after-read` (a batch read, nothing written),
 /// `mid-batch` (a target write in flight, uncommitted), `after-commit` (the target committed; for
-/// embeddings and events the checkpoint is not written yet), `after-checkpoint`, `during-verify`.
+/// embeddings and events the checkpoint is not written yet), `after-checkpoint`, `before-indexes`
+/// (every record kind copied, deferred indexes not rebuilt yet), `during-verify`.
 pub const KILL_POINTS: &[&str] = &[
     "after-read",
     "mid-batch",
     "after-commit",
     "after-checkpoint",
+    "before-indexes",
     "during-verify",
 ];
 
@@ -128,7 +130,19 @@ pub struct RunOptions {
     pub events: bool,
     /// Record kinds copied at the same time, 1..=16 (each its own keyset stream and checkpoint).
     pub parallel: usize,
+    /// Drop the target's secondary record indexes while copying into a (nearly) empty table and
+    /// build them once at the end (needs `[records] admin_url`; see [`DEFER_INDEXES_MIN_ROWS`]).
+    pub defer_indexes: bool,
 }
+
+/// `run` defers the target's secondary indexes only when at least this many records are left to
+/// copy and the target holds fewer records than are left: below that, maintaining them costs less
+/// than rebuilding them.
+pub const DEFER_INDEXES_MIN_ROWS: u64 = 20_000;
+
+/// The checkpoint that says the target's secondary record indexes were dropped by `run` and not yet
+/// rebuilt (a finished backfill needs it cleared).
+pub const INDEXES_CHECKPOINT: &str = "migrate/indexes";
 
 impl Default for RunOptions {
     fn default() -> Self {
@@ -138,6 +152,7 @@ impl Default for RunOptions {
             stop_after_batches: None,
             events: true,
             parallel: 1,
+            defer_indexes: true,
         }
     }
 }
@@ -811,7 +826,31 @@ async fn copy_kind(
     }
 }
 
-/// Copies records from `source` to `target`, resuming from the target's checkpoints.
+/// Whether an earlier `run` dropped the target's secondary record indexes and has not finished
+/// (its mark is set) or any of them is missing: a backfill is not finished until they are built.
+pub async fn indexes_deferred(pg: &sprintlens_postgres::PgStore) -> Result<bool> {
+    let marked = pg
+        .checkpoint(INDEXES_CHECKPOINT)
+        .await?
+        .is_some_and(|(position, _)| position["deferred"] == Value::Bool(true));
+    Ok(marked || !pg.missing_record_indexes().await?.is_empty())
+}
+
+async fn set_indexes_deferred(pg: &sprintlens_postgres::PgStore, deferred: bool) -> Result<()> {
+    pg.upsert_with_checkpoint(
+        &[],
+        INDEXES_CHECKPOINT,
+        &serde_json::json!({ "deferred": deferred }),
+        0,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Copies records from `source` to `target`, resuming from the target's checkpoints. Into a
+/// (nearly) empty target with `[records] admin_url` set, the secondary record indexes are dropped
+/// for the copy and rebuilt once all record kinds are done (as bulk loaders do; the target serves no
+/// reads before the backfill is finished).
 pub async fn run(
     source: &Storage,
     target: &Storage,
@@ -828,6 +867,30 @@ pub async fn run(
         return Err(Error::invalid("parallel", "must be between 1 and 16"));
     }
     let pg = target_pg(target)?;
+    let admin = target.config.records.admin_url.as_ref().map(|u| u.expose());
+    let mut deferred = indexes_deferred(pg).await?;
+    if !deferred && options.defer_indexes && admin.is_some() {
+        let mut left = 0;
+        let mut held = 0;
+        for kind in kinds(&options.kinds) {
+            let (_, copied) = load::<ScanCursor>(pg, &checkpoint_name(kind)).await?;
+            left += source
+                .records()
+                .count(kind, None)
+                .await?
+                .saturating_sub(copied);
+            held += target.records().count(kind, None).await?;
+        }
+        if left >= DEFER_INDEXES_MIN_ROWS && held < left {
+            // The mark first: a crash between the two leaves a mark and the indexes, and the
+            // rebuild at the end is a no-op.
+            set_indexes_deferred(pg, true).await?;
+            deferred = true;
+            if let Some(admin) = admin {
+                pg.defer_record_indexes(admin).await?;
+            }
+        }
+    }
     let left = std::cell::Cell::new(options.stop_after_batches);
     let runs: Vec<(KindRun, bool)> = {
         let progress: std::cell::RefCell<&mut dyn FnMut(&Progress)> =
@@ -843,6 +906,25 @@ pub async fn run(
     let mut reports: Vec<KindRun> = runs.into_iter().map(|(r, _)| r).collect();
     if stopped {
         return Ok(reports);
+    }
+    if deferred {
+        let admin = admin.ok_or_else(|| {
+            Error::config(
+                "records.admin_url",
+                "an earlier run dropped the target's secondary indexes to load faster; rebuilding them needs the owner role",
+            )
+        })?;
+        kill_point("before-indexes");
+        let built = pg.restore_record_indexes(admin).await?;
+        set_indexes_deferred(pg, false).await?;
+        progress(&Progress {
+            kind: "indexes",
+            copied: built.len() as u64,
+            total: built.len() as u64,
+            rate: 0.0,
+            eta_secs: 0.0,
+            done: true,
+        });
     }
     let mut batches_left = left.get();
     let small = options.batch.min(sprintlens_core::MAX_PAGE);

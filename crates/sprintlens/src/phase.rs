@@ -266,14 +266,15 @@ mod with_postgres {
             .map(|_| ())
     }
 
-    /// Whether every record kind's backfill checkpoint says done, and the latest checkpoint time.
+    /// Whether every record kind's backfill checkpoint says done and no deferred index waits to be
+    /// rebuilt, and the latest checkpoint time.
     async fn backfill(pg: &sprintlens_postgres::PgStore) -> Result<(bool, Option<Timestamp>)> {
         let cps = pg.checkpoints("migrate/records/").await?;
         let done = RecordKind::ALL.iter().all(|k| {
             cps.iter().any(|(n, v, ..)| {
                 n == &format!("migrate/records/{}", k.as_str()) && v["done"] == json!(true)
             })
-        });
+        }) && !crate::migrate::indexes_deferred(pg).await?;
         Ok((done, cps.iter().map(|c| c.3).max()))
     }
 
@@ -301,7 +302,7 @@ mod with_postgres {
             MigrationMode::DualWrite => Ok(()),
             MigrationMode::ShadowRead | MigrationMode::CutOver if !done => Err(refuse(format!(
                 "{} needs a finished backfill: run `sprintlens migrate run` until every kind is done \
-                 (`sprintlens migrate status` shows where it stands)",
+                 and its deferred indexes are rebuilt (`sprintlens migrate status` shows where it stands)",
                 mode.as_str()
             ))),
             MigrationMode::ShadowRead => Ok(()),

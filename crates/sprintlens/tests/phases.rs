@@ -292,3 +292,98 @@ fn migration_config_errors_name_the_key_before_anything_opens() {
     );
     assert!(!d.join("x").exists(), "nothing was created");
 }
+
+/// A large backfill into an empty target drops its secondary indexes and builds them at the end;
+/// until then the backfill does not count as finished (shadow reads refused), `schema apply`
+/// rebuilds them for an abandoned run, and `defer_indexes: false` keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_large_backfill_defers_the_target_indexes_until_it_is_done() {
+    use sprintlens_testkit::generate::{Rng, conversation, message, sentence};
+    let dir = tempfile::tempdir().unwrap();
+    let Some(target) = fresh_target(dir.path(), "indexes").await else {
+        return;
+    };
+    let d = dir.path();
+    let ws = WorkspaceId::new();
+    let n = migrate::DEFER_INDEXES_MIN_ROWS as usize + 5_000;
+    {
+        let single = open(d, "single", &target).await.unwrap();
+        let p = project(ws, "bulk");
+        let c = conversation(ws, p.id, None, "bulk");
+        single
+            .records()
+            .upsert(&[p.clone(), c.clone()])
+            .await
+            .unwrap();
+        let mut rng = Rng::new(7);
+        let batch: Vec<Record> = (0..n)
+            .map(|i| {
+                let role = if i % 2 == 0 {
+                    Role::User
+                } else {
+                    Role::Assistant
+                };
+                message(ws, p.id, c.id, role, &sentence(&mut rng, 8))
+            })
+            .collect();
+        for chunk in batch.chunks(5_000) {
+            single.records().upsert(chunk).await.unwrap();
+        }
+    }
+    let source = open(d, "single", &target).await.unwrap();
+    let new = plain_target(&target).await;
+    let pg = new.postgres().unwrap();
+    let partial = migrate::RunOptions {
+        batch: 5_000,
+        stop_after_batches: Some(2),
+        ..Default::default()
+    };
+    migrate::run(&source, &new, &partial, |_| {}).await.unwrap();
+    assert!(migrate::indexes_deferred(pg).await.unwrap());
+    assert_eq!(
+        pg.missing_record_indexes().await.unwrap().len(),
+        sprintlens_postgres::RECORD_INDEXES.len()
+    );
+    refused(open(d, "shadow-read", &target).await, "deferred indexes");
+    // Abandoned: `schema apply` brings the indexes back; the next run clears the mark.
+    new.apply_schema().await.unwrap();
+    assert!(pg.missing_record_indexes().await.unwrap().is_empty());
+    let mut rebuilt = None;
+    migrate::run(&source, &new, &migrate::RunOptions::default(), |p| {
+        if p.kind == "indexes" {
+            rebuilt = Some(p.copied);
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(rebuilt, Some(0), "nothing left to build");
+    assert!(!migrate::indexes_deferred(pg).await.unwrap());
+    drop(open(d, "shadow-read", &target).await.unwrap());
+    let report = migrate::verify(&source, &new, &[], &[]).await.unwrap();
+    assert!(report.ok, "{report:?}");
+    // The lists the indexes serve answer the same on both sides.
+    assert_eq!(
+        snapshot(&**source.records(), ws).await,
+        snapshot(&**new.records(), ws).await
+    );
+
+    // `defer_indexes: false` keeps them even into an empty table.
+    let dir2 = tempfile::tempdir().unwrap();
+    let Some(target2) = fresh_target(dir2.path(), "keep").await else {
+        return;
+    };
+    let new2 = plain_target(&target2).await;
+    let keep = migrate::RunOptions {
+        defer_indexes: false,
+        ..partial
+    };
+    migrate::run(&source, &new2, &keep, |_| {}).await.unwrap();
+    let pg2 = new2.postgres().unwrap();
+    assert!(pg2.missing_record_indexes().await.unwrap().is_empty());
+    assert!(!migrate::indexes_deferred(pg2).await.unwrap());
+    eprintln!(
+        "figure: {} records backfilled with the {} secondary indexes deferred and rebuilt",
+        n + 2,
+        sprintlens_postgres::RECORD_INDEXES.len()
+    );
+}
