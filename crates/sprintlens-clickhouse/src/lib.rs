@@ -444,6 +444,15 @@ fn whole_hours(range: &TimeRange) -> Option<(i64, i64)> {
     (start < end).then_some((start, end))
 }
 
+/// The whole UTC days inside the whole hours `[h0, h1)`, if any: `(first day start, end of last whole
+/// day)`.
+fn whole_days((h0, h1): (i64, i64)) -> Option<(i64, i64)> {
+    const DAY: i64 = 24 * HOUR;
+    let start = h0.div_euclid(DAY) * DAY + if h0.rem_euclid(DAY) == 0 { 0 } else { DAY };
+    let end = h1.div_euclid(DAY) * DAY;
+    (start < end).then_some((start, end))
+}
+
 /// A `[from, to)` range split into the part the hourly rollups answer and the raw edges.
 struct Split {
     /// `[from, to)` of whole hours, or an empty range.
@@ -972,6 +981,12 @@ impl Analytics for ClickHouseAnalytics {
     ) -> Result<LatencySummary> {
         query.range.validate()?;
         let s = split(&query.range);
+        // Without a project filter: whole days from the daily rollup, the hours around them from
+        // the hourly one (both without project and agent dimensions), the ragged edges raw.
+        let (hours, days) = match (query.project, whole_days(s.hours)) {
+            (None, Some((d0, d1))) => ([(s.hours.0, d0), (d1, s.hours.1)], (d0, d1)),
+            _ => ([s.hours, (0, 0)], (0, 0)),
+        };
         let sql = format!(
             "SELECT sum(events) AS events,
                 arrayMap(x -> toFloat64(x), quantilesTDigestMerge({l})(q)) AS latency_q
@@ -979,8 +994,16 @@ impl Analytics for ClickHouseAnalytics {
                 SELECT events, latency_q AS q FROM {rollup}
                 WHERE workspace = {{ws:UUID}}{project_filter}
                   AND ({{model:Nullable(String)}} IS NULL OR model = {{model:Nullable(String)}})
-                  AND hour >= toDateTime(intDiv({{h0:Int64}}, 1000000), 'UTC')
-                  AND hour < toDateTime(intDiv({{h1:Int64}}, 1000000), 'UTC')
+                  AND ((hour >= toDateTime(intDiv({{h0:Int64}}, 1000000), 'UTC')
+                        AND hour < toDateTime(intDiv({{h1:Int64}}, 1000000), 'UTC'))
+                    OR (hour >= toDateTime(intDiv({{h2:Int64}}, 1000000), 'UTC')
+                        AND hour < toDateTime(intDiv({{h3:Int64}}, 1000000), 'UTC')))
+                UNION ALL
+                SELECT events, latency_q AS q FROM usage_latency_daily
+                WHERE {{d0:Int64}} < {{d1:Int64}} AND workspace = {{ws:UUID}}
+                  AND ({{model:Nullable(String)}} IS NULL OR model = {{model:Nullable(String)}})
+                  AND day >= toDateTime(intDiv({{d0:Int64}}, 1000000), 'UTC')
+                  AND day < toDateTime(intDiv({{d1:Int64}}, 1000000), 'UTC')
                 UNION ALL
                 SELECT count() AS events, quantilesTDigestState({l})(latency_ms) AS q
                 FROM usage_events
@@ -1014,8 +1037,12 @@ impl Analytics for ClickHouseAnalytics {
                     .param("ws", &ws)
                     .param("project", &project)
                     .param("model", &query.model)
-                    .param("h0", s.hours.0)
-                    .param("h1", s.hours.1)
+                    .param("h0", hours[0].0)
+                    .param("h1", hours[0].1)
+                    .param("h2", hours[1].0)
+                    .param("h3", hours[1].1)
+                    .param("d0", days.0)
+                    .param("d1", days.1)
                     .param("a0", s.raw[0].0)
                     .param("a1", s.raw[0].1)
                     .param("b0", s.raw[1].0)
@@ -1160,5 +1187,15 @@ mod tests {
             to: t(HOUR),
         });
         assert_eq!(r.hours, (-HOUR, HOUR));
+    }
+
+    #[test]
+    fn whole_hours_split_into_whole_days_and_the_hours_around_them() {
+        let day = 24 * HOUR;
+        assert_eq!(whole_days((3 * HOUR, 2 * day + HOUR)), Some((day, 2 * day)));
+        assert_eq!(whole_days((0, 3 * day)), Some((0, 3 * day)));
+        assert_eq!(whole_days((HOUR, day + 23 * HOUR)), None);
+        assert_eq!(whole_days((-day - HOUR, 0)), Some((-day, 0)));
+        assert_eq!(whole_days((0, 0)), None);
     }
 }

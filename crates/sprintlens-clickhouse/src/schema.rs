@@ -284,6 +284,68 @@ GROUP BY workspace, model, hour",
     rollups.extend(d.distributed("eval_hourly", "cityHash64(workspace)"));
     rollups.extend(d.distributed("usage_hourly", "cityHash64(workspace)"));
 
+    // Latency over ranges of days (dashboards default to 7–30 days) merges one state per day and
+    // model instead of one per hour. Existing events are rolled up by the migration itself: apply it
+    // while nothing is being ingested (an insert between the view and the backfill would be counted
+    // twice in this rollup), as with ClickHouse's own POPULATE.
+    let daily = vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS {t}{on} (
+    workspace UUID,
+    model LowCardinality(String),
+    day DateTime('UTC'),
+    events SimpleAggregateFunction(sum, UInt64),
+    latency_q AggregateFunction(quantilesTDigest({LEVELS}), UInt32)
+)
+ENGINE = {engine}
+PARTITION BY toYYYYMM(day)
+ORDER BY (workspace, day, model){ttl}
+SETTINGS {dedup}",
+            t = d.local("usage_latency_daily"),
+            on = d.on(),
+            engine = d.engine("AggregatingMergeTree", "usage_latency_daily"),
+            ttl = d.ttl("day"),
+            dedup = d.dedup(),
+        ),
+        format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {mv}{on} TO {t} AS
+SELECT workspace, model, toStartOfDay(created_at) AS day,
+    count() AS events, quantilesTDigestState({LEVELS})(latency_ms) AS latency_q
+FROM {src}
+GROUP BY workspace, model, day",
+            mv = d.local("usage_latency_daily_mv"),
+            on = d.on(),
+            t = d.local("usage_latency_daily"),
+            src = d.local("usage_events"),
+        ),
+    ];
+    // The rollup of the events already stored, rebuilt whole (so a re-applied, interrupted migration
+    // counts nothing twice). On a cluster each shard holds its own events: run these two statements
+    // on every shard (documented in docs/adapters/clickhouse.md).
+    let backfill = [
+        format!("TRUNCATE TABLE {}", d.local("usage_latency_daily")),
+        format!(
+            "INSERT INTO {t}
+SELECT workspace, model, toStartOfDay(created_at) AS day,
+    count() AS events, quantilesTDigestState({LEVELS})(latency_ms) AS latency_q
+FROM {src}
+GROUP BY workspace, model, day",
+            t = d.local("usage_latency_daily"),
+            src = d.local("usage_events"),
+        ),
+    ];
+    let daily: Vec<String> = daily
+        .into_iter()
+        .chain(d.distributed("usage_latency_daily", "cityHash64(workspace)"))
+        .chain(
+            o.cluster
+                .is_none()
+                .then_some(backfill)
+                .into_iter()
+                .flatten(),
+        )
+        .collect();
+
     vec![
         Migration {
             version: 1,
@@ -294,6 +356,11 @@ GROUP BY workspace, model, hour",
             version: 2,
             name: "rollups (eval_run_summary, eval_hourly, usage_hourly, usage_latency_hourly) and their views",
             statements: rollups,
+        },
+        Migration {
+            version: 3,
+            name: "daily latency rollup (usage_latency_daily) and its view",
+            statements: daily,
         },
     ]
 }
