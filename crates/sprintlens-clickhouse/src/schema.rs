@@ -74,6 +74,48 @@ impl Ddl<'_> {
             d => format!("\nTTL toDateTime({column}) + INTERVAL {d} DAY DELETE"),
         }
     }
+    /// A latency rollup of `usage_events` per workspace, `column` (the time bucket `bucket` makes)
+    /// and model: the table and the materialized view that feeds it.
+    fn latency_rollup(&self, table: &str, column: &str, bucket: &str) -> [String; 2] {
+        [
+            format!(
+                "CREATE TABLE IF NOT EXISTS {t}{on} (
+    workspace UUID,
+    model LowCardinality(String),
+    {column} DateTime('UTC'),
+    events SimpleAggregateFunction(sum, UInt64),
+    latency_q AggregateFunction(quantilesTDigest({LEVELS}), UInt32)
+)
+ENGINE = {engine}
+PARTITION BY toYYYYMM({column})
+ORDER BY (workspace, {column}, model){ttl}
+SETTINGS {dedup}",
+                t = self.local(table),
+                on = self.on(),
+                engine = self.engine("AggregatingMergeTree", table),
+                ttl = self.ttl(column),
+                dedup = self.dedup(),
+            ),
+            format!(
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS {mv}{on} TO {t} AS
+{select}",
+                mv = self.local(&format!("{table}_mv")),
+                on = self.on(),
+                t = self.local(table),
+                select = self.latency_select(column, bucket),
+            ),
+        ]
+    }
+    /// The rows of a latency rollup, computed from the stored events.
+    fn latency_select(&self, column: &str, bucket: &str) -> String {
+        format!(
+            "SELECT workspace, model, {bucket}(created_at) AS {column},
+    count() AS events, quantilesTDigestState({LEVELS})(latency_ms) AS latency_q
+FROM {src}
+GROUP BY workspace, model, {column}",
+            src = self.local("usage_events"),
+        )
+    }
     /// On a cluster, the Distributed table that queries and inserts go through.
     fn distributed(&self, table: &str, sharding: &str) -> Vec<String> {
         match &self.o.cluster {
@@ -252,33 +294,7 @@ GROUP BY workspace, project, hour, model, agent",
     ];
     // Latency over long ranges without a project filter merges far fewer t-digest states here
     // (no project and agent dimensions).
-    rollups.push(format!(
-        "CREATE TABLE IF NOT EXISTS {t}{on} (
-    workspace UUID,
-    model LowCardinality(String),
-    hour DateTime('UTC'),
-    events SimpleAggregateFunction(sum, UInt64),
-    latency_q AggregateFunction(quantilesTDigest({LEVELS}), UInt32)
-)
-ENGINE = {engine}
-PARTITION BY toYYYYMM(hour)
-ORDER BY (workspace, hour, model){ttl}
-SETTINGS {dedup}",
-        t = d.local("usage_latency_hourly"),
-        engine = d.engine("AggregatingMergeTree", "usage_latency_hourly"),
-        ttl = d.ttl("hour"),
-        dedup = d.dedup(),
-    ));
-    rollups.push(format!(
-        "CREATE MATERIALIZED VIEW IF NOT EXISTS {mv}{on} TO {t} AS
-SELECT workspace, model, toStartOfHour(created_at) AS hour,
-    count() AS events, quantilesTDigestState({LEVELS})(latency_ms) AS latency_q
-FROM {src}
-GROUP BY workspace, model, hour",
-        mv = d.local("usage_latency_hourly_mv"),
-        t = d.local("usage_latency_hourly"),
-        src = d.local("usage_events"),
-    ));
+    rollups.extend(d.latency_rollup("usage_latency_hourly", "hour", "toStartOfHour"));
     rollups.extend(d.distributed("eval_run_summary", "cityHash64(workspace)"));
     rollups.extend(d.distributed("usage_latency_hourly", "cityHash64(workspace)"));
     rollups.extend(d.distributed("eval_hourly", "cityHash64(workspace)"));
@@ -288,50 +304,16 @@ GROUP BY workspace, model, hour",
     // model instead of one per hour. Existing events are rolled up by the migration itself: apply it
     // while nothing is being ingested (an insert between the view and the backfill would be counted
     // twice in this rollup), as with ClickHouse's own POPULATE.
-    let daily = vec![
-        format!(
-            "CREATE TABLE IF NOT EXISTS {t}{on} (
-    workspace UUID,
-    model LowCardinality(String),
-    day DateTime('UTC'),
-    events SimpleAggregateFunction(sum, UInt64),
-    latency_q AggregateFunction(quantilesTDigest({LEVELS}), UInt32)
-)
-ENGINE = {engine}
-PARTITION BY toYYYYMM(day)
-ORDER BY (workspace, day, model){ttl}
-SETTINGS {dedup}",
-            t = d.local("usage_latency_daily"),
-            on = d.on(),
-            engine = d.engine("AggregatingMergeTree", "usage_latency_daily"),
-            ttl = d.ttl("day"),
-            dedup = d.dedup(),
-        ),
-        format!(
-            "CREATE MATERIALIZED VIEW IF NOT EXISTS {mv}{on} TO {t} AS
-SELECT workspace, model, toStartOfDay(created_at) AS day,
-    count() AS events, quantilesTDigestState({LEVELS})(latency_ms) AS latency_q
-FROM {src}
-GROUP BY workspace, model, day",
-            mv = d.local("usage_latency_daily_mv"),
-            on = d.on(),
-            t = d.local("usage_latency_daily"),
-            src = d.local("usage_events"),
-        ),
-    ];
+    let daily = d.latency_rollup("usage_latency_daily", "day", "toStartOfDay");
     // The rollup of the events already stored, rebuilt whole (so a re-applied, interrupted migration
     // counts nothing twice). On a cluster each shard holds its own events: run these two statements
     // on every shard (documented in docs/adapters/clickhouse.md).
     let backfill = [
         format!("TRUNCATE TABLE {}", d.local("usage_latency_daily")),
         format!(
-            "INSERT INTO {t}
-SELECT workspace, model, toStartOfDay(created_at) AS day,
-    count() AS events, quantilesTDigestState({LEVELS})(latency_ms) AS latency_q
-FROM {src}
-GROUP BY workspace, model, day",
+            "INSERT INTO {t}\n{select}",
             t = d.local("usage_latency_daily"),
-            src = d.local("usage_events"),
+            select = d.latency_select("day", "toStartOfDay"),
         ),
     ];
     let daily: Vec<String> = daily
