@@ -129,7 +129,7 @@ fn demo_runs_with_records_and_vectors_on_postgres() {
         "{schema}"
     );
     assert!(
-        schema.contains("clickhouse") && schema.contains("3 of 3 migrations applied"),
+        schema.contains("clickhouse") && schema.contains("4 of 4 migrations applied"),
         "{schema}"
     );
     assert!(

@@ -547,6 +547,13 @@ impl ClickHouseAnalytics {
     /// Creates the database if missing and applies pending migrations (idempotent); returns the
     /// versions applied by this call.
     pub async fn apply_schema(&self) -> Result<Vec<i64>> {
+        self.apply_schema_up_to(u32::MAX).await
+    }
+
+    /// [`Self::apply_schema`] stopping after migration `last`: for tests of a migration over data
+    /// written under the schema before it.
+    #[doc(hidden)]
+    pub async fn apply_schema_up_to(&self, last: u32) -> Result<Vec<i64>> {
         let o = &self.options;
         let on = match &o.schema.cluster {
             Some(c) => format!(" ON CLUSTER `{c}`"),
@@ -562,7 +569,7 @@ impl ClickHouseAnalytics {
         let done: HashSet<u32> = self.schema_versions_u32().await?.into_iter().collect();
         let mut applied = Vec::new();
         for m in schema::migrations(&o.schema) {
-            if done.contains(&m.version) {
+            if done.contains(&m.version) || m.version > last {
                 continue;
             }
             for st in &m.statements {
