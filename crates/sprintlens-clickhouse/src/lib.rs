@@ -988,29 +988,44 @@ impl Analytics for ClickHouseAnalytics {
     ) -> Result<LatencySummary> {
         query.range.validate()?;
         let s = split(&query.range);
-        // Without a project filter: whole days from the daily rollup, the hours around them from
-        // the hourly one (both without project and agent dimensions), the ragged edges raw.
+        // Without a project filter: whole days from the day grain of `usage_latency`, the hours
+        // around them from its hour grain (one scan, no project and agent dimensions); with one,
+        // the hours of `usage_hourly`. The ragged edges come from raw events either way.
         let (hours, days) = match (query.project, whole_days(s.hours)) {
             (None, Some((d0, d1))) => ([(s.hours.0, d0), (d1, s.hours.1)], (d0, d1)),
             _ => ([s.hours, (0, 0)], (0, 0)),
+        };
+        let in_hours = |column: &str| {
+            format!(
+                "((({column} >= toDateTime(intDiv({{h0:Int64}}, 1000000), 'UTC')
+                    AND {column} < toDateTime(intDiv({{h1:Int64}}, 1000000), 'UTC'))
+                   OR ({column} >= toDateTime(intDiv({{h2:Int64}}, 1000000), 'UTC')
+                    AND {column} < toDateTime(intDiv({{h3:Int64}}, 1000000), 'UTC'))))"
+            )
+        };
+        let rollup = match query.project {
+            Some(_) => format!(
+                "SELECT events, latency_q AS q FROM usage_hourly
+                WHERE workspace = {{ws:UUID}} AND project = {{project:Nullable(UUID)}}
+                  AND ({{model:Nullable(String)}} IS NULL OR model = {{model:Nullable(String)}})
+                  AND {}",
+                in_hours("hour")
+            ),
+            None => format!(
+                "SELECT events, latency_q AS q FROM usage_latency
+                WHERE workspace = {{ws:UUID}}
+                  AND ({{model:Nullable(String)}} IS NULL OR model = {{model:Nullable(String)}})
+                  AND ((grain = 0 AND {})
+                    OR (grain = 1 AND start >= toDateTime(intDiv({{d0:Int64}}, 1000000), 'UTC')
+                        AND start < toDateTime(intDiv({{d1:Int64}}, 1000000), 'UTC')))",
+                in_hours("start")
+            ),
         };
         let sql = format!(
             "SELECT sum(events) AS events,
                 arrayMap(x -> toFloat64(x), quantilesTDigestMerge({l})(q)) AS latency_q
              FROM (
-                SELECT events, latency_q AS q FROM {rollup}
-                WHERE workspace = {{ws:UUID}}{project_filter}
-                  AND ({{model:Nullable(String)}} IS NULL OR model = {{model:Nullable(String)}})
-                  AND ((hour >= toDateTime(intDiv({{h0:Int64}}, 1000000), 'UTC')
-                        AND hour < toDateTime(intDiv({{h1:Int64}}, 1000000), 'UTC'))
-                    OR (hour >= toDateTime(intDiv({{h2:Int64}}, 1000000), 'UTC')
-                        AND hour < toDateTime(intDiv({{h3:Int64}}, 1000000), 'UTC')))
-                UNION ALL
-                SELECT events, latency_q AS q FROM usage_latency_daily
-                WHERE {{d0:Int64}} < {{d1:Int64}} AND workspace = {{ws:UUID}}
-                  AND ({{model:Nullable(String)}} IS NULL OR model = {{model:Nullable(String)}})
-                  AND day >= toDateTime(intDiv({{d0:Int64}}, 1000000), 'UTC')
-                  AND day < toDateTime(intDiv({{d1:Int64}}, 1000000), 'UTC')
+                {rollup}
                 UNION ALL
                 SELECT count() AS events, quantilesTDigestState({l})(latency_ms) AS q
                 FROM usage_events
@@ -1023,17 +1038,6 @@ impl Analytics for ClickHouseAnalytics {
                         AND created_at < fromUnixTimestamp64Micro({{b1:Int64}}, 'UTC')))
              )",
             l = schema::LEVELS,
-            // Without a project filter, the rollup without project and agent dimensions.
-            rollup = if query.project.is_some() {
-                "usage_hourly"
-            } else {
-                "usage_latency_hourly"
-            },
-            project_filter = if query.project.is_some() {
-                "\n                  AND project = {project:Nullable(UUID)}"
-            } else {
-                ""
-            },
         );
         let ws = workspace.to_string();
         let project = query.project.map(|p| p.to_string());

@@ -300,36 +300,78 @@ GROUP BY workspace, project, hour, model, agent",
     rollups.extend(d.distributed("eval_hourly", "cityHash64(workspace)"));
     rollups.extend(d.distributed("usage_hourly", "cityHash64(workspace)"));
 
-    // Latency over ranges of days (dashboards default to 7–30 days) merges one state per day and
-    // model instead of one per hour. Existing events are rolled up by the migration itself: apply it
-    // while nothing is being ingested (an insert between the view and the backfill would be counted
-    // twice in this rollup), as with ClickHouse's own POPULATE.
-    let daily = d.latency_rollup("usage_latency_daily", "day", "toStartOfDay");
-    // The rollup of the events already stored, rebuilt whole (so a re-applied, interrupted migration
-    // counts nothing twice). On a cluster each shard holds its own events: run these two statements
-    // on every shard (documented in docs/adapters/clickhouse.md).
-    let backfill = [
-        format!("TRUNCATE TABLE {}", d.local("usage_latency_daily")),
+    // Latency over ranges of days (dashboards default to 7–30 days): one table holding an hour grain
+    // and a day grain of the same rollup, so a query merges one state per whole day and model, and
+    // per hour only at the two partial days, in one scan. 256-row granules: a query reads whole
+    // granules, and these rows are mostly t-digest states. It replaces `usage_latency_hourly`.
+    // Existing events are rolled up by the migration itself: apply it while nothing is being
+    // ingested (an insert between the views and the backfill would be counted twice in this
+    // rollup), as with ClickHouse's own POPULATE.
+    let grains = [("hour", 0, "toStartOfHour"), ("day", 1, "toStartOfDay")];
+    let select = |grain: u8, bucket: &str| {
         format!(
-            "INSERT INTO {t}\n{select}",
-            t = d.local("usage_latency_daily"),
-            select = d.latency_select("day", "toStartOfDay"),
-        ),
-    ];
-    let daily: Vec<String> = daily
-        .into_iter()
-        .chain(d.distributed("usage_latency_daily", "cityHash64(workspace)"))
-        .chain(
-            o.cluster
-                .is_none()
-                .then_some(backfill)
-                .into_iter()
-                .flatten(),
+            "SELECT workspace, toUInt8({grain}) AS grain, {bucket}(created_at) AS start, model,
+    count() AS events, quantilesTDigestState({LEVELS})(latency_ms) AS latency_q
+FROM {src}
+GROUP BY workspace, grain, start, model",
+            src = d.local("usage_events"),
         )
-        .collect();
+    };
+    let mut latency = vec![format!(
+        "CREATE TABLE IF NOT EXISTS {t}{on} (
+    workspace UUID,
+    grain UInt8,
+    start DateTime('UTC'),
+    model LowCardinality(String),
+    events SimpleAggregateFunction(sum, UInt64),
+    latency_q AggregateFunction(quantilesTDigest({LEVELS}), UInt32)
+)
+ENGINE = {engine}
+PARTITION BY toYYYYMM(start)
+ORDER BY (workspace, grain, start, model){ttl}
+SETTINGS index_granularity = 256, {dedup}",
+        t = d.local("usage_latency"),
+        engine = d.engine("AggregatingMergeTree", "usage_latency"),
+        ttl = d.ttl("start"),
+        dedup = d.dedup(),
+    )];
+    for (name, grain, bucket) in grains {
+        latency.push(format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {mv}{on} TO {t} AS\n{select}",
+            mv = d.local(&format!("usage_latency_{name}_mv")),
+            t = d.local("usage_latency"),
+            select = select(grain, bucket),
+        ));
+    }
+    latency.extend(d.distributed("usage_latency", "cityHash64(workspace)"));
+    // The rollup of the events already stored, rebuilt whole (so a re-applied, interrupted migration
+    // counts nothing twice). On a cluster each shard holds its own events: run these statements on
+    // every shard (documented in docs/adapters/clickhouse.md).
+    if o.cluster.is_none() {
+        latency.push(format!("TRUNCATE TABLE {}", d.local("usage_latency")));
+        for (_, grain, bucket) in grains {
+            latency.push(format!(
+                "INSERT INTO {t}\n{select}",
+                t = d.local("usage_latency"),
+                select = select(grain, bucket),
+            ));
+        }
+    }
+    // The hourly rollup it replaces.
+    latency.push(format!(
+        "DROP VIEW IF EXISTS {}{on}",
+        d.local("usage_latency_hourly_mv")
+    ));
+    if o.cluster.is_some() {
+        latency.push(format!("DROP TABLE IF EXISTS usage_latency_hourly{on}"));
+    }
+    latency.push(format!(
+        "DROP TABLE IF EXISTS {}{on}",
+        d.local("usage_latency_hourly")
+    ));
 
     let regranulate = match o.cluster {
-        None => regranulate(rollups.iter().chain(&daily)),
+        None => regranulate(rollups.iter()),
         // Replicated tables keep their coordination path under their first name: on a cluster,
         // rebuild them by hand (docs/adapters/clickhouse.md).
         Some(_) => Vec::new(),
@@ -348,28 +390,24 @@ GROUP BY workspace, project, hour, model, agent",
         },
         Migration {
             version: 3,
-            name: "daily latency rollup (usage_latency_daily) and its view",
-            statements: daily,
+            name: "latency rollup with hour and day grains (usage_latency), replacing usage_latency_hourly",
+            statements: latency,
         },
         Migration {
             version: 4,
-            name: "summary and latency rollups rebuilt with small granules",
+            name: "eval_run_summary rebuilt with small granules",
             statements: regranulate,
         },
     ]
 }
 
-/// Rows per granule of the rollups whose t-digest states are read. A query reads whole granules,
-/// and a granule of the default 8,192 rows holds every row of these small tables: `eval_summary` of
-/// one run deserialised the states of all runs (12 ms → 5.5 ms with 64-row granules on the 10M-row
-/// benchmark), a two-day latency edge those of all 30 days (12 ms → 7 ms with 256). `eval_hourly`
-/// and `usage_hourly` keep the default: their queries sum plain columns over long ranges, which
-/// small granules slow down (a 29-day cost breakdown: 6–7 ms → 9–11 ms at 256).
-const ROLLUP_GRANULES: &[(&str, u32)] = &[
-    ("eval_run_summary", 64),
-    ("usage_latency_hourly", 256),
-    ("usage_latency_daily", 256),
-];
+/// Rows per granule of the rollups whose t-digest states are read and that were created with the
+/// default of 8,192 (`usage_latency` is created with 256). A query reads whole granules, and one
+/// such granule held every run's states: `eval_summary` of one run deserialised the states of all
+/// runs (12 ms → 5.5 ms with 64-row granules on the 10M-row benchmark). `eval_hourly` and
+/// `usage_hourly` keep the default: their queries sum plain columns over long ranges, which small
+/// granules slow down (a 29-day cost breakdown: 6–7 ms → 9–11 ms at 256).
+const ROLLUP_GRANULES: &[(&str, u32)] = &[("eval_run_summary", 64)];
 
 /// The statements that rebuild each rollup of [`ROLLUP_GRANULES`] with its granule size: the view
 /// dropped, the rows copied into a table created like it, the two exchanged, the view created again.

@@ -402,17 +402,34 @@ async fn rollup_answers(
     (per_run, cost, latency.count, latency.latency_ms.p95)
 }
 
-/// Migration 4 rebuilds every rollup with small granules: the rows written before it answer the
-/// same afterwards, the views feed the rebuilt tables, and the tables carry the new setting.
+/// Migration 3 rolls up the latency of events stored before it; migration 4 rebuilds
+/// `eval_run_summary` with small granules: the rows written before it answer the same afterwards,
+/// the views feed the rebuilt tables, and the tables carry the new setting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebuilt_rollups_keep_their_rows_and_their_views() {
-    let Some(ch) = clickhouse_at("sprintlens_regranulate", 1000, 3).await else {
+    let Some(ch) = clickhouse_at("sprintlens_regranulate", 1000, 2).await else {
         return;
     };
     let g = generate(3_000);
     let (before, after) = g.events.split_at(g.events.len() / 2);
     ch.record(before).await.unwrap();
+    assert_eq!(ch.apply_schema_up_to(3).await.unwrap(), vec![3]);
     let old = rollup_answers(&ch, &g).await;
+    // The latency rollup of migration 3 holds what was stored before it.
+    let mut latencies: Vec<f64> = before
+        .iter()
+        .filter_map(|e| match e {
+            AnalyticsEvent::Usage(u) => Some(f64::from(u.latency_ms)),
+            _ => None,
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    assert_eq!(old.2, latencies.len() as u64);
+    assert!(
+        ch.quantile_method().accepts(&latencies, 0.95, old.3),
+        "p95 {}",
+        old.3
+    );
     assert_eq!(ch.apply_schema().await.unwrap(), vec![4]);
     let new = rollup_answers(&ch, &g).await;
     // Counts and sums exactly; quantiles from the same states (merged in another order).
@@ -441,7 +458,7 @@ async fn rebuilt_rollups_keep_their_rows_and_their_views() {
     assert_eq!(per_run.iter().map(|r| r.1).sum::<u64>(), results);
     assert_eq!(cost.iter().map(|r| r.1).sum::<u64>(), usage);
     assert_eq!(latency_count, usage);
-    for (table, granule) in [("eval_run_summary", 64), ("usage_latency_daily", 256)] {
+    for (table, granule) in [("eval_run_summary", 64), ("usage_latency", 256)] {
         let ddl: String = ch
             .client()
             .query("SELECT create_table_query FROM system.tables WHERE database = currentDatabase() AND name = ?")
