@@ -192,10 +192,15 @@ class Engine:
                 self.database = wanted
             applied = []
             try:
+                clauses = []
                 for name, value in settings:
                     if not SETTING_NAME_RE.match(name):
                         raise ChError(115, f"Code: 115. DB::Exception: Unknown setting '{name}'. (UNKNOWN_SETTING)")
                     literal = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+                    if data is not None:
+                        # An INSERT takes them in its own SETTINGS clause: no SET and reset around it.
+                        clauses.append(f"{name} = {literal}")
+                        continue
                     self.session.query(f"SET {name} = {literal}")
                     applied.append(name)
                 path = None
@@ -204,7 +209,8 @@ class Engine:
                     with os.fdopen(fd, "wb") as f:
                         f.write(data)
                     m = INSERT_RE.match(sql)
-                    sql = f"{m.group('head')} FROM INFILE '{path}' FORMAT {m.group('fmt')}"
+                    with_settings = f" SETTINGS {', '.join(clauses)}" if clauses else ""
+                    sql = f"{m.group('head')} FROM INFILE '{path}'{with_settings} FORMAT {m.group('fmt')}"
                 if re.match(r"\s*USE\b", sql, re.IGNORECASE):
                     self.database = None  # the client switched databases itself
                 try:

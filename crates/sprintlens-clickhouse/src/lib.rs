@@ -654,7 +654,6 @@ impl ClickHouseAnalytics {
         let mut workspaces: Vec<String> = rows.iter().map(|r| r.workspace().to_string()).collect();
         workspaces.sort();
         workspaces.dedup();
-        let ids: Vec<String> = rows.iter().map(|r| r.id().to_string()).collect();
         let from = rows.iter().map(EventRow::created_at).min().unwrap_or(0);
         let to = rows.iter().map(EventRow::created_at).max().unwrap_or(0);
         // A cheap gate first: when nothing is stored in the batch's workspaces and time span (a
@@ -682,6 +681,7 @@ impl ClickHouseAnalytics {
         if stored.n == 0 {
             return Ok(HashSet::new());
         }
+        let ids: Vec<String> = rows.iter().map(|r| r.id().to_string()).collect();
         let sql = format!(
             "SELECT id FROM {} WHERE workspace IN {{ws:Array(UUID)}}
                AND created_at >= fromUnixTimestamp64Micro({{from:Int64}}, 'UTC')
