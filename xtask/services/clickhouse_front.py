@@ -7,7 +7,8 @@ implements of https://clickhouse.com/docs/interfaces/http :
 - the query in the `query` URL parameter and/or the body (for INSERT, the body is the data), or in a
   multipart/form-data body (`query` and `param_*` fields, as clickhouse-rs sends them)
 - `database`, `default_format`, `param_*` (typed, bound by the engine, never spliced into SQL),
-  other ClickHouse settings as URL parameters (applied for this query only, then reset)
+  other ClickHouse settings as URL parameters (applied for this query only: an INSERT with a body
+  gets them in its own SETTINGS clause, any other query a SET before and a reset after)
 - user/password via X-ClickHouse-User/X-ClickHouse-Key, HTTP basic auth or `user`/`password`
   parameters; a wrong one is refused with code 516
 - INSERT with a body in any input format (RowBinary, Native, JSONEachRow, TSV, ...), fed to chDB with
