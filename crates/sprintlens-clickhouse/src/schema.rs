@@ -74,48 +74,6 @@ impl Ddl<'_> {
             d => format!("\nTTL toDateTime({column}) + INTERVAL {d} DAY DELETE"),
         }
     }
-    /// A latency rollup of `usage_events` per workspace, `column` (the time bucket `bucket` makes)
-    /// and model: the table and the materialized view that feeds it.
-    fn latency_rollup(&self, table: &str, column: &str, bucket: &str) -> [String; 2] {
-        [
-            format!(
-                "CREATE TABLE IF NOT EXISTS {t}{on} (
-    workspace UUID,
-    model LowCardinality(String),
-    {column} DateTime('UTC'),
-    events SimpleAggregateFunction(sum, UInt64),
-    latency_q AggregateFunction(quantilesTDigest({LEVELS}), UInt32)
-)
-ENGINE = {engine}
-PARTITION BY toYYYYMM({column})
-ORDER BY (workspace, {column}, model){ttl}
-SETTINGS {dedup}",
-                t = self.local(table),
-                on = self.on(),
-                engine = self.engine("AggregatingMergeTree", table),
-                ttl = self.ttl(column),
-                dedup = self.dedup(),
-            ),
-            format!(
-                "CREATE MATERIALIZED VIEW IF NOT EXISTS {mv}{on} TO {t} AS
-{select}",
-                mv = self.local(&format!("{table}_mv")),
-                on = self.on(),
-                t = self.local(table),
-                select = self.latency_select(column, bucket),
-            ),
-        ]
-    }
-    /// The rows of a latency rollup, computed from the stored events.
-    fn latency_select(&self, column: &str, bucket: &str) -> String {
-        format!(
-            "SELECT workspace, model, {bucket}(created_at) AS {column},
-    count() AS events, quantilesTDigestState({LEVELS})(latency_ms) AS latency_q
-FROM {src}
-GROUP BY workspace, model, {column}",
-            src = self.local("usage_events"),
-        )
-    }
     /// On a cluster, the Distributed table that queries and inserts go through.
     fn distributed(&self, table: &str, sharding: &str) -> Vec<String> {
         match &self.o.cluster {
@@ -294,7 +252,33 @@ GROUP BY workspace, project, hour, model, agent",
     ];
     // Latency over long ranges without a project filter merges far fewer t-digest states here
     // (no project and agent dimensions).
-    rollups.extend(d.latency_rollup("usage_latency_hourly", "hour", "toStartOfHour"));
+    rollups.push(format!(
+        "CREATE TABLE IF NOT EXISTS {t}{on} (
+    workspace UUID,
+    model LowCardinality(String),
+    hour DateTime('UTC'),
+    events SimpleAggregateFunction(sum, UInt64),
+    latency_q AggregateFunction(quantilesTDigest({LEVELS}), UInt32)
+)
+ENGINE = {engine}
+PARTITION BY toYYYYMM(hour)
+ORDER BY (workspace, hour, model){ttl}
+SETTINGS {dedup}",
+        t = d.local("usage_latency_hourly"),
+        engine = d.engine("AggregatingMergeTree", "usage_latency_hourly"),
+        ttl = d.ttl("hour"),
+        dedup = d.dedup(),
+    ));
+    rollups.push(format!(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS {mv}{on} TO {t} AS
+SELECT workspace, model, toStartOfHour(created_at) AS hour,
+    count() AS events, quantilesTDigestState({LEVELS})(latency_ms) AS latency_q
+FROM {src}
+GROUP BY workspace, model, hour",
+        mv = d.local("usage_latency_hourly_mv"),
+        t = d.local("usage_latency_hourly"),
+        src = d.local("usage_events"),
+    ));
     rollups.extend(d.distributed("eval_run_summary", "cityHash64(workspace)"));
     rollups.extend(d.distributed("usage_latency_hourly", "cityHash64(workspace)"));
     rollups.extend(d.distributed("eval_hourly", "cityHash64(workspace)"));
