@@ -436,21 +436,23 @@ fn quantiles(q: &[f64]) -> Quantiles {
     }
 }
 
+/// The whole `unit`s (microseconds, aligned to the epoch) inside `[from, to)`, if any:
+/// `(first unit start, end of last whole unit)`.
+fn whole_units(from: i64, to: i64, unit: i64) -> Option<(i64, i64)> {
+    let start = from.div_euclid(unit) * unit + if from.rem_euclid(unit) == 0 { 0 } else { unit };
+    let end = to.div_euclid(unit) * unit;
+    (start < end).then_some((start, end))
+}
+
 /// The whole hours inside `[from, to)`, if any: `(first hour start, end of last whole hour)`.
 fn whole_hours(range: &TimeRange) -> Option<(i64, i64)> {
-    let (from, to) = (range.from.as_micros(), range.to.as_micros());
-    let start = from.div_euclid(HOUR) * HOUR + if from.rem_euclid(HOUR) == 0 { 0 } else { HOUR };
-    let end = to.div_euclid(HOUR) * HOUR;
-    (start < end).then_some((start, end))
+    whole_units(range.from.as_micros(), range.to.as_micros(), HOUR)
 }
 
 /// The whole UTC days inside the whole hours `[h0, h1)`, if any: `(first day start, end of last whole
 /// day)`.
 fn whole_days((h0, h1): (i64, i64)) -> Option<(i64, i64)> {
-    const DAY: i64 = 24 * HOUR;
-    let start = h0.div_euclid(DAY) * DAY + if h0.rem_euclid(DAY) == 0 { 0 } else { DAY };
-    let end = h1.div_euclid(DAY) * DAY;
-    (start < end).then_some((start, end))
+    whole_units(h0, h1, 24 * HOUR)
 }
 
 /// A `[from, to)` range split into the part the hourly rollups answer and the raw edges.
