@@ -240,7 +240,12 @@ async fn main() -> Result<()> {
                 .map(|s| s.parse())
                 .transpose()?
                 .unwrap_or(1_000_000);
-            migrate::run(n).await?;
+            let batch = args
+                .get(2)
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(sprintlens::migrate::RunOptions::default().batch);
+            migrate::run(n, batch).await?;
             dualwrite::run(5_000).await
         }
         Some("dual-write") => {
@@ -271,7 +276,7 @@ async fn main() -> Result<()> {
             redis::run(c, 10).await
         }
         _ => anyhow::bail!(
-            "usage: sprintlens-bench sqlite-vectors [sizes…] | postgres-vectors [n] | postgres-bulk [n] [batch] | redis [concurrency] | objects [sizes in MiB…] | clickhouse [rows] | migrate [rows] | dual-write [writes]"
+            "usage: sprintlens-bench sqlite-vectors [sizes…] | postgres-vectors [n] | postgres-bulk [n] [batch] | redis [concurrency] | objects [sizes in MiB…] | clickhouse [rows] | migrate [rows] [batch] | dual-write [writes]"
         ),
     }
 }

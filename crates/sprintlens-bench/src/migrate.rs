@@ -78,8 +78,9 @@ async fn write_source(source_config: &str, n: usize) -> Result<()> {
     Ok(())
 }
 
-/// Runs the benchmark with `n` message records (plus their projects and conversations).
-pub async fn run(n: usize) -> Result<()> {
+/// Runs the benchmark with `n` message records (plus their projects and conversations), copied in
+/// batches of `batch` records.
+pub async fn run(n: usize, batch: usize) -> Result<()> {
     let env = env()?;
     let dir = tempfile::tempdir_in(std::env::var("SPRINTLENS_BENCH_DIR").unwrap_or(".".into()))?;
     // `SPRINTLENS_BENCH_SOURCE=FILE` keeps the generated source between runs (written when missing).
@@ -130,7 +131,10 @@ pub async fn run(n: usize) -> Result<()> {
     let reports = sprintlens::migrate::run(
         &source,
         &target,
-        &sprintlens::migrate::RunOptions::default(),
+        &sprintlens::migrate::RunOptions {
+            batch,
+            ..Default::default()
+        },
         |p| {
             if p.done {
                 println!("  {} done at {:.1} s", p.kind, t.elapsed().as_secs_f64());

@@ -20,6 +20,29 @@ pub(crate) struct Row<'a> {
     pub body: &'a str,
 }
 
+/// The columns [`row`] writes, in order.
+pub(crate) const COLUMNS: &str =
+    "id, workspace, kind, project, parent, name, unique_key, created_at, updated_at, deleted, body";
+
+impl<'a> Row<'a> {
+    /// The row of `r`, with its body already encoded as JSON.
+    pub fn of(r: &'a sprintlens_core::Record, body: &'a str) -> Self {
+        Row {
+            id: r.id.as_uuid(),
+            workspace: r.workspace.as_uuid(),
+            kind: r.kind().as_str(),
+            project: r.body.project().map(|x| x.as_uuid()),
+            parent: r.body.parent().map(|x| x.as_uuid()),
+            name: r.body.name(),
+            unique_key: r.body.unique_key(),
+            created_at: r.created_at.as_micros(),
+            updated_at: r.updated_at.as_micros(),
+            deleted: r.deleted,
+            body,
+        }
+    }
+}
+
 pub(crate) fn header(buf: &mut BytesMut) {
     buf.put_slice(b"PGCOPY\n\xff\r\n\0");
     buf.put_i32(0); // flags

@@ -128,29 +128,14 @@ async fn write_group(
         copy::header(&mut buf);
         for p in &todo {
             let r = &p.record;
-            copy::row(
-                &mut buf,
-                &copy::Row {
-                    id: r.id.as_uuid(),
-                    workspace: r.workspace.as_uuid(),
-                    kind: r.kind().as_str(),
-                    project: r.body.project().map(|x| x.as_uuid()),
-                    parent: r.body.parent().map(|x| x.as_uuid()),
-                    name: r.body.name(),
-                    unique_key: r.body.unique_key(),
-                    created_at: r.created_at.as_micros(),
-                    updated_at: r.updated_at.as_micros(),
-                    deleted: r.deleted,
-                    body: &p.body,
-                },
-            );
+            copy::row(&mut buf, &copy::Row::of(r, &p.body));
         }
         copy::trailer(&mut buf);
         let mut copy_in = tx
-            .copy_in_raw(
-                "COPY records_stage (id, workspace, kind, project, parent, name, unique_key,
-                    created_at, updated_at, deleted, body) FROM STDIN (FORMAT binary)",
-            )
+            .copy_in_raw(&format!(
+                "COPY records_stage ({}) FROM STDIN (FORMAT binary)",
+                copy::COLUMNS
+            ))
             .await
             .map_err(|e| classify("upsert", e))?;
         copy_in
@@ -247,6 +232,47 @@ async fn write_group(
     Ok(written.len() as u64)
 }
 
+/// Validates `records` and picks one per id, the newest (the first of equals, as a sequential apply
+/// would): their indexes, in input order.
+fn newest_per_id(records: &[Record]) -> Result<Vec<usize>> {
+    for r in records {
+        r.validate()?;
+    }
+    let mut newest: HashMap<RecordId, usize> = HashMap::new();
+    for (i, r) in records.iter().enumerate() {
+        match newest.get(&r.id) {
+            Some(&j) if records[j].updated_at >= r.updated_at => {}
+            _ => {
+                newest.insert(r.id, i);
+            }
+        }
+    }
+    let mut keep: Vec<usize> = newest.into_values().collect();
+    keep.sort_unstable();
+    Ok(keep)
+}
+
+async fn write_checkpoint(
+    tx: &mut Transaction<'static, Postgres>,
+    name: &str,
+    position: &serde_json::Value,
+    rows: u64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO sprintlens_checkpoints (name, position, rows, updated_at)
+         VALUES ($1, $2, $3, now())
+         ON CONFLICT (name) DO UPDATE
+         SET position = excluded.position, rows = excluded.rows, updated_at = now()",
+    )
+    .bind(name)
+    .bind(position)
+    .bind(rows as i64)
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| classify("checkpoint", e))?;
+    Ok(())
+}
+
 impl PgStore {
     /// Upserts `records` and, in the same transaction, records `checkpoint` as the position of the
     /// stream `name` (`sprintlens migrate`): a crash leaves both or neither.
@@ -307,29 +333,73 @@ impl PgStore {
         Ok(done.rows_affected())
     }
 
+    /// Loads `records` into a target that does not hold them yet (a backfill), and records
+    /// `checkpoint` in the same transaction: one binary COPY straight into `records` through the
+    /// operator role (BYPASSRLS; COPY cannot write a table under row-level security), no staging
+    /// table, no lookup of stored rows. If any id is already stored (written by dual-write, or by
+    /// another workspace), the COPY fails on the primary key, nothing of it stays, and the batch
+    /// goes through [`Self::upsert_with_checkpoint`] instead (newest wins, conflicts refused), so
+    /// the outcome is the same as an upsert's. Without `operator_url` it is that upsert.
+    pub async fn load_with_checkpoint(
+        &self,
+        records: &[Record],
+        name: &str,
+        checkpoint: &serde_json::Value,
+        rows: u64,
+    ) -> Result<UpsertOutcome> {
+        let Some(operator) = &self.operator else {
+            return self
+                .upsert_with_checkpoint(records, name, checkpoint, rows)
+                .await;
+        };
+        let keep = newest_per_id(records)?;
+        let mut buf = BytesMut::with_capacity(keep.len() * 512);
+        copy::header(&mut buf);
+        for &i in &keep {
+            let r = &records[i];
+            let body =
+                serde_json::to_string(&r.body).map_err(|e| Error::backend(BACKEND, "encode", e))?;
+            copy::row(&mut buf, &copy::Row::of(r, &body));
+        }
+        copy::trailer(&mut buf);
+        let mut tx = operator.begin().await.map_err(|e| classify("load", e))?;
+        let loaded = async {
+            let mut copy_in = tx
+                .copy_in_raw(&format!(
+                    "COPY records ({}) FROM STDIN (FORMAT binary)",
+                    copy::COLUMNS
+                ))
+                .await?;
+            copy_in.send(buf.freeze()).await?;
+            copy_in.finish().await
+        }
+        .await;
+        match loaded {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => {
+                drop(tx);
+                return self
+                    .upsert_with_checkpoint(records, name, checkpoint, rows)
+                    .await;
+            }
+            Err(e) => return Err(classify("load", e)),
+        }
+        write_checkpoint(&mut tx, name, checkpoint, rows).await?;
+        tx.commit().await.map_err(|e| classify("load", e))?;
+        Ok(UpsertOutcome {
+            written: keep.len() as u64,
+            skipped: (records.len() - keep.len()) as u64,
+        })
+    }
+
     pub(crate) async fn upsert_in(
         &self,
         records: &[Record],
         checkpoint: Option<(&str, &serde_json::Value, u64)>,
         log: Option<&[i64]>,
     ) -> Result<(UpsertOutcome, Vec<i64>)> {
-        for r in records {
-            r.validate()?;
-        }
-        // One write per id: the newest wins, the first of equals (as a sequential apply would).
-        let mut newest: HashMap<RecordId, usize> = HashMap::new();
-        for (i, r) in records.iter().enumerate() {
-            match newest.get(&r.id) {
-                Some(&j) if records[j].updated_at >= r.updated_at => {}
-                _ => {
-                    newest.insert(r.id, i);
-                }
-            }
-        }
         let mut groups: BTreeMap<WorkspaceId, Vec<Prepared<'_>>> = BTreeMap::new();
-        let mut keep: Vec<usize> = newest.into_values().collect();
-        keep.sort_unstable();
-        for i in keep {
+        for i in newest_per_id(records)? {
             let r = &records[i];
             let body =
                 serde_json::to_string(&r.body).map_err(|e| Error::backend(BACKEND, "encode", e))?;
@@ -354,18 +424,7 @@ impl PgStore {
             written += write_group(&mut tx, group).await?;
         }
         if let Some((name, position, rows)) = checkpoint {
-            sqlx::query(
-                "INSERT INTO sprintlens_checkpoints (name, position, rows, updated_at)
-                 VALUES ($1, $2, $3, now())
-                 ON CONFLICT (name) DO UPDATE
-                 SET position = excluded.position, rows = excluded.rows, updated_at = now()",
-            )
-            .bind(name)
-            .bind(position)
-            .bind(rows as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| classify("checkpoint", e))?;
+            write_checkpoint(&mut tx, name, position, rows).await?;
         }
         let seqs = match log {
             Some(acks) => {

@@ -84,6 +84,135 @@ async fn large_batches_go_through_copy_and_stay_idempotent() {
     );
 }
 
+/// The backfill load: COPY straight into `records` through the operator role while no id is stored;
+/// a batch holding a stored id falls back to the upsert (newest wins, another workspace's id is a
+/// conflict and nothing of the batch or its checkpoint stays); bad input writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_loads_copy_straight_in_and_fall_back_to_the_upsert_on_stored_ids() {
+    let Some(store) = common::store().await else {
+        return;
+    };
+    let count = |ws| RecordStore::count(&*store, RecordKind::Agent, Some(ws));
+    let stream = format!("test/load/{}", RecordId::new());
+    let ws = WorkspaceId::new();
+    let p = generate::project(ws, "load");
+    let mut first = vec![p.clone()];
+    for i in 0..2_000 {
+        first.push(generate::agent(ws, p.id, &format!("agent-{i}")));
+    }
+    // One id twice in the batch: the newer copy is the one stored.
+    let mut twice = first[7].clone();
+    twice.updated_at = twice.updated_at.plus_micros(5);
+    first.push(twice.clone());
+    let out = store
+        .load_with_checkpoint(&first, &stream, &json!({"at": 1}), 2_001)
+        .await
+        .unwrap();
+    assert_eq!((out.written, out.skipped), (2_001, 1));
+    assert_eq!(count(ws).await.unwrap(), 2_000);
+    assert_eq!(
+        store.checkpoint(&stream).await.unwrap(),
+        Some((json!({"at": 1}), 2_001))
+    );
+    for r in first[..first.len() - 1].iter().step_by(101) {
+        let want = if r.id == twice.id { &twice } else { r };
+        assert_eq!(
+            store.get(ws, r.kind(), r.id).await.unwrap().as_ref(),
+            Some(want)
+        );
+    }
+    assert_eq!(
+        store.get(ws, RecordKind::Agent, twice.id).await.unwrap(),
+        Some(twice.clone())
+    );
+
+    // Stored ids in the batch (one newer than stored, one not): the upsert decides, as it would
+    // have for the whole batch.
+    let mut second: Vec<Record> = (0..1_000)
+        .map(|i| generate::agent(ws, p.id, &format!("second-{i}")))
+        .collect();
+    let mut newer = first[20].clone();
+    newer.updated_at = newer.updated_at.plus_micros(10);
+    // Same time as the stored copy, different content: the stored one stays.
+    let mut older = generate::agent(ws, p.id, "not-stored");
+    older.id = first[30].id;
+    older.created_at = first[30].created_at;
+    older.updated_at = first[30].updated_at;
+    second.push(newer.clone());
+    second.push(older);
+    let out = store
+        .load_with_checkpoint(&second, &stream, &json!({"at": 2}), 3_003)
+        .await
+        .unwrap();
+    assert_eq!((out.written, out.skipped), (1_001, 1));
+    assert_eq!(count(ws).await.unwrap(), 3_000);
+    assert_eq!(
+        store.get(ws, RecordKind::Agent, newer.id).await.unwrap(),
+        Some(newer)
+    );
+    assert_eq!(
+        store
+            .get(ws, RecordKind::Agent, first[30].id)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&first[30])
+    );
+    assert_eq!(
+        store.checkpoint(&stream).await.unwrap(),
+        Some((json!({"at": 2}), 3_003))
+    );
+
+    // An id stored in another workspace: a conflict, and neither the batch nor its checkpoint stays.
+    let other = WorkspaceId::new();
+    let mut third: Vec<Record> = (0..1_000)
+        .map(|i| generate::agent(other, p.id, &format!("third-{i}")))
+        .collect();
+    let mut hijack = first[40].clone();
+    hijack.workspace = other;
+    hijack.updated_at = hijack.updated_at.plus_micros(1_000);
+    third.push(hijack);
+    let err = store
+        .load_with_checkpoint(&third, &stream, &json!({"at": 3}), 4_004)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert_eq!(count(other).await.unwrap(), 0);
+    assert_eq!(
+        store.checkpoint(&stream).await.unwrap(),
+        Some((json!({"at": 2}), 3_003))
+    );
+
+    // Bad input: a typed error naming the field, nothing written.
+    let mut long = generate::agent(other, p.id, "long");
+    long.body = RecordBody::Project(Project {
+        name: "n".repeat(validate::MAX_NAME_BYTES * 10),
+        description: None,
+        settings: json!({}),
+    });
+    let err = store
+        .load_with_checkpoint(&[third[0].clone(), long], &stream, &json!({"at": 4}), 1)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.kind(), err.field()),
+        (ErrorKind::TooLarge, Some("project.name"))
+    );
+    assert_eq!(count(other).await.unwrap(), 0);
+
+    // Without the operator role it is the upsert.
+    let plain = common::store_with(2, false).await.unwrap();
+    let fourth: Vec<Record> = (0..600)
+        .map(|i| generate::agent(other, p.id, &format!("fourth-{i}")))
+        .collect();
+    let out = plain
+        .load_with_checkpoint(&fourth, &stream, &json!({"at": 5}), 5_005)
+        .await
+        .unwrap();
+    assert_eq!(out.written, 600);
+    assert_eq!(count(other).await.unwrap(), 600);
+}
+
 /// Workspaces with records and embeddings, then 10,000 random probes on a pool of ONE connection (so
 /// every probe reuses a connection another workspace just used): no probe ever sees another
 /// workspace's row, through get, list, count, scan or vector search.

@@ -765,6 +765,7 @@ async fn copy_kind(
     batch_size: usize,
     left: &std::cell::Cell<Option<u64>>,
     progress: &std::cell::RefCell<&mut dyn FnMut(&Progress)>,
+    bulk: bool,
 ) -> Result<(KindRun, bool)> {
     let total = source.records().count(kind, None).await?;
     let name = checkpoint_name(kind);
@@ -790,7 +791,17 @@ async fn copy_kind(
         let position = checkpoint(next, done)?;
         copied += batch.len() as u64;
         // Write this batch while the next one is read from the source.
-        let write = write_or_die(pg.upsert_with_checkpoint(&batch, &name, &position, copied));
+        // Into a (nearly) empty target, COPY straight into the table; a batch with ids already
+        // stored falls back to the upsert by itself.
+        let write = write_or_die(async {
+            if bulk {
+                pg.load_with_checkpoint(&batch, &name, &position, copied)
+                    .await
+            } else {
+                pg.upsert_with_checkpoint(&batch, &name, &position, copied)
+                    .await
+            }
+        });
         let outcome = if done || last {
             write.await?
         } else {
@@ -869,7 +880,11 @@ pub async fn run(
     let pg = target_pg(target)?;
     let admin = target.config.records.admin_url.as_ref().map(|u| u.expose());
     let mut deferred = indexes_deferred(pg).await?;
-    if !deferred && options.defer_indexes && admin.is_some() {
+    // Into a (nearly) empty target, batches are COPYed straight into the table (see
+    // `PgStore::load_with_checkpoint`) and, with the owner role, the secondary indexes are built once
+    // at the end.
+    let mut bulk = deferred;
+    if !deferred {
         let mut left = 0;
         let mut held = 0;
         for kind in kinds(&options.kinds) {
@@ -881,14 +896,16 @@ pub async fn run(
                 .saturating_sub(copied);
             held += target.records().count(kind, None).await?;
         }
-        if left >= DEFER_INDEXES_MIN_ROWS && held < left {
+        bulk = left >= DEFER_INDEXES_MIN_ROWS && held < left;
+        if bulk
+            && options.defer_indexes
+            && let Some(admin) = admin
+        {
             // The mark first: a crash between the two leaves a mark and the indexes, and the
             // rebuild at the end is a no-op.
             set_indexes_deferred(pg, true).await?;
             deferred = true;
-            if let Some(admin) = admin {
-                pg.defer_record_indexes(admin).await?;
-            }
+            pg.defer_record_indexes(admin).await?;
         }
     }
     let left = std::cell::Cell::new(options.stop_after_batches);
@@ -897,7 +914,7 @@ pub async fn run(
             std::cell::RefCell::new(&mut progress);
         use futures::{StreamExt, TryStreamExt};
         futures::stream::iter(kinds(&options.kinds))
-            .map(|kind| copy_kind(source, pg, kind, options.batch, &left, &progress))
+            .map(|kind| copy_kind(source, pg, kind, options.batch, &left, &progress, bulk))
             .buffered(options.parallel)
             .try_collect()
             .await?
