@@ -756,18 +756,19 @@ fn take_batch(left: &std::cell::Cell<Option<u64>>) -> Option<bool> {
     }
 }
 
-/// Copies one record kind after its checkpoint; returns its report and whether
-/// `stop_after_batches` stopped it.
+/// Copies one record kind (`total` records in the source) after its checkpoint; returns its report
+/// and whether `stop_after_batches` stopped it.
+#[allow(clippy::too_many_arguments)]
 async fn copy_kind(
     source: &Storage,
     pg: &sprintlens_postgres::PgStore,
     kind: RecordKind,
     batch_size: usize,
     left: &std::cell::Cell<Option<u64>>,
+    total: u64,
     progress: &std::cell::RefCell<&mut dyn FnMut(&Progress)>,
     bulk: bool,
 ) -> Result<(KindRun, bool)> {
-    let total = source.records().count(kind, None).await?;
     let name = checkpoint_name(kind);
     let (mut cursor, mut copied) = load::<ScanCursor>(pg, &name).await?;
     let mut report = KindRun {
@@ -883,17 +884,17 @@ pub async fn run(
     // Into a (nearly) empty target, batches are COPYed straight into the table (see
     // `PgStore::load_with_checkpoint`) and, with the owner role, the secondary indexes are built once
     // at the end.
+    let mut totals = HashMap::new();
+    for kind in kinds(&options.kinds) {
+        totals.insert(kind, source.records().count(kind, None).await?);
+    }
     let mut bulk = deferred;
     if !deferred {
         let mut left = 0;
         let mut held = 0;
         for kind in kinds(&options.kinds) {
             let (_, copied) = load::<ScanCursor>(pg, &checkpoint_name(kind)).await?;
-            left += source
-                .records()
-                .count(kind, None)
-                .await?
-                .saturating_sub(copied);
+            left += totals[&kind].saturating_sub(copied);
             held += target.records().count(kind, None).await?;
         }
         bulk = left >= DEFER_INDEXES_MIN_ROWS && held < left;
@@ -914,7 +915,18 @@ pub async fn run(
             std::cell::RefCell::new(&mut progress);
         use futures::{StreamExt, TryStreamExt};
         futures::stream::iter(kinds(&options.kinds))
-            .map(|kind| copy_kind(source, pg, kind, options.batch, &left, &progress, bulk))
+            .map(|kind| {
+                copy_kind(
+                    source,
+                    pg,
+                    kind,
+                    options.batch,
+                    &left,
+                    totals[&kind],
+                    &progress,
+                    bulk,
+                )
+            })
             .buffered(options.parallel)
             .try_collect()
             .await?
