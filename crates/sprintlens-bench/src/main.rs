@@ -248,6 +248,10 @@ async fn main() -> Result<()> {
             migrate::run(n, batch).await?;
             dualwrite::run(5_000).await
         }
+        Some("migrate-vectors") => {
+            let n = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(50_000);
+            migrate::vectors(n).await
+        }
         Some("dual-write") => {
             let n = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(5_000);
             dualwrite::run(n).await
@@ -276,7 +280,7 @@ async fn main() -> Result<()> {
             redis::run(c, 10).await
         }
         _ => anyhow::bail!(
-            "usage: sprintlens-bench sqlite-vectors [sizes…] | postgres-vectors [n] | postgres-bulk [n] [batch] | redis [concurrency] | objects [sizes in MiB…] | clickhouse [rows] | migrate [rows] [batch] | dual-write [writes]"
+            "usage: sprintlens-bench sqlite-vectors [sizes…] | postgres-vectors [n] | postgres-bulk [n] [batch] | redis [concurrency] | objects [sizes in MiB…] | clickhouse [rows] | migrate [rows] [batch] | migrate-vectors [n] | dual-write [writes]"
         ),
     }
 }

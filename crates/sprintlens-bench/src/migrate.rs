@@ -266,3 +266,128 @@ pub async fn run(n: usize, batch: usize) -> Result<()> {
     }
     Ok(())
 }
+
+/// `bench migrate-vectors`: `n` embeddings × 384 (clustered, as embeddings of text are) backfilled by
+/// `sprintlens migrate run` into a fresh PostgreSQL target with the HNSW index deferred (the default),
+/// then with it kept (`--keep-indexes`: the graph maintained row by row), against psql's binary
+/// `\copy` of the same rows into a bare table followed by the same `CREATE INDEX` (the ceiling).
+pub async fn vectors(n: usize) -> Result<()> {
+    const DIM: usize = 384;
+    let env = env()?;
+    let dir = tempfile::tempdir_in(std::env::var("SPRINTLENS_BENCH_DIR").unwrap_or(".".into()))?;
+    let side = dir.path().join("side");
+    let src = dir.path().join("vectors.db");
+    let source_text = format!(
+        "[records]\nurl = \"sqlite://{src}\"\n[vectors]\nurl = \"sqlite://{src}\"\ndimension = {DIM}\n[analytics]\nurl = \"sqlite://{s}/a.db\"\n[blobs]\nurl = \"file://{s}/blobs\"\n[cache]\nurl = \"memory://\"\n[sessions]\nurl = \"memory://\"\n[embedder]\nurl = \"hash://\"\ndimension = {DIM}\n",
+        src = src.display(),
+        s = side.display()
+    );
+    let source = sprintlens::Storage::open(config(&source_text)?).await?;
+    let mut rng = Rng::new(3);
+    let centroids: Vec<_> = (0..1_000)
+        .map(|_| generate::random_embedding(&mut rng, DIM))
+        .collect();
+    let ws = WorkspaceId::new();
+    let mut batch = Vec::new();
+    for _ in 0..n {
+        let c = rng.pick(&centroids).as_slice().to_vec();
+        let noise = generate::random_embedding(&mut rng, DIM);
+        let v: Vec<f32> = c
+            .iter()
+            .zip(noise.as_slice())
+            .map(|(a, b)| a + 0.6 * b)
+            .collect();
+        batch.push(sprintlens::core::VectorEntry {
+            workspace: ws,
+            project: None,
+            kind: sprintlens::core::EmbeddingKind::Message,
+            id: RecordId::new(),
+            embedding: sprintlens::core::Embedding::new(v)?.normalized(),
+            updated_at: sprintlens::core::Timestamp::now(),
+        });
+        if batch.len() == 1_000 {
+            source.vectors().upsert(&batch).await?;
+            batch.clear();
+        }
+    }
+    source.vectors().upsert(&batch).await?;
+    println!("source: {n} embeddings × {DIM} in {}", src.display());
+
+    let operator = std::env::var("SPRINTLENS_TEST_POSTGRES_OPERATOR_URL")
+        .context("SPRINTLENS_TEST_POSTGRES_OPERATOR_URL (run through `cargo xtask bench`)")?;
+    let mut times = Vec::new();
+    for (label, defer) in [("HNSW deferred (default)", true), ("HNSW kept", false)] {
+        let (app, admin) = fresh_db(&env, "sl_bench_vectors_migrate").await?;
+        let operator = format!(
+            "{}/sl_bench_vectors_migrate",
+            operator.rsplit_once('/').context("operator URL")?.0
+        );
+        let target_text = format!(
+            "[records]\nurl = \"{app}\"\nadmin_url = \"{admin}\"\noperator_url = \"{operator}\"\n[vectors]\nurl = \"{app}\"\ndimension = {DIM}\n[analytics]\nurl = \"sqlite://{s}/t.db\"\n[blobs]\nurl = \"file://{s}/tblobs\"\n[cache]\nurl = \"memory://\"\n[sessions]\nurl = \"memory://\"\n[embedder]\nurl = \"hash://\"\ndimension = {DIM}\n",
+            s = side.display()
+        );
+        let target = sprintlens::Storage::open(config(&target_text)?).await?;
+        target.apply_schema().await?;
+        let t = Instant::now();
+        let mut copied_at = 0.0;
+        sprintlens::migrate::run(
+            &source,
+            &target,
+            &sprintlens::migrate::RunOptions {
+                defer_indexes: defer,
+                ..Default::default()
+            },
+            |p| {
+                if p.kind == "embedding" && p.done {
+                    copied_at = t.elapsed().as_secs_f64();
+                }
+            },
+        )
+        .await?;
+        let took = t.elapsed().as_secs_f64();
+        let ok = sprintlens::migrate::verify_embeddings(&source, &target).await?;
+        println!(
+            "sprintlens migrate run, {label}: {took:.1} s = {:.0} vectors/s (copy done at {copied_at:.1} s); verify: {}",
+            n as f64 / took,
+            if ok.differences() == 0 { "identical" } else { "DIFFERENT" }
+        );
+        times.push(took);
+        if defer {
+            // The ceiling: the same rows dumped in binary, loaded by psql into a bare table, then the
+            // same HNSW index built.
+            let bin = dir.path().join("embeddings.bin");
+            psql(
+                &env,
+                &operator,
+                &format!(
+                    "\\copy (SELECT * FROM embeddings) TO '{}' (FORMAT binary)\n",
+                    bin.display()
+                ),
+            )?;
+            psql(
+                &env,
+                &admin,
+                "CREATE TABLE embeddings_ref (LIKE embeddings INCLUDING DEFAULTS); ALTER TABLE embeddings_ref ADD PRIMARY KEY (workspace, kind, id);\n",
+            )?;
+            let t = Instant::now();
+            psql(
+                &env,
+                &admin,
+                &format!(
+                    "SET maintenance_work_mem = '256MB';\n\\copy embeddings_ref FROM '{}' (FORMAT binary)\nCREATE INDEX ON embeddings_ref USING hnsw (embedding vector_cosine_ops);\n",
+                    bin.display()
+                ),
+            )?;
+            let ceiling = t.elapsed().as_secs_f64();
+            println!(
+                "psql binary \\copy into a bare table + the same HNSW index: {ceiling:.1} s (ours {:.2}× of it)",
+                ceiling / took
+            );
+        }
+    }
+    println!(
+        "deferring the HNSW index: {:.1}× faster than maintaining it",
+        times[1] / times[0]
+    );
+    Ok(())
+}

@@ -241,9 +241,12 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
             let new_events = events(&target).await?;
             let phase = sprintlens::phase::phase(&target).await?;
             let shadow = sprintlens::phase::shadow_totals(&target).await?;
-            let missing_indexes = match target.postgres() {
-                Some(pg) => pg.missing_record_indexes().await?,
-                None => Vec::new(),
+            let (missing_indexes, vector_index_missing) = match target.postgres() {
+                Some(pg) => (
+                    pg.missing_record_indexes().await?,
+                    pg.vector_index_missing().await?,
+                ),
+                None => (Vec::new(), false),
             };
             if t.json {
                 println!(
@@ -261,6 +264,7 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
                         },
                         "shadow_read": shadow,
                         "missing_record_indexes": missing_indexes,
+                        "vector_index_missing": vector_index_missing,
                         "streams": streams,
                     })
                 );
@@ -304,6 +308,12 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
                         "target record indexes not built yet (a backfill deferred them; the end of \
                          `migrate run` or `schema apply` builds them): {}",
                         missing_indexes.join(", ")
+                    );
+                }
+                if vector_index_missing {
+                    println!(
+                        "target vector index not built yet (a backfill deferred it; the end of \
+                         `migrate run` or `schema apply` builds it): embeddings_hnsw"
                     );
                 }
                 if streams.is_empty() {

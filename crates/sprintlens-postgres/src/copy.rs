@@ -1,4 +1,4 @@
-//! PostgreSQL binary COPY encoding for the `records` staging table.
+//! PostgreSQL binary COPY encoding of `records` and `embeddings` rows.
 
 use bytes::{BufMut, BytesMut};
 
@@ -92,4 +92,26 @@ pub(crate) fn row(buf: &mut BytesMut, r: &Row<'_>) {
     buf.put_i32(r.body.len() as i32 + 1);
     buf.put_u8(1);
     buf.put_slice(r.body.as_bytes());
+}
+
+/// The columns [`vector_row`] writes, in order.
+pub(crate) const VECTOR_COLUMNS: &str = "workspace, kind, id, project, updated_at, embedding";
+
+/// One `embeddings` row (`vector` storage) in binary COPY form: pgvector's binary `vector` is the
+/// dimension and an unused field (two 16-bit integers), then each component as a big-endian float4.
+pub(crate) fn vector_row(buf: &mut BytesMut, e: &sprintlens_core::VectorEntry) {
+    buf.put_i16(6);
+    uuid(buf, Some(e.workspace.as_uuid()));
+    text(buf, Some(e.kind.as_str()));
+    uuid(buf, Some(e.id.as_uuid()));
+    uuid(buf, e.project.map(|p| p.as_uuid()));
+    buf.put_i32(8);
+    buf.put_i64(e.updated_at.as_micros() - PG_EPOCH_OFFSET_MICROS);
+    let v = e.embedding.as_slice();
+    buf.put_i32(4 + 4 * v.len() as i32);
+    buf.put_i16(v.len() as i16);
+    buf.put_i16(0);
+    for x in v {
+        buf.put_f32(*x);
+    }
 }

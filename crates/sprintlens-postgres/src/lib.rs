@@ -13,7 +13,7 @@ use sprintlens_core::{Error, Result, WorkspaceId};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
-pub use migrations::{MIGRATIONS, RECORD_INDEXES};
+pub use migrations::{MIGRATIONS, RECORD_INDEXES, VECTOR_INDEX};
 
 /// The backend name used in errors.
 pub const BACKEND: &str = "postgres";
@@ -229,6 +229,7 @@ impl PgStore {
         self.apply_vectors_and_grants(admin_url).await?;
         // Indexes a backfill deferred and did not rebuild (it was abandoned) come back here.
         self.restore_record_indexes(admin_url).await?;
+        self.restore_vector_index(admin_url).await?;
         Ok(applied)
     }
 
@@ -436,6 +437,75 @@ impl PgStore {
             .map_err(|e| classify("indexes", e))?;
         admin.close().await;
         Ok(missing)
+    }
+
+    /// Whether the `embeddings` table exists without its HNSW index ([`VECTOR_INDEX`], dropped by
+    /// [`Self::defer_vector_index`] and not yet rebuilt).
+    pub async fn vector_index_missing(&self) -> Result<bool> {
+        sqlx::query_scalar(
+            "SELECT to_regclass('embeddings') IS NOT NULL
+                AND NOT EXISTS (SELECT 1 FROM pg_indexes WHERE schemaname = current_schema()
+                                AND tablename = 'embeddings' AND indexname = $1)",
+        )
+        .bind(VECTOR_INDEX)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| classify("indexes", e))
+    }
+
+    /// Drops the HNSW index of `embeddings` with `admin_url`, the owner role, so a backfill loads
+    /// without maintaining the graph row by row; see [`Self::restore_vector_index`]. Only for a store
+    /// that serves no vector searches meanwhile (they would scan).
+    pub async fn defer_vector_index(&self, admin_url: &str) -> Result<()> {
+        let admin = self.options.pool("records.admin_url", admin_url)?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP INDEX IF EXISTS {VECTOR_INDEX}"
+        )))
+        .execute(&admin)
+        .await
+        .map_err(|e| classify("indexes", e))?;
+        admin.close().await;
+        Ok(())
+    }
+
+    /// Builds the HNSW index of `embeddings` if it is missing, with `admin_url`, without the statement
+    /// timeout and with 256 MB of build memory (a graph larger than that still builds, more slowly),
+    /// then analyzes the table. Returns whether it built it.
+    pub async fn restore_vector_index(&self, admin_url: &str) -> Result<bool> {
+        if !self.vector_index_missing().await? {
+            return Ok(false);
+        }
+        let admin = self.options.pool("records.admin_url", admin_url)?;
+        let mut tx = admin.begin().await.map_err(|e| classify("indexes", e))?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "SET LOCAL statement_timeout = 0; SET LOCAL maintenance_work_mem = '256MB'; {}",
+            migrations::vector_index_ddl(self.options.half)
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| classify("indexes", e))?;
+        tx.commit().await.map_err(|e| classify("indexes", e))?;
+        sqlx::raw_sql("SET statement_timeout = 0; ANALYZE embeddings")
+            .execute(&admin)
+            .await
+            .map_err(|e| classify("indexes", e))?;
+        admin.close().await;
+        Ok(true)
+    }
+
+    /// Embeddings stored across every workspace (the operator role; `Unsupported` without it).
+    pub async fn vector_rows(&self) -> Result<u64> {
+        let op = self.operator.as_ref().ok_or_else(|| {
+            Error::unsupported(
+                BACKEND,
+                "vector count across workspaces without operator_url",
+            )
+        })?;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM embeddings")
+            .fetch_one(op)
+            .await
+            .map_err(|e| classify("vector_count", e))?;
+        Ok(n as u64)
     }
 
     /// Applied migration versions.

@@ -127,13 +127,25 @@ pub const RECORD_INDEXES: &[(&str, bool, &str)] = &[
     ),
 ];
 
+/// The HNSW index of `embeddings`. A backfill into an empty table drops it and builds it once at the
+/// end ([`crate::PgStore::defer_vector_index`]): inserting into the graph row by row costs about ten
+/// times a build over the loaded table.
+pub const VECTOR_INDEX: &str = "embeddings_hnsw";
+
+/// `CREATE INDEX` of [`VECTOR_INDEX`] for a precision.
+pub fn vector_index_ddl(half: bool) -> String {
+    let ops = if half {
+        "halfvec_cosine_ops"
+    } else {
+        "vector_cosine_ops"
+    };
+    format!("CREATE INDEX IF NOT EXISTS {VECTOR_INDEX} ON embeddings USING hnsw (embedding {ops})")
+}
+
 /// The vector table for a dimension and precision (created by `schema apply` with the configured values).
 pub fn vector_ddl(dimension: usize, half: bool) -> String {
-    let (ty, ops) = if half {
-        ("halfvec", "halfvec_cosine_ops")
-    } else {
-        ("vector", "vector_cosine_ops")
-    };
+    let ty = if half { "halfvec" } else { "vector" };
+    let hnsw = vector_index_ddl(half);
     format!(
         r#"
 CREATE TABLE IF NOT EXISTS embeddings (
@@ -145,7 +157,7 @@ CREATE TABLE IF NOT EXISTS embeddings (
     embedding   {ty}({dimension}) NOT NULL,
     PRIMARY KEY (workspace, kind, id)
 );
-CREATE INDEX IF NOT EXISTS embeddings_hnsw ON embeddings USING hnsw (embedding {ops});
+{hnsw};
 CREATE INDEX IF NOT EXISTS embeddings_by_project ON embeddings (workspace, project);
 CREATE INDEX IF NOT EXISTS embeddings_by_time ON embeddings (updated_at, id, kind);
 ALTER TABLE embeddings ENABLE ROW LEVEL SECURITY;

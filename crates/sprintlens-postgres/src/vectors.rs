@@ -11,6 +11,70 @@ use uuid::Uuid;
 
 use crate::{BACKEND, PgStore, classify, scoped, ts};
 
+impl PgStore {
+    /// Loads `entries` into a target that does not hold them yet (a backfill): one binary COPY
+    /// straight into `embeddings` through the operator role (BYPASSRLS; COPY cannot write a table
+    /// under row-level security), no per-row conflict handling. If any key is already stored, the
+    /// COPY fails on the primary key, nothing of it stays, and the entries go through
+    /// [`VectorIndex::upsert`] instead (newest wins), so the outcome is the same as an upsert's.
+    /// Without `operator_url`, or with `half` storage, it is that upsert.
+    pub async fn load_vectors(&self, entries: &[VectorEntry]) -> Result<u64> {
+        let Some(operator) = self.operator.as_ref().filter(|_| !self.options.half) else {
+            return VectorIndex::upsert(self, entries).await;
+        };
+        for e in entries {
+            e.embedding.check_dimension(self.options.dimension)?;
+        }
+        // One row per key, the newest (as the upsert keeps).
+        let mut newest: std::collections::HashMap<(WorkspaceId, EmbeddingKind, RecordId), usize> =
+            Default::default();
+        for (i, e) in entries.iter().enumerate() {
+            let key = (e.workspace, e.kind, e.id);
+            match newest.get(&key) {
+                Some(&j) if entries[j].updated_at >= e.updated_at => {}
+                _ => {
+                    newest.insert(key, i);
+                }
+            }
+        }
+        let mut keep: Vec<usize> = newest.into_values().collect();
+        keep.sort_unstable();
+        let dim = self.options.dimension;
+        let mut buf = bytes::BytesMut::with_capacity(keep.len() * (80 + 4 * dim));
+        crate::copy::header(&mut buf);
+        for &i in &keep {
+            crate::copy::vector_row(&mut buf, &entries[i]);
+        }
+        crate::copy::trailer(&mut buf);
+        let mut tx = operator
+            .begin()
+            .await
+            .map_err(|e| classify("vector_load", e))?;
+        let loaded = async {
+            let mut copy_in = tx
+                .copy_in_raw(&format!(
+                    "COPY embeddings ({}) FROM STDIN (FORMAT binary)",
+                    crate::copy::VECTOR_COLUMNS
+                ))
+                .await?;
+            copy_in.send(buf.freeze()).await?;
+            copy_in.finish().await
+        }
+        .await;
+        match loaded {
+            Ok(n) => {
+                tx.commit().await.map_err(|e| classify("vector_load", e))?;
+                Ok(n)
+            }
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => {
+                drop(tx);
+                VectorIndex::upsert(self, entries).await
+            }
+            Err(e) => Err(classify("vector_load", e)),
+        }
+    }
+}
+
 #[async_trait]
 impl VectorIndex for PgStore {
     fn backend(&self) -> &'static str {

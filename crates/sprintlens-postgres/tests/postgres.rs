@@ -213,6 +213,103 @@ async fn backfill_loads_copy_straight_in_and_fall_back_to_the_upsert_on_stored_i
     assert_eq!(count(other).await.unwrap(), 600);
 }
 
+/// The embeddings backfill load: binary COPY through the operator role while no key is stored
+/// (vectors come back bit for bit); a batch holding a stored key falls back to the upsert (newest
+/// wins); a wrong dimension is refused before anything is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vector_loads_copy_straight_in_and_fall_back_to_the_upsert_on_stored_keys() {
+    let Some(store) = common::store().await else {
+        return;
+    };
+    let mut rng = Rng::new(17);
+    let ws = WorkspaceId::new();
+    let entry = |rng: &mut Rng, project: Option<RecordId>| VectorEntry {
+        workspace: ws,
+        project,
+        kind: EmbeddingKind::Message,
+        id: RecordId::new(),
+        embedding: random_embedding(rng, common::DIM),
+        updated_at: Timestamp::now(),
+    };
+    let first: Vec<VectorEntry> = (0..1_500)
+        .map(|i| entry(&mut rng, (i % 2 == 0).then(RecordId::new)))
+        .collect();
+    assert_eq!(store.load_vectors(&first).await.unwrap(), 1_500);
+    assert_eq!(VectorIndex::count(&*store, ws).await.unwrap(), 1_500);
+    // Read back across workspaces from just before the first entry's time: every entry of this
+    // batch comes back equal, components bit for bit.
+    let mut after = Some(VectorCursor {
+        updated_at: first[0].updated_at.plus_micros(-1),
+        id: first[0].id,
+        kind: EmbeddingKind::Message,
+    });
+    let mut back = HashMap::new();
+    loop {
+        let page = store.scan_entries(after, 1_000).await.unwrap();
+        after = page.last().map(VectorEntry::cursor);
+        back.extend(page.into_iter().map(|e| (e.id, e)));
+        if after.is_none() {
+            break;
+        }
+    }
+    for e in &first {
+        assert_eq!(back.get(&e.id), Some(e));
+    }
+    let hits = VectorIndex::search(
+        &*store,
+        &VectorQuery {
+            workspace: ws,
+            project: None,
+            kinds: vec![],
+            embedding: first[9].embedding.clone(),
+            k: 3,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(hits[0].id, first[9].id);
+
+    // A stored key in the batch (newer): the upsert writes all of it.
+    let mut second: Vec<VectorEntry> = (0..300).map(|_| entry(&mut rng, None)).collect();
+    let mut newer = first[3].clone();
+    newer.embedding = random_embedding(&mut rng, common::DIM);
+    newer.updated_at = newer.updated_at.plus_micros(10);
+    second.push(newer.clone());
+    assert_eq!(store.load_vectors(&second).await.unwrap(), 301);
+    assert_eq!(VectorIndex::count(&*store, ws).await.unwrap(), 1_800);
+    let hits = VectorIndex::search(
+        &*store,
+        &VectorQuery {
+            workspace: ws,
+            project: None,
+            kinds: vec![],
+            embedding: newer.embedding.clone(),
+            k: 1,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(hits[0].id, newer.id);
+
+    // A wrong dimension: refused, nothing written.
+    let mut wrong = vec![entry(&mut rng, None)];
+    wrong.push(VectorEntry {
+        embedding: random_embedding(&mut rng, common::DIM * 2),
+        ..entry(&mut rng, None)
+    });
+    assert_eq!(
+        store.load_vectors(&wrong).await.unwrap_err().field(),
+        Some("embedding")
+    );
+    assert_eq!(VectorIndex::count(&*store, ws).await.unwrap(), 1_800);
+
+    // Without the operator role it is the upsert.
+    let plain = common::store_with(2, false).await.unwrap();
+    let third: Vec<VectorEntry> = (0..200).map(|_| entry(&mut rng, None)).collect();
+    assert_eq!(plain.load_vectors(&third).await.unwrap(), 200);
+    assert_eq!(VectorIndex::count(&*store, ws).await.unwrap(), 2_000);
+}
+
 /// Workspaces with records and embeddings, then 10,000 random probes on a pool of ONE connection (so
 /// every probe reuses a connection another workspace just used): no probe ever sees another
 /// workspace's row, through get, list, count, scan or vector search.

@@ -144,6 +144,10 @@ pub const DEFER_INDEXES_MIN_ROWS: u64 = 20_000;
 /// rebuilt (a finished backfill needs it cleared).
 pub const INDEXES_CHECKPOINT: &str = "migrate/indexes";
 
+/// The checkpoint that says the target's HNSW index of embeddings was dropped by `run` and not yet
+/// rebuilt.
+pub const VECTOR_INDEX_CHECKPOINT: &str = "migrate/vector-index";
+
 impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
@@ -461,6 +465,7 @@ const EMBEDDINGS: &str = "migrate/embeddings";
 
 /// Copies every embedding after the checkpoint (vectors as the source stores them). Upserts keep
 /// the newest `updated_at`, so the batch a crash re-sends is harmless.
+/// Copies the embeddings; `bulk` (an empty target on PostgreSQL) COPYs each batch straight in.
 async fn copy_embeddings(
     source: &Storage,
     target: &Storage,
@@ -468,6 +473,7 @@ async fn copy_embeddings(
     batch_size: usize,
     batches_left: &mut Option<u64>,
     progress: &mut impl FnMut(&Progress),
+    bulk: bool,
 ) -> Result<(KindRun, bool)> {
     copy_stream(
         pg,
@@ -477,7 +483,13 @@ async fn copy_embeddings(
         batches_left,
         progress,
         |after| source.vectors().scan_entries(after, batch_size),
-        |batch: Vec<VectorEntry>| async move { target.vectors().upsert(&batch).await },
+        |batch: Vec<VectorEntry>| async move {
+            if bulk {
+                pg.load_vectors(&batch).await
+            } else {
+                target.vectors().upsert(&batch).await
+            }
+        },
         VectorEntry::cursor,
     )
     .await
@@ -841,21 +853,23 @@ async fn copy_kind(
 /// Whether an earlier `run` dropped the target's secondary record indexes and has not finished
 /// (its mark is set) or any of them is missing: a backfill is not finished until they are built.
 pub async fn indexes_deferred(pg: &sprintlens_postgres::PgStore) -> Result<bool> {
-    let marked = pg
-        .checkpoint(INDEXES_CHECKPOINT)
-        .await?
-        .is_some_and(|(position, _)| position["deferred"] == Value::Bool(true));
-    Ok(marked || !pg.missing_record_indexes().await?.is_empty())
+    Ok(marked(pg, INDEXES_CHECKPOINT).await?
+        || !pg.missing_record_indexes().await?.is_empty()
+        || marked(pg, VECTOR_INDEX_CHECKPOINT).await?
+        || pg.vector_index_missing().await?)
 }
 
-async fn set_indexes_deferred(pg: &sprintlens_postgres::PgStore, deferred: bool) -> Result<()> {
-    pg.upsert_with_checkpoint(
-        &[],
-        INDEXES_CHECKPOINT,
-        &serde_json::json!({ "deferred": deferred }),
-        0,
-    )
-    .await?;
+/// Whether the deferred-index mark `name` is set.
+async fn marked(pg: &sprintlens_postgres::PgStore, name: &str) -> Result<bool> {
+    Ok(pg
+        .checkpoint(name)
+        .await?
+        .is_some_and(|(position, _)| position["deferred"] == Value::Bool(true)))
+}
+
+async fn set_mark(pg: &sprintlens_postgres::PgStore, name: &str, deferred: bool) -> Result<()> {
+    pg.upsert_with_checkpoint(&[], name, &serde_json::json!({ "deferred": deferred }), 0)
+        .await?;
     Ok(())
 }
 
@@ -904,7 +918,7 @@ pub async fn run(
         {
             // The mark first: a crash between the two leaves a mark and the indexes, and the
             // rebuild at the end is a no-op.
-            set_indexes_deferred(pg, true).await?;
+            set_mark(pg, INDEXES_CHECKPOINT, true).await?;
             deferred = true;
             pg.defer_record_indexes(admin).await?;
         }
@@ -945,7 +959,7 @@ pub async fn run(
         })?;
         kill_point("before-indexes");
         let built = pg.restore_record_indexes(admin).await?;
-        set_indexes_deferred(pg, false).await?;
+        set_mark(pg, INDEXES_CHECKPOINT, false).await?;
         progress(&Progress {
             kind: "indexes",
             copied: built.len() as u64,
@@ -957,11 +971,57 @@ pub async fn run(
     }
     let mut batches_left = left.get();
     let small = options.batch.min(sprintlens_core::MAX_PAGE);
-    let (report, stopped) =
-        copy_embeddings(source, target, pg, small, &mut batches_left, &mut progress).await?;
+    // Embeddings into a target on PostgreSQL that holds none: COPY straight in and, with the owner
+    // role, the HNSW index dropped for the copy and built once at the end (inserting into the graph
+    // row by row costs about ten times the build).
+    let mut vdeferred =
+        marked(pg, VECTOR_INDEX_CHECKPOINT).await? || pg.vector_index_missing().await?;
+    let mut vbulk = vdeferred;
+    if !vdeferred && target.vectors().backend() == sprintlens_postgres::BACKEND {
+        let (after, _) = load::<sprintlens_core::VectorCursor>(pg, EMBEDDINGS).await?;
+        vbulk = matches!(pg.vector_rows().await, Ok(0))
+            && !source.vectors().scan_entries(after, 1).await?.is_empty();
+        if vbulk
+            && options.defer_indexes
+            && let Some(admin) = admin
+        {
+            set_mark(pg, VECTOR_INDEX_CHECKPOINT, true).await?;
+            vdeferred = true;
+            pg.defer_vector_index(admin).await?;
+        }
+    }
+    let (report, stopped) = copy_embeddings(
+        source,
+        target,
+        pg,
+        small,
+        &mut batches_left,
+        &mut progress,
+        vbulk,
+    )
+    .await?;
     reports.push(report);
     if stopped {
         return Ok(reports);
+    }
+    if vdeferred {
+        let admin = admin.ok_or_else(|| {
+            Error::config(
+                "records.admin_url",
+                "an earlier run dropped the target's vector index to load faster; rebuilding it needs the owner role",
+            )
+        })?;
+        kill_point("before-vector-index");
+        pg.restore_vector_index(admin).await?;
+        set_mark(pg, VECTOR_INDEX_CHECKPOINT, false).await?;
+        progress(&Progress {
+            kind: "vector-index",
+            copied: 1,
+            total: 1,
+            rate: 0.0,
+            eta_secs: 0.0,
+            done: true,
+        });
     }
     if options.events {
         for kind in [EventKind::EvalResult, EventKind::Usage] {
