@@ -32,8 +32,15 @@ fn main() -> Result<()> {
             let mut _env = Vec::new();
             if rest.first().is_some_and(|b| {
                 b.starts_with("postgres")
-                    || ["redis", "objects", "clickhouse", "migrate", "migrate-vectors", "dual-write"]
-                        .contains(&b.as_str())
+                    || [
+                        "redis",
+                        "objects",
+                        "clickhouse",
+                        "migrate",
+                        "migrate-vectors",
+                        "dual-write",
+                    ]
+                    .contains(&b.as_str())
             }) {
                 // The migration benchmark's peer: pgloader (Debian), installed on first use.
                 if rest.first().is_some_and(|b| b == "migrate") {

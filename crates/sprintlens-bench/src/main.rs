@@ -249,7 +249,11 @@ async fn main() -> Result<()> {
             dualwrite::run(5_000).await
         }
         Some("migrate-vectors") => {
-            let n = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(50_000);
+            let n = args
+                .get(1)
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(50_000);
             migrate::vectors(n).await
         }
         Some("dual-write") => {

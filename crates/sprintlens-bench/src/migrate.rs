@@ -349,7 +349,11 @@ pub async fn vectors(n: usize) -> Result<()> {
         println!(
             "sprintlens migrate run, {label}: {took:.1} s = {:.0} vectors/s (copy done at {copied_at:.1} s); verify: {}",
             n as f64 / took,
-            if ok.differences() == 0 { "identical" } else { "DIFFERENT" }
+            if ok.differences() == 0 {
+                "identical"
+            } else {
+                "DIFFERENT"
+            }
         );
         times.push(took);
         if defer {

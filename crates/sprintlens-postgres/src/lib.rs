@@ -388,7 +388,7 @@ impl PgStore {
     }
 
     /// Builds whichever secondary indexes of `records` are missing, with `admin_url`, without the
-    /// statement timeout and with 256 MB of sort memory per session, in [`INDEX_BUILD_SESSIONS`]
+    /// statement timeout and with at least 256 MB of sort memory per session, in [`INDEX_BUILD_SESSIONS`]
     /// sessions at once (each builds its share in one transaction), then analyzes the table. If one
     /// fails, the indexes of the other sessions stay and the rest are still missing: calling this
     /// again builds them. Writes to `records` wait while the indexes build (CREATE INDEX holds a
@@ -404,11 +404,7 @@ impl PgStore {
             let missing = missing.clone();
             async move {
                 let mut tx = admin.begin().await?;
-                sqlx::raw_sql(
-                    "SET LOCAL statement_timeout = 0; SET LOCAL maintenance_work_mem = '256MB'",
-                )
-                .execute(&mut *tx)
-                .await?;
+                sqlx::raw_sql(BUILD_SETTINGS).execute(&mut *tx).await?;
                 let mine = RECORD_INDEXES
                     .iter()
                     .filter(|(name, _, _)| missing.contains(name))
@@ -469,7 +465,8 @@ impl PgStore {
     }
 
     /// Builds the HNSW index of `embeddings` if it is missing, with `admin_url`, without the statement
-    /// timeout and with 256 MB of build memory (a graph larger than that still builds, more slowly),
+    /// timeout and with at least 256 MB of build memory (a graph larger than that still builds, more
+    /// slowly; a larger `maintenance_work_mem` of the role or server is kept),
     /// then analyzes the table. Returns whether it built it.
     pub async fn restore_vector_index(&self, admin_url: &str) -> Result<bool> {
         if !self.vector_index_missing().await? {
@@ -478,7 +475,7 @@ impl PgStore {
         let admin = self.options.pool("records.admin_url", admin_url)?;
         let mut tx = admin.begin().await.map_err(|e| classify("indexes", e))?;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "SET LOCAL statement_timeout = 0; SET LOCAL maintenance_work_mem = '256MB'; {}",
+            "{BUILD_SETTINGS}; {}",
             migrations::vector_index_ddl(self.options.half)
         )))
         .execute(&mut *tx)
@@ -521,6 +518,12 @@ impl PgStore {
         &self.options
     }
 }
+
+/// Transaction-local settings of an index build: no statement timeout, and at least 256 MB of
+/// `maintenance_work_mem` (a role or server setting above that is kept).
+const BUILD_SETTINGS: &str = "SET LOCAL statement_timeout = 0;
+    SELECT set_config('maintenance_work_mem', '256MB', true)
+    WHERE pg_size_bytes(current_setting('maintenance_work_mem')) < 256 * 1024 * 1024";
 
 /// Sessions [`PgStore::restore_record_indexes`] builds indexes in at once: two took 5.1–5.3 s for the
 /// seven indexes of a million records where one took 5.8–6.0 s (PostgreSQL's own parallel workers
