@@ -34,6 +34,32 @@ fn config(text: &str) -> Result<sprintlens::StorageConfig> {
     )?)
 }
 
+/// A fresh database `db` on the stack and a target configuration for it (records and vectors on
+/// PostgreSQL with the application, owner and operator roles; local files under `side` for the rest):
+/// `(admin URL, operator URL, configuration text)`.
+async fn target_db(
+    env: &crate::postgres::Env,
+    db: &str,
+    side: &std::path::Path,
+    dimension: Option<usize>,
+) -> Result<(String, String, String)> {
+    let (app, admin) = fresh_db(env, db).await?;
+    let operator = std::env::var("SPRINTLENS_TEST_POSTGRES_OPERATOR_URL")
+        .context("SPRINTLENS_TEST_POSTGRES_OPERATOR_URL (run through `cargo xtask bench`)")?;
+    let operator = format!(
+        "{}/{db}",
+        operator.rsplit_once('/').context("operator URL")?.0
+    );
+    let dim = dimension
+        .map(|d| format!("dimension = {d}\n"))
+        .unwrap_or_default();
+    let text = format!(
+        "[records]\nurl = \"{app}\"\nadmin_url = \"{admin}\"\noperator_url = \"{operator}\"\n[vectors]\nurl = \"{app}\"\n{dim}[analytics]\nurl = \"sqlite://{s}/t.db\"\n[blobs]\nurl = \"file://{s}/tblobs\"\n[cache]\nurl = \"memory://\"\n[sessions]\nurl = \"memory://\"\n[embedder]\nurl = \"hash://\"\n{dim}",
+        s = side.display()
+    );
+    Ok((admin, operator, text))
+}
+
 /// Writes the source: `n` messages over three workspaces, unicode and NULLs, through the SQLite adapter.
 async fn write_source(source_config: &str, n: usize) -> Result<()> {
     let source = sprintlens::Storage::open(config(source_config)?).await?;
@@ -109,18 +135,7 @@ pub async fn run(n: usize, batch: usize) -> Result<()> {
     );
 
     // Ours: `sprintlens migrate run` (records, embeddings, events) into a fresh database.
-    let (app, admin) = fresh_db(&env, "sl_bench_migrate").await?;
-    let operator = std::env::var("SPRINTLENS_TEST_POSTGRES_OPERATOR_URL").context(
-        "SPRINTLENS_TEST_POSTGRES_OPERATOR_URL (run through `cargo xtask bench migrate`)",
-    )?;
-    let operator = format!(
-        "{}/sl_bench_migrate",
-        operator.rsplit_once('/').context("operator URL")?.0
-    );
-    let target_text = format!(
-        "[records]\nurl = \"{app}\"\nadmin_url = \"{admin}\"\noperator_url = \"{operator}\"\n[vectors]\nurl = \"{app}\"\n[analytics]\nurl = \"sqlite://{s}/t.db\"\n[blobs]\nurl = \"file://{s}/tblobs\"\n[cache]\nurl = \"memory://\"\n[sessions]\nurl = \"memory://\"\n[embedder]\nurl = \"hash://\"\n",
-        s = side.display()
-    );
+    let (admin, operator, target_text) = target_db(&env, "sl_bench_migrate", &side, None).await?;
     let source =
         sprintlens::Storage::open(config(&embedded(&format!("sqlite://{}", src.display())))?)
             .await?;
@@ -313,19 +328,10 @@ pub async fn vectors(n: usize) -> Result<()> {
     source.vectors().upsert(&batch).await?;
     println!("source: {n} embeddings × {DIM} in {}", src.display());
 
-    let operator = std::env::var("SPRINTLENS_TEST_POSTGRES_OPERATOR_URL")
-        .context("SPRINTLENS_TEST_POSTGRES_OPERATOR_URL (run through `cargo xtask bench`)")?;
     let mut times = Vec::new();
     for (label, defer) in [("HNSW deferred (default)", true), ("HNSW kept", false)] {
-        let (app, admin) = fresh_db(&env, "sl_bench_vectors_migrate").await?;
-        let operator = format!(
-            "{}/sl_bench_vectors_migrate",
-            operator.rsplit_once('/').context("operator URL")?.0
-        );
-        let target_text = format!(
-            "[records]\nurl = \"{app}\"\nadmin_url = \"{admin}\"\noperator_url = \"{operator}\"\n[vectors]\nurl = \"{app}\"\ndimension = {DIM}\n[analytics]\nurl = \"sqlite://{s}/t.db\"\n[blobs]\nurl = \"file://{s}/tblobs\"\n[cache]\nurl = \"memory://\"\n[sessions]\nurl = \"memory://\"\n[embedder]\nurl = \"hash://\"\ndimension = {DIM}\n",
-            s = side.display()
-        );
+        let (admin, operator, target_text) =
+            target_db(&env, "sl_bench_vectors_migrate", &side, Some(DIM)).await?;
         let target = sprintlens::Storage::open(config(&target_text)?).await?;
         target.apply_schema().await?;
         let t = Instant::now();
