@@ -115,3 +115,18 @@ pub(crate) fn vector_row(buf: &mut BytesMut, e: &sprintlens_core::VectorEntry) {
         buf.put_f32(*x);
     }
 }
+
+/// The error of a COPY through the operator role: a role without BYPASSRLS is a configuration error
+/// naming `records.operator_url` (PostgreSQL refuses COPY into a table under row-level security).
+pub(crate) fn refused(err: sqlx::Error, operation: &'static str) -> sprintlens_core::Error {
+    if let sqlx::Error::Database(db) = &err
+        && db.code().as_deref() == Some("0A000")
+        && db.message().contains("row-level security")
+    {
+        return sprintlens_core::Error::config(
+            "records.operator_url",
+            "this role needs BYPASSRLS: PostgreSQL refuses COPY into a table under row-level security",
+        );
+    }
+    crate::classify(operation, err)
+}

@@ -382,7 +382,7 @@ impl PgStore {
                     .upsert_with_checkpoint(records, name, checkpoint, rows)
                     .await;
             }
-            Err(e) => return Err(classify("load", e)),
+            Err(e) => return Err(crate::copy::refused(e, "load")),
         }
         write_checkpoint(&mut tx, name, checkpoint, rows).await?;
         tx.commit().await.map_err(|e| classify("load", e))?;

@@ -70,7 +70,7 @@ impl PgStore {
                 drop(tx);
                 VectorIndex::upsert(self, entries).await
             }
-            Err(e) => Err(classify("vector_load", e)),
+            Err(e) => Err(crate::copy::refused(e, "vector_load")),
         }
     }
 }

@@ -200,6 +200,19 @@ async fn backfill_loads_copy_straight_in_and_fall_back_to_the_upsert_on_stored_i
     );
     assert_eq!(count(other).await.unwrap(), 0);
 
+    // An "operator" role without BYPASSRLS: a configuration error naming the key, nothing written.
+    let urls = common::database().await.unwrap();
+    let mut o = PgOptions::new(urls.app.clone());
+    o.dimension = common::DIM;
+    o.operator_url = Some(urls.app.clone());
+    let wrong = PgStore::open(o).unwrap();
+    let err = wrong
+        .load_with_checkpoint(&third[..10], &stream, &json!({"at": 9}), 1)
+        .await
+        .unwrap_err();
+    assert_eq!(err.field(), Some("records.operator_url"), "{err}");
+    assert_eq!(count(other).await.unwrap(), 0);
+
     // Without the operator role it is the upsert.
     let plain = common::store_with(2, false).await.unwrap();
     let fourth: Vec<Record> = (0..600)
