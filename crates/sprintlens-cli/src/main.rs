@@ -80,8 +80,9 @@ enum MigrateAction {
         /// Record kinds copied at the same time (1–16), each its own stream and checkpoint.
         #[arg(long, default_value_t = 1)]
         parallel: usize,
-        /// Keep the target's secondary indexes while copying (by default they are dropped for a
-        /// large copy into an empty target and rebuilt at the end, with `[records] admin_url`).
+        /// Keep the target's secondary record indexes and its vector index while copying (by default
+        /// they are dropped for a large copy into an empty target and built at the end, with
+        /// `[records] admin_url`).
         #[arg(long)]
         keep_indexes: bool,
     },

@@ -130,8 +130,9 @@ pub struct RunOptions {
     pub events: bool,
     /// Record kinds copied at the same time, 1..=16 (each its own keyset stream and checkpoint).
     pub parallel: usize,
-    /// Drop the target's secondary record indexes while copying into a (nearly) empty table and
-    /// build them once at the end (needs `[records] admin_url`; see [`DEFER_INDEXES_MIN_ROWS`]).
+    /// Drop the target's secondary record indexes while copying into a (nearly) empty table, and its
+    /// HNSW index while copying embeddings into an empty one, and build them once at the end (needs
+    /// `[records] admin_url`; see [`DEFER_INDEXES_MIN_ROWS`]).
     pub defer_indexes: bool,
 }
 
