@@ -436,6 +436,17 @@ fn quantiles(q: &[f64]) -> Quantiles {
     }
 }
 
+/// `AND column = {column:ty}` when the filter is given, nothing when it is not: an optional filter as
+/// a clause of its own rather than `({p} IS NULL OR column = {p})`, which the engine evaluates for
+/// every row read. The column names come from the callers' literals, never from input.
+fn optional_filter(given: bool, column: &str, ty: &str) -> String {
+    if given {
+        format!("AND {column} = {{{column}:{ty}}}")
+    } else {
+        String::new()
+    }
+}
+
 /// The whole `unit`s (microseconds, aligned to the epoch) inside `[from, to)`, if any:
 /// `(first unit start, end of last whole unit)`.
 fn whole_units(from: i64, to: i64, unit: i64) -> Option<(i64, i64)> {
@@ -869,13 +880,14 @@ impl Analytics for ClickHouseAnalytics {
             Bucket::Day => "toStartOfDay",
         };
         // Whole hours from the hourly rollup, the ragged edges from raw events.
+        let project_filter = optional_filter(query.project.is_some(), "project", "Nullable(UUID)");
         let sql = format!(
             "SELECT toUnixTimestamp64Micro(toDateTime64(b, 6, 'UTC')) AS start,
                 sum(results) AS results, sum(passed) AS passed, sum(score_sum) AS score_sum
              FROM (
                 SELECT {bucket}(hour) AS b, results, passed, score_sum FROM eval_hourly
                 WHERE workspace = {{ws:UUID}} AND metric = {{metric:String}}
-                  AND ({{project:Nullable(UUID)}} IS NULL OR project = {{project:Nullable(UUID)}})
+                  {project_filter}
                   AND hour >= toDateTime(intDiv({{h0:Int64}}, 1000000), 'UTC')
                   AND hour < toDateTime(intDiv({{h1:Int64}}, 1000000), 'UTC')
                 UNION ALL
@@ -883,7 +895,7 @@ impl Analytics for ClickHouseAnalytics {
                     score AS score_sum
                 FROM eval_results
                 WHERE workspace = {{ws:UUID}} AND metric = {{metric:String}}
-                  AND ({{project:Nullable(UUID)}} IS NULL OR project = {{project:Nullable(UUID)}})
+                  {project_filter}
                   AND ((created_at >= fromUnixTimestamp64Micro({{a0:Int64}}, 'UTC')
                         AND created_at < fromUnixTimestamp64Micro({{a1:Int64}}, 'UTC'))
                     OR (created_at >= fromUnixTimestamp64Micro({{b0:Int64}}, 'UTC')
@@ -933,20 +945,21 @@ impl Analytics for ClickHouseAnalytics {
             GroupBy::Agent => "if(isNull(agent), '-', toString(assumeNotNull(agent)))",
             GroupBy::Project => "toString(project)",
         };
+        let project_filter = optional_filter(query.project.is_some(), "project", "Nullable(UUID)");
         let sql = format!(
             "SELECT k AS key, sum(events) AS events, sum(input_tokens) AS input_tokens,
                 sum(output_tokens) AS output_tokens, sum(cost) AS cost
              FROM (
                 SELECT {key} AS k, events, input_tokens, output_tokens, cost FROM usage_hourly
                 WHERE workspace = {{ws:UUID}}
-                  AND ({{project:Nullable(UUID)}} IS NULL OR project = {{project:Nullable(UUID)}})
+                  {project_filter}
                   AND hour >= toDateTime(intDiv({{h0:Int64}}, 1000000), 'UTC')
                   AND hour < toDateTime(intDiv({{h1:Int64}}, 1000000), 'UTC')
                 UNION ALL
                 SELECT {key} AS k, toUInt64(1) AS events, input_tokens, output_tokens, cost
                 FROM usage_events
                 WHERE workspace = {{ws:UUID}}
-                  AND ({{project:Nullable(UUID)}} IS NULL OR project = {{project:Nullable(UUID)}})
+                  {project_filter}
                   AND ((created_at >= fromUnixTimestamp64Micro({{a0:Int64}}, 'UTC')
                         AND created_at < fromUnixTimestamp64Micro({{a1:Int64}}, 'UTC'))
                     OR (created_at >= fromUnixTimestamp64Micro({{b0:Int64}}, 'UTC')
@@ -997,6 +1010,8 @@ impl Analytics for ClickHouseAnalytics {
             (None, Some((d0, d1))) => ([(s.hours.0, d0), (d1, s.hours.1)], (d0, d1)),
             _ => ([s.hours, (0, 0)], (0, 0)),
         };
+        let project_filter = optional_filter(query.project.is_some(), "project", "Nullable(UUID)");
+        let model_filter = optional_filter(query.model.is_some(), "model", "Nullable(String)");
         let in_hours = |column: &str| {
             format!(
                 "((({column} >= toDateTime(intDiv({{h0:Int64}}, 1000000), 'UTC')
@@ -1009,14 +1024,14 @@ impl Analytics for ClickHouseAnalytics {
             Some(_) => format!(
                 "SELECT events, latency_q AS q FROM usage_hourly
                 WHERE workspace = {{ws:UUID}} AND project = {{project:Nullable(UUID)}}
-                  AND ({{model:Nullable(String)}} IS NULL OR model = {{model:Nullable(String)}})
+                  {model_filter}
                   AND {}",
                 in_hours("hour")
             ),
             None => format!(
                 "SELECT events, latency_q AS q FROM usage_latency
                 WHERE workspace = {{ws:UUID}}
-                  AND ({{model:Nullable(String)}} IS NULL OR model = {{model:Nullable(String)}})
+                  {model_filter}
                   AND ((grain = 0 AND {})
                     OR (grain = 1 AND start >= toDateTime(intDiv({{d0:Int64}}, 1000000), 'UTC')
                         AND start < toDateTime(intDiv({{d1:Int64}}, 1000000), 'UTC')))",
@@ -1032,8 +1047,8 @@ impl Analytics for ClickHouseAnalytics {
                 SELECT count() AS events, quantilesTDigestState({l})(latency_ms) AS q
                 FROM usage_events
                 WHERE workspace = {{ws:UUID}}
-                  AND ({{project:Nullable(UUID)}} IS NULL OR project = {{project:Nullable(UUID)}})
-                  AND ({{model:Nullable(String)}} IS NULL OR model = {{model:Nullable(String)}})
+                  {project_filter}
+                  {model_filter}
                   AND ((created_at >= fromUnixTimestamp64Micro({{a0:Int64}}, 'UTC')
                         AND created_at < fromUnixTimestamp64Micro({{a1:Int64}}, 'UTC'))
                     OR (created_at >= fromUnixTimestamp64Micro({{b0:Int64}}, 'UTC')
