@@ -143,8 +143,13 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
                 }
                 let total: u64 = plan.kinds.iter().map(|k| k.source_rows).sum();
                 println!(
-                    "{total} rows to migrate in all, {} left: about {:.0} s and {:.1} MB in the target",
+                    "{total} rows to migrate in all, {} left ({}): about {:.0} s and {:.1} MB in the target",
                     plan.rows_left,
+                    if plan.bulk_load {
+                        "bulk load by COPY"
+                    } else {
+                        "upserts"
+                    },
                     plan.estimated_seconds,
                     plan.estimated_bytes as f64 / 1e6
                 );

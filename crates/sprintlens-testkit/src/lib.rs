@@ -44,7 +44,8 @@ pub struct PgDatabase {
     pub operator: String,
 }
 
-/// A fresh database `name` on the stack's PostgreSQL (dropped first if an earlier run left it),
+/// A fresh database `name` on the stack's PostgreSQL (dropped first if an earlier run left it; for a
+/// name ending in `_<pid>`, the same test's databases of processes no longer running are dropped too),
 /// created by the owner role with `psql` from `SPRINTLENS_TEST_PG_BIN`; `None` when the stack is not
 /// configured (and not required).
 pub fn fresh_postgres_database(name: &str) -> Option<PgDatabase> {
@@ -56,9 +57,39 @@ pub fn fresh_postgres_database(name: &str) -> Option<PgDatabase> {
         name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
         "database names are [A-Za-z0-9_]+"
     );
-    let out = std::process::Command::new(std::path::Path::new(&bin).join("psql"))
+    let psql = std::path::Path::new(&bin).join("psql");
+    // Names ending in `_<pid>`: databases an earlier, finished process of the same test left behind
+    // (a long-lived local stack otherwise fills its disk with them) go too.
+    let mut stale = Vec::new();
+    if let Some((prefix, pid)) = name.rsplit_once('_')
+        && pid.parse::<u32>().is_ok()
+    {
+        let listed = std::process::Command::new(&psql)
+            .arg(&admin)
+            .args(["-X", "-q", "-A", "-t", "-c"])
+            .arg(format!(
+                "SELECT datname FROM pg_database WHERE datname ~ '^{prefix}_[0-9]+$'"
+            ))
+            .output()
+            .expect("psql runs");
+        for db in String::from_utf8_lossy(&listed.stdout).lines() {
+            let other = db.rsplit_once('_').and_then(|(_, p)| p.parse::<u32>().ok());
+            if let Some(other) = other
+                && db != name
+                && !std::path::Path::new(&format!("/proc/{other}")).exists()
+            {
+                stale.push(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+            }
+        }
+    }
+    let mut recreate = std::process::Command::new(&psql);
+    recreate
         .arg(&admin)
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"]);
+    for statement in &stale {
+        recreate.args(["-c", statement]);
+    }
+    let out = recreate
         .args([
             "-c",
             &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),

@@ -210,7 +210,11 @@ pub struct Plan {
     pub kinds: Vec<KindPlan>,
     /// Records still to copy.
     pub rows_left: u64,
-    /// Estimated seconds for the records left, at [`PLAN_ROWS_PER_SEC`].
+    /// Whether `run` would bulk-load them (the target holds next to nothing: COPY straight into the
+    /// table and, with `[records] admin_url`, indexes built at the end) or upsert them.
+    pub bulk_load: bool,
+    /// Estimated seconds for the records left, at [`PLAN_BULK_ROWS_PER_SEC`] for a bulk load and
+    /// [`PLAN_ROWS_PER_SEC`] otherwise.
     pub estimated_seconds: f64,
     /// Estimated bytes the records left take in the target.
     pub estimated_bytes: u64,
@@ -225,9 +229,19 @@ impl Plan {
     }
 }
 
-/// The backfill rate assumed by `plan` (measured: 34,000–38,000 records/s on 2 cores, see
-/// docs/benchmarks.md; a faster target only shortens the run).
+/// The backfill rate assumed by `plan` for upserts into a target that already holds rows (measured:
+/// 34,000–38,000 records/s on 2 cores, see docs/benchmarks.md; a faster target only shortens the run).
 pub const PLAN_ROWS_PER_SEC: f64 = 30_000.0;
+
+/// The rate assumed by `plan` for a bulk load into a (nearly) empty target (measured: 66,000–76,000
+/// records/s on 2 cores including the index builds, see docs/benchmarks.md).
+pub const PLAN_BULK_ROWS_PER_SEC: f64 = 60_000.0;
+
+/// Whether `run` bulk-loads: at least [`DEFER_INDEXES_MIN_ROWS`] records left and fewer than that in
+/// the target.
+fn bulk_load(left: u64, held: u64) -> bool {
+    left >= DEFER_INDEXES_MIN_ROWS && held < left
+}
 
 /// Per-row overhead assumed in the target on top of the encoded record: tuple header, uuid and time
 /// columns, and the entries of the seven indexes on `records`.
@@ -710,7 +724,9 @@ pub async fn plan(
     }
     let pg = target_pg(target)?;
     let mut kinds = Vec::new();
+    let mut held = 0;
     for kind in RecordKind::ALL {
+        held += target.records().count(*kind, None).await?;
         let (_, copied) = load::<ScanCursor>(pg, &checkpoint_name(*kind)).await?;
         let source_rows = source.records().count(*kind, None).await?;
         // The encoded size of a sample (the oldest page) stands for the rest.
@@ -748,9 +764,16 @@ pub async fn plan(
         .iter()
         .map(|k| k.source_rows.saturating_sub(k.copied))
         .sum();
+    let bulk = indexes_deferred(pg).await? || bulk_load(rows_left, held);
     Ok(Plan {
         rows_left,
-        estimated_seconds: rows_left as f64 / PLAN_ROWS_PER_SEC,
+        bulk_load: bulk,
+        estimated_seconds: rows_left as f64
+            / if bulk {
+                PLAN_BULK_ROWS_PER_SEC
+            } else {
+                PLAN_ROWS_PER_SEC
+            },
         estimated_bytes: kinds.iter().map(|k| k.estimated_bytes).sum(),
         kinds,
         checks,
@@ -912,7 +935,7 @@ pub async fn run(
             left += totals[&kind].saturating_sub(copied);
             held += target.records().count(kind, None).await?;
         }
-        bulk = left >= DEFER_INDEXES_MIN_ROWS && held < left;
+        bulk = bulk_load(left, held);
         if bulk
             && options.defer_indexes
             && let Some(admin) = admin
