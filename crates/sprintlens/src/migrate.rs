@@ -479,8 +479,9 @@ async fn copy_events(
 const EMBEDDINGS: &str = "migrate/embeddings";
 
 /// Copies every embedding after the checkpoint (vectors as the source stores them). Upserts keep
-/// the newest `updated_at`, so the batch a crash re-sends is harmless.
-/// Copies the embeddings; `bulk` (an empty target on PostgreSQL) COPYs each batch straight in.
+/// the newest `updated_at`, so the batch a crash re-sends is harmless; with `bulk` (a target on
+/// PostgreSQL that held none) each batch is COPYed straight in, and a re-sent one falls back to the
+/// upsert.
 async fn copy_embeddings(
     source: &Storage,
     target: &Storage,
@@ -764,7 +765,7 @@ pub async fn plan(
         .iter()
         .map(|k| k.source_rows.saturating_sub(k.copied))
         .sum();
-    let bulk = indexes_deferred(pg).await? || bulk_load(rows_left, held);
+    let bulk = record_indexes_deferred(pg).await? || bulk_load(rows_left, held);
     Ok(Plan {
         rows_left,
         bulk_load: bulk,
@@ -877,10 +878,17 @@ async fn copy_kind(
 /// Whether an earlier `run` dropped the target's secondary record indexes and has not finished
 /// (its mark is set) or any of them is missing: a backfill is not finished until they are built.
 pub async fn indexes_deferred(pg: &sprintlens_postgres::PgStore) -> Result<bool> {
-    Ok(marked(pg, INDEXES_CHECKPOINT).await?
-        || !pg.missing_record_indexes().await?.is_empty()
-        || marked(pg, VECTOR_INDEX_CHECKPOINT).await?
-        || pg.vector_index_missing().await?)
+    Ok(record_indexes_deferred(pg).await? || vector_index_deferred(pg).await?)
+}
+
+/// The record half of [`indexes_deferred`].
+async fn record_indexes_deferred(pg: &sprintlens_postgres::PgStore) -> Result<bool> {
+    Ok(marked(pg, INDEXES_CHECKPOINT).await? || !pg.missing_record_indexes().await?.is_empty())
+}
+
+/// The vector half of [`indexes_deferred`].
+async fn vector_index_deferred(pg: &sprintlens_postgres::PgStore) -> Result<bool> {
+    Ok(marked(pg, VECTOR_INDEX_CHECKPOINT).await? || pg.vector_index_missing().await?)
 }
 
 /// Whether the deferred-index mark `name` is set.
@@ -918,7 +926,7 @@ pub async fn run(
     }
     let pg = target_pg(target)?;
     let admin = target.config.records.admin_url.as_ref().map(|u| u.expose());
-    let mut deferred = indexes_deferred(pg).await?;
+    let mut deferred = record_indexes_deferred(pg).await?;
     // Into a (nearly) empty target, batches are COPYed straight into the table (see
     // `PgStore::load_with_checkpoint`) and, with the owner role, the secondary indexes are built once
     // at the end.
@@ -998,8 +1006,7 @@ pub async fn run(
     // Embeddings into a target on PostgreSQL that holds none: COPY straight in and, with the owner
     // role, the HNSW index dropped for the copy and built once at the end (inserting into the graph
     // row by row costs about ten times the build).
-    let mut vdeferred =
-        marked(pg, VECTOR_INDEX_CHECKPOINT).await? || pg.vector_index_missing().await?;
+    let mut vdeferred = vector_index_deferred(pg).await?;
     let mut vbulk = vdeferred;
     if !vdeferred && target.vectors().backend() == sprintlens_postgres::BACKEND {
         let (after, _) = load::<sprintlens_core::VectorCursor>(pg, EMBEDDINGS).await?;
