@@ -130,3 +130,31 @@ pub(crate) fn refused(err: sqlx::Error, operation: &'static str) -> sprintlens_c
     }
     crate::classify(operation, err)
 }
+
+/// Sends `buf` (a whole binary COPY stream) with `statement` (`COPY … FROM STDIN (FORMAT binary)`)
+/// inside `tx`; returns the rows copied.
+pub(crate) async fn send(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    statement: &str,
+    buf: BytesMut,
+) -> sqlx::Result<u64> {
+    let mut copy_in = tx.copy_in_raw(statement).await?;
+    copy_in.send(buf.freeze()).await?;
+    copy_in.finish().await
+}
+
+/// A backfill load: [`send`] through the operator role; `None` when a row's key is already stored
+/// (the COPY failed on the primary key and left nothing; the caller upserts instead), [`refused`]
+/// errors otherwise.
+pub(crate) async fn load(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    statement: &str,
+    buf: BytesMut,
+    operation: &'static str,
+) -> sprintlens_core::Result<Option<u64>> {
+    match send(tx, statement, buf).await {
+        Ok(n) => Ok(Some(n)),
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => Ok(None),
+        Err(e) => Err(refused(e, operation)),
+    }
+}

@@ -131,18 +131,16 @@ async fn write_group(
             copy::row(&mut buf, &copy::Row::of(r, &p.body));
         }
         copy::trailer(&mut buf);
-        let mut copy_in = tx
-            .copy_in_raw(&format!(
+        copy::send(
+            tx,
+            &format!(
                 "COPY records_stage ({}) FROM STDIN (FORMAT binary)",
                 copy::COLUMNS
-            ))
-            .await
-            .map_err(|e| classify("upsert", e))?;
-        copy_in
-            .send(buf.freeze())
-            .await
-            .map_err(|e| classify("upsert", e))?;
-        copy_in.finish().await.map_err(|e| classify("upsert", e))?;
+            ),
+            buf,
+        )
+        .await
+        .map_err(|e| classify("upsert", e))?;
         let sql = format!(
             "INSERT INTO records (id, workspace, kind, project, parent, name, unique_key,
                 created_at, updated_at, deleted, body)
@@ -238,18 +236,28 @@ fn newest_per_id(records: &[Record]) -> Result<Vec<usize>> {
     for r in records {
         r.validate()?;
     }
-    let mut newest: HashMap<RecordId, usize> = HashMap::new();
-    for (i, r) in records.iter().enumerate() {
-        match newest.get(&r.id) {
-            Some(&j) if records[j].updated_at >= r.updated_at => {}
+    Ok(newest_per_key(records, |r| r.id, |r| r.updated_at))
+}
+
+/// The indexes, in input order, of the newest item per `key` (by `at`; the first of equals).
+pub(crate) fn newest_per_key<T, K: std::hash::Hash + Eq>(
+    items: &[T],
+    key: impl Fn(&T) -> K,
+    at: impl Fn(&T) -> Timestamp,
+) -> Vec<usize> {
+    let mut newest: HashMap<K, usize> = HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let k = key(item);
+        match newest.get(&k) {
+            Some(&j) if at(&items[j]) >= at(item) => {}
             _ => {
-                newest.insert(r.id, i);
+                newest.insert(k, i);
             }
         }
     }
     let mut keep: Vec<usize> = newest.into_values().collect();
     keep.sort_unstable();
-    Ok(keep)
+    keep
 }
 
 async fn write_checkpoint(
@@ -363,26 +371,18 @@ impl PgStore {
         }
         copy::trailer(&mut buf);
         let mut tx = operator.begin().await.map_err(|e| classify("load", e))?;
-        let loaded = async {
-            let mut copy_in = tx
-                .copy_in_raw(&format!(
-                    "COPY records ({}) FROM STDIN (FORMAT binary)",
-                    copy::COLUMNS
-                ))
-                .await?;
-            copy_in.send(buf.freeze()).await?;
-            copy_in.finish().await
-        }
-        .await;
-        match loaded {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => {
-                drop(tx);
-                return self
-                    .upsert_with_checkpoint(records, name, checkpoint, rows)
-                    .await;
-            }
-            Err(e) => return Err(crate::copy::refused(e, "load")),
+        let statement = format!(
+            "COPY records ({}) FROM STDIN (FORMAT binary)",
+            copy::COLUMNS
+        );
+        if copy::load(&mut tx, &statement, buf, "load")
+            .await?
+            .is_none()
+        {
+            drop(tx);
+            return self
+                .upsert_with_checkpoint(records, name, checkpoint, rows)
+                .await;
         }
         write_checkpoint(&mut tx, name, checkpoint, rows).await?;
         tx.commit().await.map_err(|e| classify("load", e))?;

@@ -26,19 +26,11 @@ impl PgStore {
             e.embedding.check_dimension(self.options.dimension)?;
         }
         // One row per key, the newest (as the upsert keeps).
-        let mut newest: std::collections::HashMap<(WorkspaceId, EmbeddingKind, RecordId), usize> =
-            Default::default();
-        for (i, e) in entries.iter().enumerate() {
-            let key = (e.workspace, e.kind, e.id);
-            match newest.get(&key) {
-                Some(&j) if entries[j].updated_at >= e.updated_at => {}
-                _ => {
-                    newest.insert(key, i);
-                }
-            }
-        }
-        let mut keep: Vec<usize> = newest.into_values().collect();
-        keep.sort_unstable();
+        let keep = crate::records::newest_per_key(
+            entries,
+            |e| (e.workspace, e.kind, e.id),
+            |e| e.updated_at,
+        );
         let dim = self.options.dimension;
         let mut buf = bytes::BytesMut::with_capacity(keep.len() * (80 + 4 * dim));
         crate::copy::header(&mut buf);
@@ -50,27 +42,19 @@ impl PgStore {
             .begin()
             .await
             .map_err(|e| classify("vector_load", e))?;
-        let loaded = async {
-            let mut copy_in = tx
-                .copy_in_raw(&format!(
-                    "COPY embeddings ({}) FROM STDIN (FORMAT binary)",
-                    crate::copy::VECTOR_COLUMNS
-                ))
-                .await?;
-            copy_in.send(buf.freeze()).await?;
-            copy_in.finish().await
-        }
-        .await;
-        match loaded {
-            Ok(n) => {
+        let statement = format!(
+            "COPY embeddings ({}) FROM STDIN (FORMAT binary)",
+            crate::copy::VECTOR_COLUMNS
+        );
+        match crate::copy::load(&mut tx, &statement, buf, "vector_load").await? {
+            Some(n) => {
                 tx.commit().await.map_err(|e| classify("vector_load", e))?;
                 Ok(n)
             }
-            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => {
+            None => {
                 drop(tx);
                 VectorIndex::upsert(self, entries).await
             }
-            Err(e) => Err(crate::copy::refused(e, "vector_load")),
         }
     }
 }
