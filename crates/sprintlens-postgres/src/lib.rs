@@ -374,15 +374,63 @@ impl PgStore {
     /// [`Self::restore_record_indexes`]. Only for a store that serves no reads meanwhile (the target
     /// of a backfill: `get` and `list` would scan).
     pub async fn defer_record_indexes(&self, admin_url: &str) -> Result<()> {
+        self.drop_indexes(admin_url, RECORD_INDEXES.iter().map(|(name, _, _)| *name))
+            .await
+    }
+
+    /// Drops `names` with `admin_url` in one transaction.
+    async fn drop_indexes(
+        &self,
+        admin_url: &str,
+        names: impl IntoIterator<Item = &'static str>,
+    ) -> Result<()> {
         let admin = self.options.pool("records.admin_url", admin_url)?;
         let mut tx = admin.begin().await.map_err(|e| classify("indexes", e))?;
-        for (name, _, _) in RECORD_INDEXES {
+        for name in names {
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP INDEX IF EXISTS {name}")))
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| classify("indexes", e))?;
         }
         tx.commit().await.map_err(|e| classify("indexes", e))?;
+        admin.close().await;
+        Ok(())
+    }
+
+    /// Runs each lane of `CREATE INDEX` statements in a transaction of its own with
+    /// [`BUILD_SETTINGS`], the lanes at once, with `admin_url`; then analyzes `table` (fresh
+    /// statistics for the planner: after a bulk load it would otherwise guess from an empty table
+    /// until autovacuum comes by, and keyset scans then sort the whole table).
+    async fn build_indexes(
+        &self,
+        admin_url: &str,
+        lanes: Vec<Vec<String>>,
+        table: &str,
+    ) -> Result<()> {
+        let admin = self.options.pool("records.admin_url", admin_url)?;
+        let build = |statements: Vec<String>| {
+            let admin = admin.clone();
+            async move {
+                let mut tx = admin.begin().await?;
+                sqlx::raw_sql(BUILD_SETTINGS).execute(&mut *tx).await?;
+                for statement in statements {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await
+            }
+        };
+        let built = futures::future::join_all(lanes.into_iter().map(build)).await;
+        for b in built {
+            b.map_err(|e| classify("indexes", e))?;
+        }
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "SET statement_timeout = 0; ANALYZE {table}"
+        )))
+        .execute(&admin)
+        .await
+        .map_err(|e| classify("indexes", e))?;
         admin.close().await;
         Ok(())
     }
@@ -398,40 +446,21 @@ impl PgStore {
         if missing.is_empty() {
             return Ok(missing);
         }
-        let admin = self.options.pool("records.admin_url", admin_url)?;
-        let build = |lane: usize| {
-            let admin = admin.clone();
-            let missing = missing.clone();
-            async move {
-                let mut tx = admin.begin().await?;
-                sqlx::raw_sql(BUILD_SETTINGS).execute(&mut *tx).await?;
-                let mine = RECORD_INDEXES
+        let lanes = (0..INDEX_BUILD_SESSIONS)
+            .map(|lane| {
+                RECORD_INDEXES
                     .iter()
                     .filter(|(name, _, _)| missing.contains(name))
                     .skip(lane)
-                    .step_by(INDEX_BUILD_SESSIONS);
-                for (name, unique, definition) in mine {
-                    let unique = if *unique { "UNIQUE " } else { "" };
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                        "CREATE {unique}INDEX IF NOT EXISTS {name} {definition}"
-                    )))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await
-            }
-        };
-        let built = futures::future::join_all((0..INDEX_BUILD_SESSIONS).map(build)).await;
-        for b in built {
-            b.map_err(|e| classify("indexes", e))?;
-        }
-        // Fresh statistics for the planner: after a bulk load it would otherwise guess from an
-        // empty table until autovacuum comes by (keyset scans then sort the whole table).
-        sqlx::raw_sql("SET statement_timeout = 0; ANALYZE records")
-            .execute(&admin)
-            .await
-            .map_err(|e| classify("indexes", e))?;
-        admin.close().await;
+                    .step_by(INDEX_BUILD_SESSIONS)
+                    .map(|(name, unique, definition)| {
+                        let unique = if *unique { "UNIQUE " } else { "" };
+                        format!("CREATE {unique}INDEX IF NOT EXISTS {name} {definition}")
+                    })
+                    .collect()
+            })
+            .collect();
+        self.build_indexes(admin_url, lanes, "records").await?;
         Ok(missing)
     }
 
@@ -453,15 +482,7 @@ impl PgStore {
     /// without maintaining the graph row by row; see [`Self::restore_vector_index`]. Only for a store
     /// that serves no vector searches meanwhile (they would scan).
     pub async fn defer_vector_index(&self, admin_url: &str) -> Result<()> {
-        let admin = self.options.pool("records.admin_url", admin_url)?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP INDEX IF EXISTS {VECTOR_INDEX}"
-        )))
-        .execute(&admin)
-        .await
-        .map_err(|e| classify("indexes", e))?;
-        admin.close().await;
-        Ok(())
+        self.drop_indexes(admin_url, [VECTOR_INDEX]).await
     }
 
     /// Builds the HNSW index of `embeddings` if it is missing, with `admin_url`, without the statement
@@ -472,21 +493,9 @@ impl PgStore {
         if !self.vector_index_missing().await? {
             return Ok(false);
         }
-        let admin = self.options.pool("records.admin_url", admin_url)?;
-        let mut tx = admin.begin().await.map_err(|e| classify("indexes", e))?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "{BUILD_SETTINGS}; {}",
-            migrations::vector_index_ddl(self.options.half)
-        )))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| classify("indexes", e))?;
-        tx.commit().await.map_err(|e| classify("indexes", e))?;
-        sqlx::raw_sql("SET statement_timeout = 0; ANALYZE embeddings")
-            .execute(&admin)
-            .await
-            .map_err(|e| classify("indexes", e))?;
-        admin.close().await;
+        let ddl = migrations::vector_index_ddl(self.options.half);
+        self.build_indexes(admin_url, vec![vec![ddl]], "embeddings")
+            .await?;
         Ok(true)
     }
 
