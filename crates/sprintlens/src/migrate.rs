@@ -765,7 +765,7 @@ pub async fn plan(
         .iter()
         .map(|k| k.source_rows.saturating_sub(k.copied))
         .sum();
-    let bulk = record_indexes_deferred(pg).await? || bulk_load(rows_left, held);
+    let bulk = Deferral::Records.pending(pg).await? || bulk_load(rows_left, held);
     Ok(Plan {
         rows_left,
         bulk_load: bulk,
@@ -878,17 +878,83 @@ async fn copy_kind(
 /// Whether an earlier `run` dropped the target's secondary record indexes and has not finished
 /// (its mark is set) or any of them is missing: a backfill is not finished until they are built.
 pub async fn indexes_deferred(pg: &sprintlens_postgres::PgStore) -> Result<bool> {
-    Ok(record_indexes_deferred(pg).await? || vector_index_deferred(pg).await?)
+    Ok(Deferral::Records.pending(pg).await? || Deferral::Vector.pending(pg).await?)
 }
 
-/// The record half of [`indexes_deferred`].
-async fn record_indexes_deferred(pg: &sprintlens_postgres::PgStore) -> Result<bool> {
-    Ok(marked(pg, INDEXES_CHECKPOINT).await? || !pg.missing_record_indexes().await?.is_empty())
+/// The indexes `run` drops for a bulk load into an empty table and builds once at the end: the
+/// secondary indexes of `records`, and the HNSW index of `embeddings`.
+#[derive(Clone, Copy)]
+enum Deferral {
+    Records,
+    Vector,
 }
 
-/// The vector half of [`indexes_deferred`].
-async fn vector_index_deferred(pg: &sprintlens_postgres::PgStore) -> Result<bool> {
-    Ok(marked(pg, VECTOR_INDEX_CHECKPOINT).await? || pg.vector_index_missing().await?)
+impl Deferral {
+    fn mark(self) -> &'static str {
+        match self {
+            Deferral::Records => INDEXES_CHECKPOINT,
+            Deferral::Vector => VECTOR_INDEX_CHECKPOINT,
+        }
+    }
+
+    /// Whether an earlier `run` set the mark and has not finished, or an index is missing.
+    async fn pending(self, pg: &sprintlens_postgres::PgStore) -> Result<bool> {
+        Ok(marked(pg, self.mark()).await?
+            || match self {
+                Deferral::Records => !pg.missing_record_indexes().await?.is_empty(),
+                Deferral::Vector => pg.vector_index_missing().await?,
+            })
+    }
+
+    /// Sets the mark, then drops the indexes: a crash between the two leaves a mark and the
+    /// indexes, and the build at the end is a no-op.
+    async fn start(self, pg: &sprintlens_postgres::PgStore, admin: &str) -> Result<()> {
+        set_mark(pg, self.mark(), true).await?;
+        match self {
+            Deferral::Records => pg.defer_record_indexes(admin).await,
+            Deferral::Vector => pg.defer_vector_index(admin).await,
+        }
+    }
+
+    /// Builds what is missing (after the named kill point), clears the mark and reports it.
+    async fn finish(
+        self,
+        pg: &sprintlens_postgres::PgStore,
+        admin: Option<&str>,
+        progress: &mut impl FnMut(&Progress),
+    ) -> Result<()> {
+        let (why, kill, kind) = match self {
+            Deferral::Records => (
+                "an earlier run dropped the target's secondary indexes to load faster; rebuilding them needs the owner role",
+                "before-indexes",
+                "indexes",
+            ),
+            Deferral::Vector => (
+                "an earlier run dropped the target's vector index to load faster; rebuilding it needs the owner role",
+                "before-vector-index",
+                "vector-index",
+            ),
+        };
+        let admin = admin.ok_or_else(|| Error::config("records.admin_url", why))?;
+        kill_point(kill);
+        let built = match self {
+            Deferral::Records => pg.restore_record_indexes(admin).await?.len() as u64,
+            Deferral::Vector => {
+                pg.restore_vector_index(admin).await?;
+                1
+            }
+        };
+        set_mark(pg, self.mark(), false).await?;
+        progress(&Progress {
+            kind,
+            copied: built,
+            total: built,
+            rate: 0.0,
+            eta_secs: 0.0,
+            done: true,
+        });
+        Ok(())
+    }
 }
 
 /// Whether the deferred-index mark `name` is set.
@@ -926,7 +992,7 @@ pub async fn run(
     }
     let pg = target_pg(target)?;
     let admin = target.config.records.admin_url.as_ref().map(|u| u.expose());
-    let mut deferred = record_indexes_deferred(pg).await?;
+    let mut deferred = Deferral::Records.pending(pg).await?;
     // Into a (nearly) empty target, batches are COPYed straight into the table (see
     // `PgStore::load_with_checkpoint`) and, with the owner role, the secondary indexes are built once
     // at the end.
@@ -948,11 +1014,8 @@ pub async fn run(
             && options.defer_indexes
             && let Some(admin) = admin
         {
-            // The mark first: a crash between the two leaves a mark and the indexes, and the
-            // rebuild at the end is a no-op.
-            set_mark(pg, INDEXES_CHECKPOINT, true).await?;
             deferred = true;
-            pg.defer_record_indexes(admin).await?;
+            Deferral::Records.start(pg, admin).await?;
         }
     }
     let left = std::cell::Cell::new(options.stop_after_batches);
@@ -983,30 +1046,14 @@ pub async fn run(
         return Ok(reports);
     }
     if deferred {
-        let admin = admin.ok_or_else(|| {
-            Error::config(
-                "records.admin_url",
-                "an earlier run dropped the target's secondary indexes to load faster; rebuilding them needs the owner role",
-            )
-        })?;
-        kill_point("before-indexes");
-        let built = pg.restore_record_indexes(admin).await?;
-        set_mark(pg, INDEXES_CHECKPOINT, false).await?;
-        progress(&Progress {
-            kind: "indexes",
-            copied: built.len() as u64,
-            total: built.len() as u64,
-            rate: 0.0,
-            eta_secs: 0.0,
-            done: true,
-        });
+        Deferral::Records.finish(pg, admin, &mut progress).await?;
     }
     let mut batches_left = left.get();
     let small = options.batch.min(sprintlens_core::MAX_PAGE);
     // Embeddings into a target on PostgreSQL that holds none: COPY straight in and, with the owner
     // role, the HNSW index dropped for the copy and built once at the end (inserting into the graph
     // row by row costs about ten times the build).
-    let mut vdeferred = vector_index_deferred(pg).await?;
+    let mut vdeferred = Deferral::Vector.pending(pg).await?;
     let mut vbulk = vdeferred;
     if !vdeferred && target.vectors().backend() == sprintlens_postgres::BACKEND {
         let (after, _) = load::<sprintlens_core::VectorCursor>(pg, EMBEDDINGS).await?;
@@ -1016,9 +1063,8 @@ pub async fn run(
             && options.defer_indexes
             && let Some(admin) = admin
         {
-            set_mark(pg, VECTOR_INDEX_CHECKPOINT, true).await?;
             vdeferred = true;
-            pg.defer_vector_index(admin).await?;
+            Deferral::Vector.start(pg, admin).await?;
         }
     }
     let (report, stopped) = copy_embeddings(
@@ -1036,23 +1082,7 @@ pub async fn run(
         return Ok(reports);
     }
     if vdeferred {
-        let admin = admin.ok_or_else(|| {
-            Error::config(
-                "records.admin_url",
-                "an earlier run dropped the target's vector index to load faster; rebuilding it needs the owner role",
-            )
-        })?;
-        kill_point("before-vector-index");
-        pg.restore_vector_index(admin).await?;
-        set_mark(pg, VECTOR_INDEX_CHECKPOINT, false).await?;
-        progress(&Progress {
-            kind: "vector-index",
-            copied: 1,
-            total: 1,
-            rate: 0.0,
-            eta_secs: 0.0,
-            done: true,
-        });
+        Deferral::Vector.finish(pg, admin, &mut progress).await?;
     }
     if options.events {
         for kind in [EventKind::EvalResult, EventKind::Usage] {
