@@ -474,6 +474,26 @@ struct Split {
     raw: [(i64, i64); 2],
 }
 
+/// The raw edges of a [`Split`] as a condition on `created_at`; bound by [`RawEdges::raw_edges`].
+const RAW_EDGES: &str = "((created_at >= fromUnixTimestamp64Micro({a0:Int64}, 'UTC')
+                        AND created_at < fromUnixTimestamp64Micro({a1:Int64}, 'UTC'))
+                    OR (created_at >= fromUnixTimestamp64Micro({b0:Int64}, 'UTC')
+                        AND created_at < fromUnixTimestamp64Micro({b1:Int64}, 'UTC')))";
+
+/// Binds the parameters of [`RAW_EDGES`].
+trait RawEdges {
+    fn raw_edges(self, s: &Split) -> Self;
+}
+
+impl RawEdges for clickhouse::query::Query {
+    fn raw_edges(self, s: &Split) -> Self {
+        self.param("a0", s.raw[0].0)
+            .param("a1", s.raw[0].1)
+            .param("b0", s.raw[1].0)
+            .param("b1", s.raw[1].1)
+    }
+}
+
 fn split(range: &TimeRange) -> Split {
     let (from, to) = (range.from.as_micros(), range.to.as_micros());
     match whole_hours(range) {
@@ -896,10 +916,7 @@ impl Analytics for ClickHouseAnalytics {
                 FROM eval_results
                 WHERE workspace = {{ws:UUID}} AND metric = {{metric:String}}
                   {project_filter}
-                  AND ((created_at >= fromUnixTimestamp64Micro({{a0:Int64}}, 'UTC')
-                        AND created_at < fromUnixTimestamp64Micro({{a1:Int64}}, 'UTC'))
-                    OR (created_at >= fromUnixTimestamp64Micro({{b0:Int64}}, 'UTC')
-                        AND created_at < fromUnixTimestamp64Micro({{b1:Int64}}, 'UTC')))
+                  AND {RAW_EDGES}
              )
              GROUP BY b HAVING results > 0 ORDER BY b"
         );
@@ -914,10 +931,7 @@ impl Analytics for ClickHouseAnalytics {
                     .param("project", &project)
                     .param("h0", s.hours.0)
                     .param("h1", s.hours.1)
-                    .param("a0", s.raw[0].0)
-                    .param("a1", s.raw[0].1)
-                    .param("b0", s.raw[1].0)
-                    .param("b1", s.raw[1].1)
+                    .raw_edges(&s)
                     .fetch_all::<SeriesRow>()
             })
             .await?;
@@ -960,10 +974,7 @@ impl Analytics for ClickHouseAnalytics {
                 FROM usage_events
                 WHERE workspace = {{ws:UUID}}
                   {project_filter}
-                  AND ((created_at >= fromUnixTimestamp64Micro({{a0:Int64}}, 'UTC')
-                        AND created_at < fromUnixTimestamp64Micro({{a1:Int64}}, 'UTC'))
-                    OR (created_at >= fromUnixTimestamp64Micro({{b0:Int64}}, 'UTC')
-                        AND created_at < fromUnixTimestamp64Micro({{b1:Int64}}, 'UTC')))
+                  AND {RAW_EDGES}
              )
              GROUP BY k HAVING events > 0 ORDER BY cost DESC, k"
         );
@@ -977,10 +988,7 @@ impl Analytics for ClickHouseAnalytics {
                     .param("project", &project)
                     .param("h0", s.hours.0)
                     .param("h1", s.hours.1)
-                    .param("a0", s.raw[0].0)
-                    .param("a1", s.raw[0].1)
-                    .param("b0", s.raw[1].0)
-                    .param("b1", s.raw[1].1)
+                    .raw_edges(&s)
                     .fetch_all::<CostRowCh>()
             })
             .await?;
@@ -1049,10 +1057,7 @@ impl Analytics for ClickHouseAnalytics {
                 WHERE workspace = {{ws:UUID}}
                   {project_filter}
                   {model_filter}
-                  AND ((created_at >= fromUnixTimestamp64Micro({{a0:Int64}}, 'UTC')
-                        AND created_at < fromUnixTimestamp64Micro({{a1:Int64}}, 'UTC'))
-                    OR (created_at >= fromUnixTimestamp64Micro({{b0:Int64}}, 'UTC')
-                        AND created_at < fromUnixTimestamp64Micro({{b1:Int64}}, 'UTC')))
+                  AND {RAW_EDGES}
              )",
             l = schema::LEVELS,
         );
@@ -1071,10 +1076,7 @@ impl Analytics for ClickHouseAnalytics {
                     .param("h3", hours[1].1)
                     .param("d0", days.0)
                     .param("d1", days.1)
-                    .param("a0", s.raw[0].0)
-                    .param("a1", s.raw[0].1)
-                    .param("b0", s.raw[1].0)
-                    .param("b1", s.raw[1].1)
+                    .raw_edges(&s)
                     .fetch_one::<LatencyRow>()
             })
             .await?;
