@@ -10,7 +10,7 @@ use sprintlens::core::{RecordId, RecordStore, Role, WorkspaceId};
 use sprintlens_testkit::generate::{self, Rng};
 
 use crate::peak_rss_mib;
-use crate::postgres::{env, fresh_db, psql};
+use crate::postgres::{env, fresh_db, psql, psql_elapsed};
 
 /// Current resident memory split into anonymous (heap) and file-backed (mmap'd SQLite pages), MiB.
 fn rss_split() -> (f64, f64) {
@@ -58,6 +58,25 @@ async fn target_db(
         s = side.display()
     );
     Ok((admin, operator, text))
+}
+
+/// Dumps every row of `table` (as the operator role sees them: all workspaces) to `path` in
+/// PostgreSQL's binary COPY format, for a ceiling to load.
+fn dump_binary(
+    env: &crate::postgres::Env,
+    operator: &str,
+    table: &str,
+    path: &std::path::Path,
+) -> Result<()> {
+    psql(
+        env,
+        operator,
+        &format!(
+            "\\copy (SELECT * FROM {table}) TO '{}' (FORMAT binary)\n",
+            path.display()
+        ),
+    )?;
+    Ok(())
 }
 
 /// Writes the source: `n` messages over three workspaces, unicode and NULLs, through the SQLite adapter.
@@ -176,21 +195,13 @@ pub async fn run(n: usize, batch: usize) -> Result<()> {
     // Ceiling: the same rows, dumped in PostgreSQL's binary COPY format, loaded by psql into an
     // identical table (same indexes, no row-level security, no conflict handling).
     let bin = dir.path().join("records.bin");
-    psql(
-        &env,
-        &operator,
-        &format!(
-            "\\copy (SELECT * FROM records) TO '{}' (FORMAT binary)\n",
-            bin.display()
-        ),
-    )?;
+    dump_binary(&env, &operator, "records", &bin)?;
     psql(
         &env,
         &admin,
         "CREATE TABLE records_ref (LIKE records INCLUDING ALL);\n",
     )?;
-    let t = Instant::now();
-    psql(
+    let ceiling = psql_elapsed(
         &env,
         &admin,
         &format!(
@@ -198,7 +209,6 @@ pub async fn run(n: usize, batch: usize) -> Result<()> {
             bin.display()
         ),
     )?;
-    let ceiling = t.elapsed().as_secs_f64();
     println!(
         "psql binary \\copy of the same {} records: {ceiling:.1} s = {:.0} rows/s",
         n + 303,
@@ -223,9 +233,7 @@ pub async fn run(n: usize, batch: usize) -> Result<()> {
             definition.replacen("ON records ", "ON records_bulk ", 1)
         );
     }
-    let t = Instant::now();
-    psql(&env, &admin, &script)?;
-    let bulk = t.elapsed().as_secs_f64();
+    let bulk = psql_elapsed(&env, &admin, &script)?;
     println!(
         "psql binary \\copy into a primary-key-only table, then the same indexes built: {bulk:.1} s = {:.0} rows/s (ours {:.2}× of it)",
         (n + 303) as f64 / bulk,
@@ -366,21 +374,13 @@ pub async fn vectors(n: usize) -> Result<()> {
             // The ceiling: the same rows dumped in binary, loaded by psql into a bare table, then the
             // same HNSW index built.
             let bin = dir.path().join("embeddings.bin");
-            psql(
-                &env,
-                &operator,
-                &format!(
-                    "\\copy (SELECT * FROM embeddings) TO '{}' (FORMAT binary)\n",
-                    bin.display()
-                ),
-            )?;
+            dump_binary(&env, &operator, "embeddings", &bin)?;
             psql(
                 &env,
                 &admin,
                 "CREATE TABLE embeddings_ref (LIKE embeddings INCLUDING DEFAULTS); ALTER TABLE embeddings_ref ADD PRIMARY KEY (workspace, kind, id);\n",
             )?;
-            let t = Instant::now();
-            psql(
+            let ceiling = psql_elapsed(
                 &env,
                 &admin,
                 &format!(
@@ -388,7 +388,6 @@ pub async fn vectors(n: usize) -> Result<()> {
                     bin.display()
                 ),
             )?;
-            let ceiling = t.elapsed().as_secs_f64();
             println!(
                 "psql binary \\copy into a bare table + the same HNSW index: {ceiling:.1} s (ours {:.2}× of it)",
                 ceiling / took

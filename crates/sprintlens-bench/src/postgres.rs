@@ -68,6 +68,13 @@ pub(crate) async fn fresh_db(env: &Env, name: &str) -> Result<(String, String)> 
     Ok((with_db(&env.app, name), with_db(&env.admin, name)))
 }
 
+/// [`psql`], timed: the seconds it took.
+pub(crate) fn psql_elapsed(env: &Env, url: &str, input: &str) -> Result<f64> {
+    let t = Instant::now();
+    psql(env, url, input)?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
 pub(crate) fn psql(env: &Env, url: &str, input: &str) -> Result<String> {
     let mut child = Command::new(&env.psql)
         .arg(url)
@@ -291,8 +298,7 @@ pub async fn bulk(n: usize, batch: usize) -> Result<()> {
         &admin,
         "CREATE TABLE records_ref (LIKE records INCLUDING ALL);",
     )?;
-    let t = Instant::now();
-    psql(
+    let ceiling = psql_elapsed(
         &env,
         &admin,
         &format!(
@@ -300,7 +306,6 @@ pub async fn bulk(n: usize, batch: usize) -> Result<()> {
             csv.display()
         ),
     )?;
-    let ceiling = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let mut written = 0;
     for chunk in records.chunks(batch) {
