@@ -23,7 +23,7 @@ pub use error::{BoxError, Error, ErrorKind, Result};
 pub use id::*;
 pub use outbox::{
     EventOutboxStore, OutboxEntry, OutboxStats, OutboxStore, ParkedEntry, PendingEvent,
-    PendingWrite,
+    PendingVector, PendingWrite, VectorKey, VectorOutboxStore,
 };
 pub use record::*;
 pub use session::{Session, SessionPolicy, SessionStore, SessionToken};

@@ -15,6 +15,7 @@ use crate::error::Result;
 use crate::id::{RecordId, Timestamp, WorkspaceId};
 use crate::record::{Record, RecordKind, UpsertOutcome};
 use crate::store::RecordStore;
+use crate::vector::{EmbeddingKind, VectorEntry, VectorIndex};
 
 /// One logged write waiting for delivery.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -220,5 +221,115 @@ impl<T: EventOutboxStore + ?Sized> EventOutboxStore for Arc<T> {
     }
     async fn event_outbox_stats(&self) -> Result<OutboxStats> {
         (**self).event_outbox_stats().await
+    }
+}
+
+/// What a vector outbox entry names: one embedding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VectorKey {
+    /// The tenant.
+    pub workspace: WorkspaceId,
+    /// What the embedding belongs to.
+    pub kind: EmbeddingKind,
+    /// The record it embeds.
+    pub id: RecordId,
+}
+
+impl VectorKey {
+    /// The key of `entry`.
+    pub fn of(entry: &VectorEntry) -> Self {
+        VectorKey {
+            workspace: entry.workspace,
+            kind: entry.kind,
+            id: entry.id,
+        }
+    }
+}
+
+/// A pending vector entry and the embedding it names as stored now (`None`: deleted, or never
+/// written).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingVector {
+    /// Position in the log.
+    pub seq: i64,
+    /// The embedding the entry names.
+    pub key: VectorKey,
+    /// Its current stored version.
+    pub entry: Option<VectorEntry>,
+}
+
+/// A vector index with a durable outbox of its own writes (dual-write migrations).
+///
+/// An entry names an embedding, not its content: whoever delivers it reads the embedding as stored
+/// now and writes that, or deletes it on the other side when it is gone.
+///
+/// # Behavior
+/// - `vector_upsert_logged` MUST behave exactly like `upsert` and, in the same transaction, append
+///   one entry per entry of the call and remove the pending entries named by `acks`; when it fails
+///   nothing is appended and nothing removed.
+/// - `vector_delete_logged` MUST behave exactly like `delete` and, in the same transaction, append one
+///   entry and remove the `acks` entries.
+/// - `vector_outbox_pending` MUST return pending entries in `seq` order (at most `limit`), each with
+///   the embedding as stored now, read after the entry was visible.
+/// - `vector_entries` MUST return, for each key in order, the embedding as stored now.
+/// - `vector_outbox_ack` MUST remove the given pending entries; `vector_outbox_park` MUST move one
+///   out of the pending set; `vector_outbox_stats` MUST count pending and parked entries.
+#[async_trait]
+pub trait VectorOutboxStore: VectorIndex {
+    /// `upsert` plus one outbox entry per embedding, and the removal of `acks`, in one
+    /// transaction. Returns the embeddings written and the new entries' seqs.
+    async fn vector_upsert_logged(
+        &self,
+        entries: &[VectorEntry],
+        acks: &[i64],
+    ) -> Result<(u64, Vec<i64>)>;
+
+    /// `delete` plus one outbox entry, and the removal of `acks`, in one transaction. Returns
+    /// whether an embedding was removed and the entry's seq.
+    async fn vector_delete_logged(&self, key: VectorKey, acks: &[i64]) -> Result<(bool, i64)>;
+
+    /// Up to `limit` pending entries in `seq` order, with their embeddings as stored now.
+    async fn vector_outbox_pending(&self, limit: usize) -> Result<Vec<PendingVector>>;
+
+    /// The embeddings of `keys` as stored now, in the order of `keys`.
+    async fn vector_entries(&self, keys: &[VectorKey]) -> Result<Vec<Option<VectorEntry>>>;
+
+    /// Removes delivered entries.
+    async fn vector_outbox_ack(&self, seqs: &[i64]) -> Result<()>;
+
+    /// Sets an entry aside after a permanent delivery failure.
+    async fn vector_outbox_park(&self, seq: i64, error: &str) -> Result<()>;
+
+    /// Pending and parked counts.
+    async fn vector_outbox_stats(&self) -> Result<OutboxStats>;
+}
+
+#[deny(clippy::missing_trait_methods)]
+#[async_trait]
+impl<T: VectorOutboxStore + ?Sized> VectorOutboxStore for Arc<T> {
+    async fn vector_upsert_logged(
+        &self,
+        entries: &[VectorEntry],
+        acks: &[i64],
+    ) -> Result<(u64, Vec<i64>)> {
+        (**self).vector_upsert_logged(entries, acks).await
+    }
+    async fn vector_delete_logged(&self, key: VectorKey, acks: &[i64]) -> Result<(bool, i64)> {
+        (**self).vector_delete_logged(key, acks).await
+    }
+    async fn vector_outbox_pending(&self, limit: usize) -> Result<Vec<PendingVector>> {
+        (**self).vector_outbox_pending(limit).await
+    }
+    async fn vector_entries(&self, keys: &[VectorKey]) -> Result<Vec<Option<VectorEntry>>> {
+        (**self).vector_entries(keys).await
+    }
+    async fn vector_outbox_ack(&self, seqs: &[i64]) -> Result<()> {
+        (**self).vector_outbox_ack(seqs).await
+    }
+    async fn vector_outbox_park(&self, seq: i64, error: &str) -> Result<()> {
+        (**self).vector_outbox_park(seq, error).await
+    }
+    async fn vector_outbox_stats(&self) -> Result<OutboxStats> {
+        (**self).vector_outbox_stats().await
     }
 }

@@ -139,6 +139,23 @@ CREATE TABLE event_outbox (
 ) STRICT;
 "#,
     ),
+    (
+        5,
+        "vector outbox",
+        r#"
+-- Embedding writes logged in their own transaction for delivery to the other vector index of a
+-- dual-write migration (the `VectorOutboxStore` port). An entry names an embedding.
+CREATE TABLE vector_outbox (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    workspace  TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    logged_at  INTEGER NOT NULL,
+    parked_at  INTEGER,
+    error      TEXT
+) STRICT;
+"#,
+    ),
 ];
 
 /// Applies every migration not yet recorded. Each runs in one transaction with its bookkeeping row,

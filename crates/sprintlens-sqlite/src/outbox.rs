@@ -33,18 +33,99 @@ fn log(
     .map_err(|e| classify("outbox", e))
 }
 
-/// Removes delivered (not parked) entries inside an open write transaction.
-fn ack_tx(tx: &rusqlite::Transaction<'_>, seqs: &[i64]) -> Result<()> {
+/// The logs kept here: record writes, analytics events, embedding writes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Log {
+    Records,
+    Events,
+    Vectors,
+}
+
+impl Log {
+    fn table(self) -> &'static str {
+        match self {
+            Log::Records => "outbox",
+            Log::Events => "event_outbox",
+            Log::Vectors => "vector_outbox",
+        }
+    }
+}
+
+/// Removes delivered (not parked) entries of `log` inside an open write transaction.
+pub(crate) fn ack_tx(tx: &rusqlite::Transaction<'_>, log: Log, seqs: &[i64]) -> Result<()> {
     if seqs.is_empty() {
         return Ok(());
     }
     let mut st = tx
-        .prepare_cached("DELETE FROM outbox WHERE seq = ?1 AND parked_at IS NULL")
+        .prepare_cached(&format!(
+            "DELETE FROM {} WHERE seq = ?1 AND parked_at IS NULL",
+            log.table()
+        ))
         .map_err(|e| classify("outbox_ack", e))?;
     for s in seqs {
         st.execute([s]).map_err(|e| classify("outbox_ack", e))?;
     }
     Ok(())
+}
+
+impl SqliteStore {
+    /// Removes delivered entries of `log` (not synced: a lost ack re-delivers the entry, which is
+    /// idempotent).
+    pub(crate) async fn ack(&self, log: Log, seqs: &[i64]) -> Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let seqs = seqs.to_vec();
+        self.write_with("outbox_ack", false, move |tx| ack_tx(tx, log, &seqs))
+            .await
+    }
+
+    /// Sets an entry of `log` aside with its delivery error.
+    pub(crate) async fn park(&self, log: Log, seq: i64, error: &str) -> Result<()> {
+        let error = error.to_string();
+        self.write("outbox_park", move |tx| {
+            tx.execute(
+                &format!(
+                    "UPDATE {} SET parked_at = ?2, error = ?3 WHERE seq = ?1",
+                    log.table()
+                ),
+                params![seq, Timestamp::now().as_micros(), error],
+            )
+            .map_err(|e| classify("outbox_park", e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Pending and parked counts of `log`, and when its oldest pending entry was logged.
+    pub(crate) async fn log_stats(&self, log: Log) -> Result<OutboxStats> {
+        self.read("outbox", move |c| {
+            let table = log.table();
+            let (pending, parked) = c.query_row(
+                &format!(
+                    "SELECT count(*) FILTER (WHERE parked_at IS NULL),
+                            count(*) FILTER (WHERE parked_at IS NOT NULL) FROM {table}"
+                ),
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )?;
+            let oldest: Option<i64> = c
+                .query_row(
+                    &format!(
+                        "SELECT logged_at FROM {table} WHERE parked_at IS NULL ORDER BY seq LIMIT 1"
+                    ),
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(OutboxStats {
+                pending: pending as u64,
+                parked: parked as u64,
+                oldest_pending: oldest.map(Timestamp::from_micros),
+            })
+        })
+        .await
+    }
 }
 
 struct RawEntry {
@@ -88,7 +169,7 @@ impl OutboxStore for SqliteStore {
         let prepared = prepare(records)?;
         let acks = acks.to_vec();
         self.write("upsert", move |tx| {
-            ack_tx(tx, &acks)?;
+            ack_tx(tx, Log::Records, &acks)?;
             let outcome = upsert_tx(tx, &prepared)?;
             let now = Timestamp::now().as_micros();
             let seqs = prepared
@@ -110,7 +191,7 @@ impl OutboxStore for SqliteStore {
     ) -> Result<(bool, i64)> {
         let acks = acks.to_vec();
         self.write("delete", move |tx| {
-            ack_tx(tx, &acks)?;
+            ack_tx(tx, Log::Records, &acks)?;
             let deleted = delete_tx(tx, workspace, kind, id, at)?;
             let seq = log(tx, workspace, kind, id, Timestamp::now().as_micros())?;
             Ok((deleted, seq))
@@ -152,26 +233,11 @@ impl OutboxStore for SqliteStore {
     }
 
     async fn outbox_ack(&self, seqs: &[i64]) -> Result<()> {
-        if seqs.is_empty() {
-            return Ok(());
-        }
-        let seqs = seqs.to_vec();
-        // Not synced: a lost ack re-delivers the entry, which is idempotent.
-        self.write_with("outbox_ack", false, move |tx| ack_tx(tx, &seqs))
-            .await
+        self.ack(Log::Records, seqs).await
     }
 
     async fn outbox_park(&self, seq: i64, error: &str) -> Result<()> {
-        let error = error.to_string();
-        self.write("outbox_park", move |tx| {
-            tx.execute(
-                "UPDATE outbox SET parked_at = ?2, error = ?3 WHERE seq = ?1",
-                params![seq, Timestamp::now().as_micros(), error],
-            )
-            .map_err(|e| classify("outbox_park", e))?;
-            Ok(())
-        })
-        .await
+        self.park(Log::Records, seq, error).await
     }
 
     async fn outbox_unpark(&self) -> Result<u64> {
@@ -211,27 +277,7 @@ impl OutboxStore for SqliteStore {
     }
 
     async fn outbox_stats(&self) -> Result<OutboxStats> {
-        self.read("outbox", |c| {
-            let (pending, parked) = c.query_row(
-                "SELECT count(*) FILTER (WHERE parked_at IS NULL),
-                        count(*) FILTER (WHERE parked_at IS NOT NULL) FROM outbox",
-                [],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
-            )?;
-            let oldest: Option<i64> = c
-                .query_row(
-                    "SELECT logged_at FROM outbox WHERE parked_at IS NULL ORDER BY seq LIMIT 1",
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            Ok(OutboxStats {
-                pending: pending as u64,
-                parked: parked as u64,
-                oldest_pending: oldest.map(Timestamp::from_micros),
-            })
-        })
-        .await
+        self.log_stats(Log::Records).await
     }
 }
 
@@ -240,19 +286,6 @@ fn stream_name(kind: EventKind) -> &'static str {
         EventKind::EvalResult => "eval_result",
         EventKind::Usage => "usage",
     }
-}
-
-fn ack_events_tx(tx: &rusqlite::Transaction<'_>, seqs: &[i64]) -> Result<()> {
-    if seqs.is_empty() {
-        return Ok(());
-    }
-    let mut st = tx
-        .prepare_cached("DELETE FROM event_outbox WHERE seq = ?1 AND parked_at IS NULL")
-        .map_err(|e| classify("outbox_ack", e))?;
-    for s in seqs {
-        st.execute([s]).map_err(|e| classify("outbox_ack", e))?;
-    }
-    Ok(())
 }
 
 #[async_trait]
@@ -265,7 +298,7 @@ impl EventOutboxStore for SqliteStore {
         validate_batch(events)?;
         let (events, acks) = (events.to_vec(), acks.to_vec());
         self.write("record", move |tx| {
-            ack_events_tx(tx, &acks)?;
+            ack_tx(tx, Log::Events, &acks)?;
             let stored = record_tx(tx, &events)?;
             let now = Timestamp::now().as_micros();
             let mut st = tx
@@ -328,49 +361,14 @@ impl EventOutboxStore for SqliteStore {
     }
 
     async fn event_outbox_ack(&self, seqs: &[i64]) -> Result<()> {
-        if seqs.is_empty() {
-            return Ok(());
-        }
-        let seqs = seqs.to_vec();
-        // Not synced: a lost ack re-delivers the entry, which is idempotent.
-        self.write_with("outbox_ack", false, move |tx| ack_events_tx(tx, &seqs))
-            .await
+        self.ack(Log::Events, seqs).await
     }
 
     async fn event_outbox_park(&self, seq: i64, error: &str) -> Result<()> {
-        let error = error.to_string();
-        self.write("outbox_park", move |tx| {
-            tx.execute(
-                "UPDATE event_outbox SET parked_at = ?2, error = ?3 WHERE seq = ?1",
-                params![seq, Timestamp::now().as_micros(), error],
-            )
-            .map_err(|e| classify("outbox_park", e))?;
-            Ok(())
-        })
-        .await
+        self.park(Log::Events, seq, error).await
     }
 
     async fn event_outbox_stats(&self) -> Result<OutboxStats> {
-        self.read("outbox", |c| {
-            let (pending, parked, oldest) = c.query_row(
-                "SELECT count(*) FILTER (WHERE parked_at IS NULL),
-                        count(*) FILTER (WHERE parked_at IS NOT NULL),
-                        min(logged_at) FILTER (WHERE parked_at IS NULL) FROM event_outbox",
-                [],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, Option<i64>>(2)?,
-                    ))
-                },
-            )?;
-            Ok(OutboxStats {
-                pending: pending as u64,
-                parked: parked as u64,
-                oldest_pending: oldest.map(Timestamp::from_micros),
-            })
-        })
-        .await
+        self.log_stats(Log::Events).await
     }
 }

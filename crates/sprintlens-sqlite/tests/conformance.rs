@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use sprintlens_core::{
     Analytics, EventOutboxStore, OutboxStore, RecordStore, SessionStore, VectorIndex,
+    VectorOutboxStore,
 };
 use sprintlens_sqlite::{SqliteOptions, SqliteStore};
 use tempfile::TempDir;
@@ -24,6 +25,10 @@ async fn outbox() -> (Arc<dyn OutboxStore>, TempDir) {
     (Arc::new(s), d)
 }
 async fn event_outbox() -> (Arc<dyn EventOutboxStore>, TempDir) {
+    let (s, d) = open().await;
+    (Arc::new(s), d)
+}
+async fn vector_outbox() -> (Arc<dyn VectorOutboxStore>, TempDir) {
     let (s, d) = open().await;
     (Arc::new(s), d)
 }
@@ -63,4 +68,8 @@ mod outbox_store {
 mod event_outbox_store {
     use super::*;
     sprintlens_testkit::event_outbox_store_suite!(event_outbox);
+}
+mod vector_outbox_store {
+    use super::*;
+    sprintlens_testkit::vector_outbox_store_suite!(vector_outbox);
 }

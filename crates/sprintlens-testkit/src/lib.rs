@@ -243,6 +243,22 @@ macro_rules! event_outbox_store_suite {
     };
 }
 
+/// The `VectorOutboxStore` cases, in one test (one log per store).
+#[macro_export]
+macro_rules! vector_outbox_store_suite {
+    ($factory:path) => {
+        #[$crate::__tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn vector_outbox_cases_in_order() {
+            let Some((port, guard)) = $crate::Fixture::into_fixture($factory().await) else {
+                eprintln!("skipped: backend not available");
+                return;
+            };
+            $crate::outbox::vector_outbox_cases(port).await;
+            drop(guard);
+        }
+    };
+}
+
 /// The `VectorIndex` conformance suite.
 #[macro_export]
 macro_rules! vector_index_suite {

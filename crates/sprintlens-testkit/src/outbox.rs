@@ -306,3 +306,89 @@ pub async fn event_outbox_cases(store: Arc<dyn EventOutboxStore>) {
         "acks leave parked entries"
     );
 }
+
+/// Two embeddings of one workspace, unit length (as indexes store them), of `dimension`.
+pub fn some_embeddings(ws: WorkspaceId, dimension: usize) -> Vec<VectorEntry> {
+    let mut rng = crate::generate::Rng::new(7);
+    (0..2)
+        .map(|_| VectorEntry {
+            workspace: ws,
+            project: Some(RecordId::new()),
+            kind: EmbeddingKind::Message,
+            id: RecordId::new(),
+            embedding: crate::generate::random_embedding(&mut rng, dimension).normalized(),
+            updated_at: Timestamp::now(),
+        })
+        .collect()
+}
+
+/// The `VectorOutboxStore` cases, in order, on a store nothing else logs to.
+pub async fn vector_outbox_cases(store: Arc<dyn VectorOutboxStore>) {
+    let pending = |store: Arc<dyn VectorOutboxStore>| async move {
+        store.vector_outbox_pending(100).await.unwrap()
+    };
+    let close = |a: &VectorEntry, b: &VectorEntry| {
+        assert_eq!(
+            (a.workspace, a.kind, a.id, a.project, a.updated_at),
+            (b.workspace, b.kind, b.id, b.project, b.updated_at)
+        );
+        for (x, y) in a.embedding.as_slice().iter().zip(b.embedding.as_slice()) {
+            assert!((x - y).abs() < 1e-3, "{x} vs {y}");
+        }
+    };
+    let ws = WorkspaceId::new();
+    let dim = store.dimension();
+    let entries = some_embeddings(ws, dim);
+    let keys: Vec<VectorKey> = entries.iter().map(VectorKey::of).collect();
+    let (written, seqs) = store.vector_upsert_logged(&entries, &[]).await.unwrap();
+    assert_eq!((written, seqs.len()), (2, 2));
+    let got = pending(store.clone()).await;
+    assert_eq!(got.iter().map(|p| p.seq).collect::<Vec<_>>(), seqs);
+    for (p, e) in got.iter().zip(&entries) {
+        assert_eq!(p.key, VectorKey::of(e));
+        close(p.entry.as_ref().expect("the stored embedding"), e);
+    }
+    // A delete is logged, its entry (and the earlier one of the same key) names no embedding now;
+    // acks ride on it.
+    let (deleted, del) = store
+        .vector_delete_logged(keys[0], &seqs[1..])
+        .await
+        .unwrap();
+    assert!(deleted);
+    let got = pending(store.clone()).await;
+    assert_eq!(
+        got.iter().map(|p| (p.seq, p.key)).collect::<Vec<_>>(),
+        vec![(seqs[0], keys[0]), (del, keys[0])]
+    );
+    assert!(got.iter().all(|p| p.entry.is_none()), "deleted since");
+    let now = store.vector_entries(&[keys[1], keys[0]]).await.unwrap();
+    close(now[0].as_ref().unwrap(), &entries[1]);
+    assert_eq!(now[1], None);
+    // An older write does not replace a newer one, but is logged.
+    let mut older = entries[1].clone();
+    older.updated_at = older.updated_at.plus_micros(-1);
+    let (written, old_seq) = store.vector_upsert_logged(&[older], &[]).await.unwrap();
+    assert_eq!(written, 0);
+    let last = pending(store.clone()).await.pop().unwrap();
+    assert_eq!(last.seq, old_seq[0]);
+    close(last.entry.as_ref().unwrap(), &entries[1]);
+    // A wrong dimension writes and logs nothing, and removes no ack.
+    let mut bad = some_embeddings(ws, dim + 1);
+    bad.truncate(1);
+    assert!(store.vector_upsert_logged(&bad, &[seqs[0]]).await.is_err());
+    assert_eq!(store.vector_outbox_stats().await.unwrap().pending, 3);
+    store.vector_outbox_park(seqs[0], "refused").await.unwrap();
+    let stats = store.vector_outbox_stats().await.unwrap();
+    assert_eq!((stats.pending, stats.parked), (2, 1));
+    assert!(stats.oldest_pending.is_some());
+    store
+        .vector_outbox_ack(&[seqs[0], del, old_seq[0]])
+        .await
+        .unwrap();
+    let stats = store.vector_outbox_stats().await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.parked),
+        (0, 1),
+        "acks leave parked entries"
+    );
+}
