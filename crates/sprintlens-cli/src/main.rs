@@ -241,10 +241,21 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
                     }
                 }
             };
+            let vectors = |s: &Storage| {
+                let o = s.vector_outbox().cloned();
+                async move {
+                    match o {
+                        Some(o) => o.vector_outbox_stats().await.map(Some),
+                        None => Ok(None),
+                    }
+                }
+            };
             let old_outbox = outbox(&source).await?;
             let new_outbox = outbox(&target).await?;
             let old_events = events(&source).await?;
             let new_events = events(&target).await?;
+            let old_vectors = vectors(&source).await?;
+            let new_vectors = vectors(&target).await?;
             let phase = sprintlens::phase::phase(&target).await?;
             let shadow = sprintlens::phase::shadow_totals(&target).await?;
             let (missing_indexes, vector_index_missing) = match target.postgres() {
@@ -268,6 +279,10 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
                             "old": old_events.map(|o| serde_json::json!({"pending": o.pending, "parked": o.parked})),
                             "new": new_events.map(|o| serde_json::json!({"pending": o.pending, "parked": o.parked})),
                         },
+                        "vector_outbox": {
+                            "old": old_vectors.map(|o| serde_json::json!({"pending": o.pending, "parked": o.parked})),
+                            "new": new_vectors.map(|o| serde_json::json!({"pending": o.pending, "parked": o.parked})),
+                        },
                         "shadow_read": shadow,
                         "missing_record_indexes": missing_indexes,
                         "vector_index_missing": vector_index_missing,
@@ -287,6 +302,8 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
                     ("outbox of the new store", new_outbox),
                     ("event outbox of the old store", old_events),
                     ("event outbox of the new store", new_events),
+                    ("vector outbox of the old store", old_vectors),
+                    ("vector outbox of the new store", new_vectors),
                 ] {
                     if let Some(o) = o {
                         println!(

@@ -103,12 +103,15 @@ impl Embedding {
     pub fn dimension(&self) -> usize {
         self.0.len()
     }
-    /// This vector scaled to unit length (a zero vector stays zero).
+    /// This vector scaled to unit length (a zero vector stays zero). A vector already of unit
+    /// length (within [`UNIT_TOLERANCE`]) comes back unchanged, bit for bit, so normalising what an
+    /// index stored (a backfill, a dual-write delivery) never drifts its last bits.
     pub fn normalized(&self) -> Embedding {
-        let norm = self.0.iter().map(|v| v * v).sum::<f32>().sqrt();
-        if norm == 0.0 {
+        let squares = self.0.iter().map(|v| v * v).sum::<f32>();
+        if squares == 0.0 || (squares - 1.0).abs() <= UNIT_TOLERANCE {
             return self.clone();
         }
+        let norm = squares.sqrt();
         Embedding(self.0.iter().map(|v| v / norm).collect())
     }
     /// Cosine similarity with `other` (0 when either is zero).
@@ -218,9 +221,16 @@ pub struct VectorHit {
     pub score: f32,
 }
 
+/// How far from 1 the squared length of a vector may be for [`Embedding::normalized`] to take it as
+/// unit length already (f32 rounding of a normalised vector of a few thousand components stays well
+/// inside it; cosine similarity is the same either way).
+pub const UNIT_TOLERANCE: f32 = 1e-5;
+
 /// Stores embeddings and answers top-k cosine searches.
 ///
 /// # Behavior
+/// - `upsert` MUST store each vector scaled to unit length ([`Embedding::normalized`]), so every
+///   index holds the same components for the same write and a copy between indexes is exact.
 /// - `upsert` MUST reject (with nothing written) any entry whose dimension differs from `dimension()`.
 /// - `upsert` MUST replace an entry with the same `(workspace, kind, id)` unless the stored one is newer.
 /// - `search` MUST return at most `k` hits, best first, only from the query's workspace and filters, and

@@ -97,8 +97,9 @@ pub(crate) fn row(buf: &mut BytesMut, r: &Row<'_>) {
 /// The columns [`vector_row`] writes, in order.
 pub(crate) const VECTOR_COLUMNS: &str = "workspace, kind, id, project, updated_at, embedding";
 
-/// One `embeddings` row (`vector` storage) in binary COPY form: pgvector's binary `vector` is the
-/// dimension and an unused field (two 16-bit integers), then each component as a big-endian float4.
+/// One `embeddings` row (`vector` storage, unit length as every write stores it) in binary COPY
+/// form: pgvector's binary `vector` is the dimension and an unused field (two 16-bit integers), then
+/// each component as a big-endian float4.
 pub(crate) fn vector_row(buf: &mut BytesMut, e: &sprintlens_core::VectorEntry) {
     buf.put_i16(6);
     uuid(buf, Some(e.workspace.as_uuid()));
@@ -107,7 +108,8 @@ pub(crate) fn vector_row(buf: &mut BytesMut, e: &sprintlens_core::VectorEntry) {
     uuid(buf, e.project.map(|p| p.as_uuid()));
     buf.put_i32(8);
     buf.put_i64(e.updated_at.as_micros() - PG_EPOCH_OFFSET_MICROS);
-    let v = e.embedding.as_slice();
+    let unit = e.embedding.normalized();
+    let v = unit.as_slice();
     buf.put_i32(4 + 4 * v.len() as i32);
     buf.put_i16(v.len() as i16);
     buf.put_i16(0);

@@ -128,7 +128,9 @@ impl VectorIndex for PgStore {
                     .bind(
                         chunk
                             .iter()
-                            .map(|e| pgvector::Vector::from(e.embedding.as_slice().to_vec()))
+                            .map(|e| {
+                                pgvector::Vector::from(e.embedding.normalized().as_slice().to_vec())
+                            })
                             .collect::<Vec<_>>(),
                     )
                     .execute(&mut *tx)

@@ -1,4 +1,4 @@
-//! A fault-injecting [`RecordStore`] wrapper: drives the failure paths of layers deterministically
+//! Fault-injecting wrappers of [`RecordStore`], [`Analytics`] and [`VectorIndex`]: drives the failure paths of layers deterministically
 //! (the idea of Sentry objectstore's `TestBackend<Hooks>`). Never a stand-in for a backend: it wraps
 //! a real one.
 
@@ -17,6 +17,9 @@ pub struct Faults {
     delay_ms: AtomicU64,
     refuse: Mutex<HashSet<RecordId>>,
     writes: AtomicU64,
+    held: AtomicBool,
+    holding: AtomicU64,
+    release: tokio::sync::Notify,
 }
 
 impl Faults {
@@ -42,6 +45,32 @@ impl Faults {
     /// Writes that reached the inner store.
     pub fn writes(&self) -> u64 {
         self.writes.load(Ordering::SeqCst)
+    }
+    /// While `hold`, the wrapper's held writes ([`FaultyVectorIndex`]'s upserts) wait; releasing
+    /// lets every waiting one through.
+    pub fn hold(&self, hold: bool) {
+        self.held.store(hold, Ordering::SeqCst);
+        if !hold {
+            self.release.notify_waiters();
+        }
+    }
+    /// Writes waiting behind [`Self::hold`] now.
+    pub fn holding(&self) -> u64 {
+        self.holding.load(Ordering::SeqCst)
+    }
+
+    async fn gate(&self) {
+        self.holding.fetch_add(1, Ordering::SeqCst);
+        loop {
+            let released = self.release.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if !self.held.load(Ordering::SeqCst) {
+                break;
+            }
+            released.await;
+        }
+        self.holding.fetch_sub(1, Ordering::SeqCst);
     }
 
     async fn enter(&self, backend: &'static str, operation: &'static str) -> Result<()> {
@@ -243,5 +272,69 @@ impl Analytics for FaultyAnalytics {
     ) -> Result<Vec<AnalyticsEvent>> {
         self.faults.enter(self.backend(), "scan").await?;
         self.inner.scan(kind, after, limit).await
+    }
+}
+
+/// A [`VectorIndex`] that consults [`Faults`] before passing each call to the real index it wraps
+/// (`upsert` and `delete` count as writes, and an `upsert` waits while [`Faults::hold`] is on).
+#[derive(Debug)]
+pub struct FaultyVectorIndex {
+    inner: Arc<dyn VectorIndex>,
+    faults: Arc<Faults>,
+}
+
+impl FaultyVectorIndex {
+    /// Wraps `inner`; returns the index and its fault switches.
+    pub fn new(inner: Arc<dyn VectorIndex>) -> (Arc<Self>, Arc<Faults>) {
+        let faults = Arc::new(Faults::default());
+        (
+            Arc::new(FaultyVectorIndex {
+                inner,
+                faults: faults.clone(),
+            }),
+            faults,
+        )
+    }
+}
+
+#[deny(clippy::missing_trait_methods)]
+#[async_trait]
+impl VectorIndex for FaultyVectorIndex {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    fn dimension(&self) -> usize {
+        self.inner.dimension()
+    }
+    async fn upsert(&self, entries: &[VectorEntry]) -> Result<u64> {
+        let ids: Vec<RecordId> = entries.iter().map(|e| e.id).collect();
+        self.faults.write(self.backend(), &ids).await?;
+        self.faults.gate().await;
+        self.inner.upsert(entries).await
+    }
+    async fn delete(
+        &self,
+        workspace: WorkspaceId,
+        kind: EmbeddingKind,
+        id: RecordId,
+    ) -> Result<bool> {
+        self.faults.write(self.backend(), &[id]).await?;
+        self.inner.delete(workspace, kind, id).await
+    }
+    async fn search(&self, query: &VectorQuery) -> Result<Vec<VectorHit>> {
+        self.faults.enter(self.backend(), "search").await?;
+        self.inner.search(query).await
+    }
+    async fn count(&self, workspace: WorkspaceId) -> Result<u64> {
+        self.faults.enter(self.backend(), "count").await?;
+        self.inner.count(workspace).await
+    }
+    async fn scan_entries(
+        &self,
+        after: Option<VectorCursor>,
+        limit: usize,
+    ) -> Result<Vec<VectorEntry>> {
+        self.faults.enter(self.backend(), "scan").await?;
+        self.inner.scan_entries(after, limit).await
     }
 }

@@ -268,6 +268,7 @@ macro_rules! vector_index_suite {
             $factory,
             [
                 nearest_is_itself,
+                vectors_are_stored_at_unit_length,
                 wrong_dimension_writes_nothing,
                 filters_still_return_k,
                 workspaces_are_isolated,

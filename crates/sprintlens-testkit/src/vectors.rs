@@ -67,6 +67,44 @@ pub async fn nearest_is_itself(index: Index) {
     }
 }
 
+/// A vector is stored scaled to unit length, and storing what was read back changes no bit: two
+/// indexes holding the same writes hold the same components, and a copy between them is exact.
+pub async fn vectors_are_stored_at_unit_length(index: Index) {
+    let ws = WorkspaceId::new();
+    let mut rng = Rng::new(9);
+    let dim = index.dimension();
+    let raw = Embedding::new(
+        random_embedding(&mut rng, dim)
+            .as_slice()
+            .iter()
+            .map(|x| x * 3.0 + 0.5)
+            .collect(),
+    )
+    .unwrap();
+    let mut e = entry(ws, None, EmbeddingKind::Message, raw.clone());
+    index.upsert(std::slice::from_ref(&e)).await.unwrap();
+    let read = |index: Index| async move {
+        let mut after = None;
+        loop {
+            let page = index.scan_entries(after, 1000).await.unwrap();
+            if let Some(found) = page.iter().find(|x| x.workspace == ws) {
+                return found.clone();
+            }
+            after = Some(page.last().expect("the entry is scanned").cursor());
+        }
+    };
+    let stored = read(index.clone()).await;
+    assert_eq!(
+        stored.embedding,
+        raw.normalized(),
+        "unit length, as normalized() makes it"
+    );
+    e.embedding = stored.embedding.clone();
+    e.updated_at = e.updated_at.plus_micros(1);
+    index.upsert(std::slice::from_ref(&e)).await.unwrap();
+    assert_eq!(read(index).await.embedding, stored.embedding, "bit for bit");
+}
+
 /// A batch with one vector of the wrong dimension is refused and writes nothing; so is a query.
 pub async fn wrong_dimension_writes_nothing(index: Index) {
     let ws = WorkspaceId::new();

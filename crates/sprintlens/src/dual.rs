@@ -16,6 +16,10 @@
 //!    or two processes delivering the same log all converge on the same state.
 //! 4. Reads, lists, scans and counts are served by the primary alone.
 //!
+//! Analytics events ([`DualWriteAnalytics`]) and embeddings ([`DualWriteVectorIndex`]) follow the
+//! same protocol through outboxes of their own; an embedding delivery also reads its keys again
+//! after writing, since a delete leaves no version to compare with (see [`VectorDelivery`]).
+//!
 //! # Shadow reads
 //! [`ShadowReadRecordStore`] serves `get` and `list` from the primary and, for a sampled share of
 //! calls, runs the same read on the secondary in the background and compares (GitHub Scientist's
@@ -187,6 +191,118 @@ impl Reconciler<EventDelivery> {
         options: ReconcilerOptions,
     ) -> Arc<Self> {
         Self::with(EventDelivery { source, target }, options)
+    }
+}
+
+/// One embedding carried to the secondary: as the primary stores it now, or `None` (deleted there).
+#[derive(Clone, Debug, PartialEq)]
+pub struct VectorChange {
+    /// The embedding.
+    pub key: VectorKey,
+    /// Its version on the primary.
+    pub entry: Option<VectorEntry>,
+}
+
+/// Rounds of [`VectorDelivery::send`]'s re-read before it leaves further changes to their own
+/// entries.
+const VECTOR_RECHECK_ROUNDS: usize = 3;
+
+/// Embeddings: a [`VectorOutboxStore`]'s log delivered to another [`VectorIndex`].
+#[derive(Debug)]
+pub struct VectorDelivery {
+    source: Arc<dyn VectorOutboxStore>,
+    target: Arc<dyn VectorIndex>,
+}
+
+impl VectorDelivery {
+    /// Writes `changes` to the target: the upserts in one call, then each delete.
+    async fn apply(&self, changes: &[VectorChange]) -> Result<()> {
+        let upserts: Vec<VectorEntry> = changes.iter().filter_map(|c| c.entry.clone()).collect();
+        if !upserts.is_empty() {
+            self.target.upsert(&upserts).await?;
+        }
+        for c in changes.iter().filter(|c| c.entry.is_none()) {
+            self.target
+                .delete(c.key.workspace, c.key.kind, c.key.id)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Delivery for VectorDelivery {
+    type Item = VectorChange;
+    type Key = VectorKey;
+    fn key(item: &VectorChange) -> VectorKey {
+        item.key
+    }
+    fn target_backend(&self) -> &'static str {
+        self.target.backend()
+    }
+    async fn pending(&self, limit: usize) -> Result<Vec<(i64, Option<VectorChange>)>> {
+        Ok(self
+            .source
+            .vector_outbox_pending(limit)
+            .await?
+            .into_iter()
+            .map(|p| {
+                (
+                    p.seq,
+                    Some(VectorChange {
+                        key: p.key,
+                        entry: p.entry,
+                    }),
+                )
+            })
+            .collect())
+    }
+    async fn ack(&self, seqs: &[i64]) -> Result<()> {
+        self.source.vector_outbox_ack(seqs).await
+    }
+    async fn park(&self, seq: i64, error: &str) -> Result<()> {
+        self.source.vector_outbox_park(seq, error).await
+    }
+    async fn stats(&self) -> Result<OutboxStats> {
+        self.source.vector_outbox_stats().await
+    }
+    /// Upserts keep the newer `updated_at`, but a delete leaves nothing to compare with: an upsert
+    /// read before a delete and landing after it would bring the embedding back on the secondary.
+    /// So after writing, the keys are read again on the primary and whatever changed meanwhile is
+    /// written too, until nothing did (bounded; a later change also has an entry of its own).
+    async fn send(&self, items: &[VectorChange]) -> Result<()> {
+        let mut round = items.to_vec();
+        for _ in 0..VECTOR_RECHECK_ROUNDS {
+            self.apply(&round).await?;
+            let keys: Vec<VectorKey> = round.iter().map(|c| c.key).collect();
+            let now = self.source.vector_entries(&keys).await?;
+            round = round
+                .into_iter()
+                .zip(now)
+                .filter(|(sent, now)| {
+                    sent.entry.as_ref().map(|e| e.updated_at) != now.as_ref().map(|e| e.updated_at)
+                })
+                .map(|(sent, now)| VectorChange {
+                    key: sent.key,
+                    entry: now,
+                })
+                .collect();
+            if round.is_empty() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Reconciler<VectorDelivery> {
+    /// A reconciler from `source`'s vector outbox to `target` (not started).
+    pub fn vectors(
+        source: Arc<dyn VectorOutboxStore>,
+        target: Arc<dyn VectorIndex>,
+        options: ReconcilerOptions,
+    ) -> Arc<Self> {
+        Self::with(VectorDelivery { source, target }, options)
     }
 }
 
@@ -778,6 +894,118 @@ impl Analytics for DualWriteAnalytics {
         limit: usize,
     ) -> Result<Vec<AnalyticsEvent>> {
         self.primary.scan(kind, after, limit).await
+    }
+}
+
+/// `VectorIndex` writing to a primary with a vector outbox and delivering to a secondary, by the
+/// same protocol as [`DualWriteRecordStore`]: each entry carries the embedding as the primary stores
+/// it when delivered, or its deletion. Searches, counts and scans are served by the primary.
+#[derive(Debug)]
+pub struct DualWriteVectorIndex {
+    primary: Arc<dyn VectorOutboxStore>,
+    reconciler: Arc<Reconciler<VectorDelivery>>,
+    write_wait: Duration,
+    _task: Option<Arc<TaskGuard>>,
+}
+
+impl DualWriteVectorIndex {
+    /// Composes the layer and starts its reconciler on the current Tokio runtime.
+    pub fn start(
+        primary: Arc<dyn VectorOutboxStore>,
+        secondary: Arc<dyn VectorIndex>,
+        write_wait: Duration,
+        options: ReconcilerOptions,
+    ) -> Self {
+        let mut layer = Self::manual(primary, secondary, write_wait, options);
+        layer._task = Some(layer.reconciler.spawn());
+        layer.reconciler.nudge();
+        layer
+    }
+
+    /// Composes the layer without a background loop: entries stay pending until
+    /// [`Reconciler::deliver_once`] or [`Reconciler::drain`] runs (deterministic tests).
+    pub fn manual(
+        primary: Arc<dyn VectorOutboxStore>,
+        secondary: Arc<dyn VectorIndex>,
+        write_wait: Duration,
+        options: ReconcilerOptions,
+    ) -> Self {
+        DualWriteVectorIndex {
+            reconciler: Reconciler::vectors(primary.clone(), secondary, options),
+            primary,
+            write_wait,
+            _task: None,
+        }
+    }
+
+    /// The reconciler delivering this layer's vector outbox.
+    pub fn reconciler(&self) -> &Arc<Reconciler<VectorDelivery>> {
+        &self.reconciler
+    }
+
+    async fn deliver_inline(&self, seqs: &[i64], changes: Vec<VectorChange>) {
+        let delivery = &self.reconciler.delivery;
+        self.reconciler
+            .deliver_inline(self.write_wait, seqs, delivery.send(&changes))
+            .await
+    }
+}
+
+#[deny(clippy::missing_trait_methods)]
+#[async_trait]
+impl VectorIndex for DualWriteVectorIndex {
+    fn backend(&self) -> &'static str {
+        self.primary.backend()
+    }
+    fn dimension(&self) -> usize {
+        self.primary.dimension()
+    }
+    async fn upsert(&self, entries: &[VectorEntry]) -> Result<u64> {
+        let acks = self.reconciler.lease_acks();
+        let written = self.primary.vector_upsert_logged(entries, &acks.seqs).await;
+        acks.settle(written.is_ok());
+        let (n, seqs) = written?;
+        let changes = entries
+            .iter()
+            .map(|e| VectorChange {
+                key: VectorKey::of(e),
+                entry: Some(e.clone()),
+            })
+            .collect();
+        self.deliver_inline(&seqs, changes).await;
+        Ok(n)
+    }
+    async fn delete(
+        &self,
+        workspace: WorkspaceId,
+        kind: EmbeddingKind,
+        id: RecordId,
+    ) -> Result<bool> {
+        let key = VectorKey {
+            workspace,
+            kind,
+            id,
+        };
+        let acks = self.reconciler.lease_acks();
+        let written = self.primary.vector_delete_logged(key, &acks.seqs).await;
+        acks.settle(written.is_ok());
+        let (deleted, seq) = written?;
+        self.deliver_inline(&[seq], vec![VectorChange { key, entry: None }])
+            .await;
+        Ok(deleted)
+    }
+    async fn search(&self, query: &VectorQuery) -> Result<Vec<VectorHit>> {
+        self.primary.search(query).await
+    }
+    async fn count(&self, workspace: WorkspaceId) -> Result<u64> {
+        self.primary.count(workspace).await
+    }
+    async fn scan_entries(
+        &self,
+        after: Option<VectorCursor>,
+        limit: usize,
+    ) -> Result<Vec<VectorEntry>> {
+        self.primary.scan_entries(after, limit).await
     }
 }
 

@@ -43,6 +43,8 @@ pub struct Storage {
     outbox: Option<Arc<dyn OutboxStore>>,
     /// The analytics backend's own event outbox (SQLite), for the migration layers.
     event_outbox: Option<Arc<dyn sprintlens_core::EventOutboxStore>>,
+    /// The vector backend's own outbox (SQLite), for the migration layers.
+    vector_outbox: Option<Arc<dyn sprintlens_core::VectorOutboxStore>>,
     /// The migration in progress (`[migration] mode` other than `single`).
     migration: Option<Arc<phase::Migration>>,
     vectors: Arc<dyn VectorIndex>,
@@ -110,6 +112,10 @@ impl Storage {
     /// The analytics backend's own event outbox, if it keeps one (SQLite).
     pub fn event_outbox(&self) -> Option<&Arc<dyn sprintlens_core::EventOutboxStore>> {
         self.event_outbox.as_ref()
+    }
+    /// The vector backend's own outbox, if it keeps one (SQLite).
+    pub fn vector_outbox(&self) -> Option<&Arc<dyn sprintlens_core::VectorOutboxStore>> {
+        self.vector_outbox.as_ref()
     }
     /// The migration in progress, when `[migration] mode` is not `single`.
     pub fn migration(&self) -> Option<&Arc<phase::Migration>> {

@@ -480,10 +480,18 @@ impl Storage {
             #[allow(unreachable_patterns)]
             _ => None,
         };
+        let vector_outbox: Option<Arc<dyn sprintlens_core::VectorOutboxStore>> = match &plan.vectors
+        {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(p) => Some(Arc::new(files.get(p, &config).await?)),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        };
         Ok(Storage {
             records,
             outbox,
             event_outbox,
+            vector_outbox,
             migration: None,
             vectors,
             analytics,

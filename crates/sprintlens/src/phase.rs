@@ -9,10 +9,10 @@
 //! | `shadow-read` | old, a sample of reads compared with new | new | old |
 //! | `cut-over` | new | old (reconciler) | new |
 //!
-//! Record writes go through the outbox protocol of [`crate::dual`]; analytics events too when the
-//! primary's analytics keeps an event outbox (SQLite), and are mirrored when it does not (ClickHouse
-//! after cut-over); embeddings are mirrored (bounded by `write_wait_ms`, failures counted;
-//! `sprintlens migrate run` resumes past its checkpoints and `verify` compares them before cut-over).
+//! Record writes go through the outbox protocol of [`crate::dual`]; analytics events and embeddings
+//! too when the primary keeps an outbox for them (SQLite), and are mirrored when it does not
+//! (ClickHouse and PostgreSQL after cut-over: bounded by `write_wait_ms`, failures counted;
+//! `sprintlens migrate run` resumes past its checkpoints and `verify` compares them).
 //!
 //! # Interlocks, checked when the storage opens
 //! - Every mode but `single` needs `[migration] target` and records on PostgreSQL there (it keeps
@@ -44,6 +44,7 @@ pub struct Migration {
     target: Storage,
     reconciler: Arc<Reconciler>,
     events: Option<Arc<Reconciler<crate::dual::EventDelivery>>>,
+    vectors: Option<Arc<Reconciler<crate::dual::VectorDelivery>>>,
     shadow: Option<Arc<ShadowReadRecordStore>>,
     mirror_failures: Vec<Arc<std::sync::atomic::AtomicU64>>,
     /// Names this process's shadow-read counters in the target.
@@ -79,13 +80,29 @@ impl Migration {
     pub fn event_reconciler(&self) -> Option<&Arc<Reconciler<crate::dual::EventDelivery>>> {
         self.events.as_ref()
     }
-    /// Delivers everything pending (records, then events) or fails when `deadline` passes.
+    /// The reconciler delivering the primary's vector outbox, when the primary's vector index
+    /// keeps one (SQLite); otherwise embeddings are mirrored.
+    pub fn vector_reconciler(&self) -> Option<&Arc<Reconciler<crate::dual::VectorDelivery>>> {
+        self.vectors.as_ref()
+    }
+    /// Delivers everything pending (records, then events, then embeddings) or fails when
+    /// `deadline` passes.
     pub async fn drain(&self, deadline: Duration) -> Result<()> {
         self.reconciler.drain(deadline).await?;
         if let Some(e) = &self.events {
             e.drain(deadline).await?;
         }
+        if let Some(v) = &self.vectors {
+            v.drain(deadline).await?;
+        }
         Ok(())
+    }
+    /// The primary's vector outbox depth (zero when embeddings are mirrored).
+    pub async fn vector_outbox_stats(&self) -> Result<OutboxStats> {
+        match &self.vectors {
+            Some(v) => v.outbox_stats().await,
+            None => Ok(OutboxStats::default()),
+        }
     }
     /// The primary's event outbox depth (zero when events are mirrored).
     pub async fn event_outbox_stats(&self) -> Result<OutboxStats> {
@@ -173,8 +190,8 @@ pub use with_postgres::*;
 mod with_postgres {
     use super::*;
     use crate::dual::{
-        DualWriteAnalytics, DualWriteRecordStore, MirroredAnalytics, MirroredVectorIndex,
-        ReconcilerOptions,
+        DualWriteAnalytics, DualWriteRecordStore, DualWriteVectorIndex, MirroredAnalytics,
+        MirroredVectorIndex, ReconcilerOptions,
     };
     use serde_json::json;
     use sprintlens_core::{RecordKind, Timestamp};
@@ -420,6 +437,12 @@ mod with_postgres {
                 .await
                 .or_else(lenient)?;
         }
+        if let Some(other) = secondary.vector_outbox.clone() {
+            Reconciler::vectors(other, primary.vectors.clone(), options)
+                .drain(catch_up)
+                .await
+                .or_else(lenient)?;
+        }
         if cut_over && phase(&target).await?.is_none_or(|p| p.phase != "cut-over") {
             set_phase(&target, "cut-over").await?;
         }
@@ -442,12 +465,34 @@ mod with_postgres {
             } else {
                 (dual, None)
             };
-        let vectors = Arc::new(MirroredVectorIndex::new(
-            primary.vectors.clone(),
-            secondary.vectors.clone(),
-            wait,
-            timeout,
-        ));
+        // Embeddings likewise: through the primary's vector outbox when it keeps one (SQLite); a
+        // PostgreSQL primary (after cut-over) mirrors them.
+        let (vectors, vector_reconciler, vector_mirror): (
+            Arc<dyn sprintlens_core::VectorIndex>,
+            _,
+            _,
+        ) = match primary.vector_outbox.clone() {
+            Some(outbox) => {
+                let layer = Arc::new(DualWriteVectorIndex::start(
+                    outbox,
+                    secondary.vectors.clone(),
+                    wait,
+                    options,
+                ));
+                let r = layer.reconciler().clone();
+                (layer, Some(r), None)
+            }
+            None => {
+                let layer = Arc::new(MirroredVectorIndex::new(
+                    primary.vectors.clone(),
+                    secondary.vectors.clone(),
+                    wait,
+                    timeout,
+                ));
+                let failures = layer.failure_counter();
+                (layer, None, Some(failures))
+            }
+        };
         // Events go through the primary's event outbox when it keeps one (SQLite); a ClickHouse
         // primary (after cut-over) mirrors them.
         let (analytics, events, analytics_mirror): (Arc<dyn sprintlens_core::Analytics>, _, _) =
@@ -489,17 +534,16 @@ mod with_postgres {
             }))
         });
         base.records = records;
-        base.vectors = vectors.clone();
+        base.vectors = vectors;
         base.analytics = analytics;
         base.migration = Some(Arc::new(Migration {
             mode: m.mode,
             target,
             reconciler,
             events,
+            vectors: vector_reconciler,
             shadow,
-            mirror_failures: std::iter::once(vectors.failure_counter())
-                .chain(analytics_mirror)
-                .collect(),
+            mirror_failures: vector_mirror.into_iter().chain(analytics_mirror).collect(),
             instance,
             _flush: flush,
         }));

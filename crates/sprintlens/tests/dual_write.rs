@@ -7,11 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sprintlens::dual::{
-    DualWriteAnalytics, DualWriteRecordStore, ReconcilerOptions, ShadowReadRecordStore,
+    DualWriteAnalytics, DualWriteRecordStore, DualWriteVectorIndex, Reconciler, ReconcilerOptions,
+    ShadowReadRecordStore,
 };
 use sprintlens_core::*;
 use sprintlens_sqlite::{SqliteOptions, SqliteStore};
-use sprintlens_testkit::faults::{Faults, FaultyAnalytics, FaultyRecordStore, snapshot};
+use sprintlens_testkit::faults::{
+    Faults, FaultyAnalytics, FaultyRecordStore, FaultyVectorIndex, snapshot,
+};
 use sprintlens_testkit::generate::{one_of_each, project};
 use tempfile::TempDir;
 
@@ -459,4 +462,187 @@ async fn events_go_through_the_primary_outbox_and_survive_a_down_secondary() {
         .await
         .unwrap();
     assert_eq!(all_events(&*secondary).await.len(), events.len());
+}
+
+// ---- embeddings through the primary's vector outbox ----
+
+/// Primary and secondary SQLite vector indexes (64 dimensions), the secondary behind the fault
+/// switches.
+struct VectorPair {
+    primary: Arc<SqliteStore>,
+    secondary: Arc<SqliteStore>,
+    faulty: Arc<FaultyVectorIndex>,
+    faults: Arc<Faults>,
+    _dir: TempDir,
+}
+
+async fn vector_pair() -> VectorPair {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |name: &str| {
+        let mut o = SqliteOptions::new(dir.path().join(name));
+        o.dimension = 64;
+        SqliteStore::open(o)
+    };
+    let primary = Arc::new(open("primary.db").await.unwrap());
+    let secondary = Arc::new(open("secondary.db").await.unwrap());
+    let (faulty, faults) = FaultyVectorIndex::new(secondary.clone());
+    VectorPair {
+        primary,
+        secondary,
+        faulty,
+        faults,
+        _dir: dir,
+    }
+}
+
+/// The layer over a fresh pair, started (background delivery), the secondary up or down.
+async fn vector_layer(write_wait_ms: u64, down: bool) -> (Arc<dyn VectorIndex>, VectorPair) {
+    let p = vector_pair().await;
+    p.faults.set_down(down);
+    let layer = DualWriteVectorIndex::start(
+        p.primary.clone(),
+        p.faulty.clone(),
+        Duration::from_millis(write_wait_ms),
+        quick(),
+    );
+    (Arc::new(layer), p)
+}
+
+async fn dual_vectors() -> (Arc<dyn VectorIndex>, VectorPair) {
+    vector_layer(200, false).await
+}
+
+async fn dual_vectors_secondary_down() -> (Arc<dyn VectorIndex>, VectorPair) {
+    vector_layer(20, true).await
+}
+
+mod dual_write_vectors_over_sqlite {
+    use super::*;
+    sprintlens_testkit::vector_index_suite!(dual_vectors);
+}
+
+mod dual_write_vectors_with_the_secondary_down {
+    use super::*;
+    sprintlens_testkit::vector_index_suite!(dual_vectors_secondary_down);
+}
+
+/// Every embedding of an index, in scan order.
+async fn all_embeddings(index: &dyn VectorIndex) -> Vec<VectorEntry> {
+    index.scan_entries(None, 1000).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_go_through_the_primary_outbox_and_survive_a_down_secondary() {
+    let (layer, p) = vector_layer(20, true).await;
+    let ws = WorkspaceId::new();
+    let mut written = Vec::new();
+    for _ in 0..5 {
+        let batch = sprintlens_testkit::outbox::some_embeddings(ws, 64);
+        assert_eq!(
+            layer.upsert(&batch).await.unwrap(),
+            2,
+            "the primary's answer"
+        );
+        written.extend(batch);
+    }
+    // A delete and a replacement while the secondary is down are logged too.
+    let gone = VectorKey::of(&written[0]);
+    assert!(
+        layer
+            .delete(gone.workspace, gone.kind, gone.id)
+            .await
+            .unwrap()
+    );
+    let mut newer = written[1].clone();
+    newer.updated_at = newer.updated_at.plus_micros(5);
+    newer.embedding = written[2].embedding.clone();
+    layer.upsert(&[newer]).await.unwrap();
+    assert_eq!(layer.count(ws).await.unwrap(), 9, "served by the primary");
+    assert_eq!(p.primary.vector_outbox_stats().await.unwrap().pending, 12);
+    assert!(all_embeddings(&*p.secondary).await.is_empty());
+    // The process stops with the secondary still down; the next one delivers the backlog.
+    drop(layer);
+    p.faults.set_down(false);
+    let next =
+        DualWriteVectorIndex::start(p.primary.clone(), p.faulty.clone(), Duration::ZERO, quick());
+    next.reconciler()
+        .drain(Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        all_embeddings(&*p.secondary).await,
+        all_embeddings(&*p.primary).await
+    );
+    assert_eq!(VectorIndex::count(&*p.secondary, ws).await.unwrap(), 9);
+    assert_eq!(
+        p.primary.vector_outbox_stats().await.unwrap(),
+        OutboxStats::default()
+    );
+}
+
+/// Two processes deliver the same log: one read an embedding before it was deleted and its upsert
+/// lands after the other delivered the delete. Deletes carry no version to compare with, so the
+/// delivery reads its keys again after writing and removes what the primary no longer holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_upsert_landing_after_a_delete_is_taken_back() {
+    let p = vector_pair().await;
+    let layer =
+        DualWriteVectorIndex::manual(p.primary.clone(), p.faulty.clone(), Duration::ZERO, quick());
+    let ws = WorkspaceId::new();
+    let entry = sprintlens_testkit::outbox::some_embeddings(ws, 64).remove(0);
+    let key = VectorKey::of(&entry);
+    layer.upsert(std::slice::from_ref(&entry)).await.unwrap();
+    // Process A reads the entry (the embedding as stored) and its upsert is held on the way.
+    p.faults.hold(true);
+    let a = layer.reconciler().clone();
+    let first = tokio::spawn(async move { a.deliver_once().await });
+    let start = Instant::now();
+    while p.faults.holding() == 0 {
+        assert!(start.elapsed() < Duration::from_secs(5), "A never sent");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The embedding is deleted; process B delivers both entries (the delete) and acks them.
+    layer.delete(key.workspace, key.kind, key.id).await.unwrap();
+    let b = Reconciler::vectors(p.primary.clone(), p.faulty.clone(), quick());
+    assert_eq!(b.deliver_once().await.unwrap(), 2);
+    b.flush_acks().await.unwrap();
+    assert_eq!(VectorIndex::count(&*p.secondary, ws).await.unwrap(), 0);
+    // A's stale upsert lands now, after the delete.
+    p.faults.hold(false);
+    assert_eq!(first.await.unwrap().unwrap(), 1);
+    assert_eq!(
+        p.secondary.vector_entries(&[key]).await.unwrap(),
+        vec![None],
+        "the secondary holds what the primary holds: nothing"
+    );
+    assert_eq!(p.primary.vector_outbox_stats().await.unwrap().pending, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_embedding_parks_only_its_entries() {
+    let p = vector_pair().await;
+    let layer =
+        DualWriteVectorIndex::manual(p.primary.clone(), p.faulty.clone(), Duration::ZERO, quick());
+    let ws = WorkspaceId::new();
+    let entries = sprintlens_testkit::outbox::some_embeddings(ws, 64);
+    p.faults.refuse(entries[0].id);
+    layer.upsert(&entries).await.unwrap();
+    layer
+        .reconciler()
+        .drain(Duration::from_secs(5))
+        .await
+        .unwrap();
+    let stats = p.primary.vector_outbox_stats().await.unwrap();
+    assert_eq!((stats.pending, stats.parked), (0, 1));
+    assert_eq!(
+        p.secondary
+            .vector_entries(&[VectorKey::of(&entries[0]), VectorKey::of(&entries[1])])
+            .await
+            .unwrap()
+            .iter()
+            .map(Option::is_some)
+            .collect::<Vec<_>>(),
+        vec![false, true]
+    );
+    assert_eq!(layer.reconciler().stats().parked, 1);
 }

@@ -1,4 +1,5 @@
-//! Dual-write (SQLite primary → PostgreSQL) under a load of 10,000 acknowledged writes while a
+//! Dual-write (SQLite primary → PostgreSQL) under a load of 10,000 acknowledged record writes (and
+//! embedding writes and deletes beside them) while a
 //! PostgreSQL server of the test's own is stopped with `pg_ctl stop -m immediate`, started again,
 //! paused with SIGSTOP and resumed: no acknowledged write is lost, no caller waits past its
 //! deadline, and once PostgreSQL is back the reconciler converges and `verify` passes.
@@ -93,18 +94,22 @@ url = "memory://"
     let done = Arc::new(AtomicU64::new(0));
     let acked: Arc<Mutex<HashMap<RecordId, Record>>> = Arc::default();
     let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    // Embeddings acknowledged (`None`: deleted), through the vector outbox.
+    let embedded: Arc<Mutex<HashMap<VectorKey, Option<VectorEntry>>>> = Arc::default();
     let workspaces: Vec<WorkspaceId> = (0..3).map(|_| WorkspaceId::new()).collect();
     let mut writers = Vec::new();
     for t in 0..TASKS {
-        let (storage, done, acked, latencies) = (
+        let (storage, done, acked, latencies, embedded) = (
             storage.clone(),
             done.clone(),
             acked.clone(),
             latencies.clone(),
+            embedded.clone(),
         );
         let ws = workspaces[(t % 3) as usize];
         writers.push(tokio::spawn(async move {
             let mut mine: Vec<Record> = Vec::new();
+            let mut rng = sprintlens_testkit::generate::Rng::new(t + 1);
             let mut i = 0u64;
             while done.load(Ordering::SeqCst) < WRITES {
                 let record = if i % 10 < 7 || mine.is_empty() {
@@ -126,6 +131,45 @@ url = "memory://"
                     .expect("a dual-write never fails because of the secondary");
                 latencies.lock().unwrap().push(start.elapsed());
                 acked.lock().unwrap().insert(record.id, record.clone());
+                // Every fourth write also embeds the record; every twentieth removes the
+                // embedding of an earlier one.
+                if i.is_multiple_of(4) {
+                    let entry = VectorEntry {
+                        workspace: ws,
+                        project: None,
+                        kind: EmbeddingKind::Message,
+                        id: record.id,
+                        embedding: sprintlens_testkit::generate::random_embedding(&mut rng, 16),
+                        updated_at: Timestamp::now(),
+                    };
+                    let start = Instant::now();
+                    storage
+                        .vectors()
+                        .upsert(std::slice::from_ref(&entry))
+                        .await
+                        .expect("a dual-write never fails because of the secondary");
+                    latencies.lock().unwrap().push(start.elapsed());
+                    embedded
+                        .lock()
+                        .unwrap()
+                        .insert(VectorKey::of(&entry), Some(entry));
+                }
+                if i % 20 == 10 {
+                    let gone = mine[(i as usize * 31) % mine.len()].id;
+                    let start = Instant::now();
+                    storage
+                        .vectors()
+                        .delete(ws, EmbeddingKind::Message, gone)
+                        .await
+                        .expect("a dual-write never fails because of the secondary");
+                    latencies.lock().unwrap().push(start.elapsed());
+                    let key = VectorKey {
+                        workspace: ws,
+                        kind: EmbeddingKind::Message,
+                        id: gone,
+                    };
+                    embedded.lock().unwrap().insert(key, None);
+                }
                 match mine.iter_mut().find(|r| r.id == record.id) {
                     Some(r) => *r = record,
                     None => mine.push(record),
@@ -165,14 +209,14 @@ url = "memory://"
 
     // Converge, then compare.
     let start = Instant::now();
-    migration
-        .reconciler()
-        .drain(Duration::from_secs(120))
-        .await
-        .unwrap();
+    migration.drain(Duration::from_secs(120)).await.unwrap();
     let converged = start.elapsed();
-    let outbox = migration.outbox_stats().await.unwrap();
-    assert_eq!((outbox.pending, outbox.parked), (0, 0));
+    for outbox in [
+        migration.outbox_stats().await.unwrap(),
+        migration.vector_outbox_stats().await.unwrap(),
+    ] {
+        assert_eq!((outbox.pending, outbox.parked), (0, 0));
+    }
     let acked = acked.lock().unwrap().clone();
     let source = Storage::open(old("single")).await.unwrap();
     let mut lost = 0;
@@ -186,29 +230,46 @@ url = "memory://"
             lost += 1;
         }
     }
+    let embedded = embedded.lock().unwrap().clone();
+    let keys: Vec<VectorKey> = embedded.keys().copied().collect();
+    let stored = source
+        .vector_outbox()
+        .unwrap()
+        .vector_entries(&keys)
+        .await
+        .unwrap();
+    for (key, stored) in keys.iter().zip(&stored) {
+        let want = &embedded[key];
+        if stored.as_ref().map(|e| e.updated_at) != want.as_ref().map(|e| e.updated_at) {
+            lost += 1;
+        }
+    }
     assert_eq!(lost, 0, "acknowledged writes missing from the primary");
-    let report = sprintlens::migrate::verify(&source, &target, &[], &[])
+    let embeddings = stored.iter().filter(|e| e.is_some()).count() as u64;
+    let report = sprintlens::migrate::verify_all(&source, &target, &[])
         .await
         .unwrap();
     assert!(report.ok, "verify after the outages: {report:?}");
     let target_rows: u64 = report.kinds.iter().map(|k| k.target_rows).sum();
-    assert_eq!(target_rows, acked.len() as u64);
+    assert_eq!(target_rows, acked.len() as u64 + embeddings);
 
     let mut l = latencies.lock().unwrap().clone();
     l.sort();
     let q = |p: f64| l[((l.len() - 1) as f64 * p) as usize];
     let deadline = Duration::from_millis(WRITE_WAIT_MS);
     eprintln!(
-        "figure: {total} acknowledged writes ({} records); PostgreSQL stopped at write {stopped_at} \
+        "figure: {total} acknowledged record writes ({} records) and {} embedding writes ({embeddings} embeddings left); PostgreSQL stopped at write {stopped_at} \
          ({pending_while_stopped} entries pending while down) and paused at write {paused_at} \
          ({pending_while_paused} pending while paused); lost 0; converged {converged:?} after the load; \
          verify identical ({target_rows} rows); caller latency p50 {:?} p99 {:?} max {:?} (write_wait {deadline:?}); \
-         reconciler {:?}",
+         reconcilers {:?} {:?}",
         acked.len(),
+        l.len() as u64 - total,
         q(0.5),
         q(0.99),
         l[l.len() - 1],
-        migration.reconciler().stats()
+        migration.reconciler().stats(),
+        migration.vector_reconciler().map(|r| r.stats())
     );
     assert!(pending_while_stopped > 0 && pending_while_paused > 0);
     // The deadline is write_wait on top of the primary's own commit; a generous allowance for the

@@ -106,6 +106,7 @@ async fn phases_refuse_what_would_lose_data_and_rollback_keeps_every_write() {
     let d = dir.path();
     let workspaces: Vec<WorkspaceId> = (0..3).map(|_| WorkspaceId::new()).collect();
     let mut acked = 0u64;
+    let mut embedded = Vec::new();
 
     // Single: the service's data before the migration.
     {
@@ -117,6 +118,9 @@ async fn phases_refuse_what_would_lose_data_and_rollback_keeps_every_write() {
                 .await
                 .unwrap()
                 .written;
+            let entries = sprintlens_testkit::outbox::some_embeddings(*ws, 16);
+            single.vectors().upsert(&entries).await.unwrap();
+            embedded.extend(entries);
         }
     }
     refused(open(d, "shadow-read", &target).await, "finished backfill");
@@ -152,10 +156,29 @@ async fn phases_refuse_what_would_lose_data_and_rollback_keeps_every_write() {
         .await
         .unwrap();
     assert!(runs.iter().all(|r| r.done));
+    // Embedding writes after the backfill reach the target only through the vector outbox: two
+    // new ones per workspace, and the deletion of one the backfill copied.
+    assert!(m.vector_reconciler().is_some());
+    for ws in &workspaces {
+        dual.vectors()
+            .upsert(&sprintlens_testkit::outbox::some_embeddings(*ws, 16))
+            .await
+            .unwrap();
+    }
+    let gone = &embedded[0];
+    assert!(
+        dual.vectors()
+            .delete(gone.workspace, gone.kind, gone.id)
+            .await
+            .unwrap()
+    );
     refused(open(d, "cut-over", &target).await, "verify");
     // Shadow reads now open (the backfill is done).
     drop(open(d, "shadow-read", &target).await.unwrap());
     m.drain(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(m.vector_outbox_stats().await.unwrap().pending, 0);
+    assert_eq!(m.mirror_failures(), 0);
+    assert_eq!(new.vectors().count(workspaces[0]).await.unwrap(), 3);
     let report = migrate::verify_all(&source, &new, &[]).await.unwrap();
     assert!(report.ok, "{report:?}");
     migrate::record_verify(&new, &report).await.unwrap();
