@@ -341,7 +341,9 @@ impl PgStore {
                  GRANT SELECT ON vector_meta, sprintlens_migrations TO \"{role}\";
                  GRANT SELECT, INSERT, UPDATE, DELETE ON sprintlens_checkpoints TO \"{role}\";
                  GRANT SELECT, INSERT, UPDATE, DELETE ON sprintlens_outbox TO \"{role}\";
-                 GRANT USAGE ON SEQUENCE sprintlens_outbox_seq_seq TO \"{role}\";"
+                 GRANT USAGE ON SEQUENCE sprintlens_outbox_seq_seq TO \"{role}\";
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON sprintlens_vector_outbox TO \"{role}\";
+                 GRANT USAGE ON SEQUENCE sprintlens_vector_outbox_seq_seq TO \"{role}\";"
             )))
             .execute(&mut *tx)
             .await

@@ -88,6 +88,23 @@ CREATE INDEX sprintlens_outbox_parked ON sprintlens_outbox (parked_at) WHERE par
 DROP INDEX IF EXISTS records_body;
 "#,
     ),
+    (
+        5,
+        "vector outbox",
+        r#"
+-- Embedding writes logged in their own transaction for delivery to the other vector index of a
+-- dual-write migration (the `VectorOutboxStore` port), after cut-over. Entries name embeddings.
+CREATE TABLE sprintlens_vector_outbox (
+    seq        bigserial PRIMARY KEY,
+    workspace  uuid NOT NULL,
+    kind       text NOT NULL,
+    id         uuid NOT NULL,
+    logged_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    parked_at  timestamptz,
+    error      text
+);
+"#,
+    ),
 ];
 
 /// The secondary indexes of `records` (everything but the primary key), as created by migration 1:

@@ -15,6 +15,22 @@ use uuid::Uuid;
 use crate::records::{COLUMNS, decode};
 use crate::{BACKEND, PgStore, classify, from_ts, scoped};
 
+/// The logs kept here: record writes and embedding writes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Log {
+    Records,
+    Vectors,
+}
+
+impl Log {
+    pub(crate) fn table(self) -> &'static str {
+        match self {
+            Log::Records => "sprintlens_outbox",
+            Log::Vectors => "sprintlens_vector_outbox",
+        }
+    }
+}
+
 /// Removes the delivered entries `acks` and appends one entry per `(workspace, kind, id)` inside
 /// `tx`; returns the new entries' seqs.
 pub(crate) async fn log(
@@ -22,36 +38,100 @@ pub(crate) async fn log(
     acks: &[i64],
     keys: impl Iterator<Item = (WorkspaceId, RecordKind, RecordId)>,
 ) -> Result<Vec<i64>> {
-    if !acks.is_empty() {
-        sqlx::query("DELETE FROM sprintlens_outbox WHERE seq = ANY($1) AND parked_at IS NULL")
-            .bind(acks)
-            .execute(&mut **tx)
-            .await
-            .map_err(|e| classify("outbox_ack", e))?;
-    }
-    append(tx, keys).await
+    log_in(
+        tx,
+        Log::Records,
+        acks,
+        keys.map(|(w, k, i)| (w.as_uuid(), k.as_str(), i.as_uuid())),
+    )
+    .await
 }
 
-async fn append(
+/// [`log`] into `log`'s table, keys as `(workspace, kind, id)`.
+pub(crate) async fn log_in(
     tx: &mut Transaction<'static, Postgres>,
-    keys: impl Iterator<Item = (WorkspaceId, RecordKind, RecordId)>,
+    log: Log,
+    acks: &[i64],
+    keys: impl Iterator<Item = (Uuid, &'static str, Uuid)>,
 ) -> Result<Vec<i64>> {
+    let table = log.table();
+    if !acks.is_empty() {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE seq = ANY($1) AND parked_at IS NULL"
+        )))
+        .bind(acks)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| classify("outbox_ack", e))?;
+    }
     let (mut wss, mut kinds, mut ids) = (Vec::new(), Vec::new(), Vec::new());
     for (w, k, i) in keys {
-        wss.push(w.as_uuid());
-        kinds.push(k.as_str());
-        ids.push(i.as_uuid());
+        wss.push(w);
+        kinds.push(k);
+        ids.push(i);
     }
-    sqlx::query_scalar(
-        "INSERT INTO sprintlens_outbox (workspace, kind, id)
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[]) RETURNING seq",
-    )
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {table} (workspace, kind, id)
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[]) RETURNING seq"
+    )))
     .bind(wss)
     .bind(kinds)
     .bind(ids)
     .fetch_all(&mut **tx)
     .await
     .map_err(|e| classify("outbox", e))
+}
+
+impl PgStore {
+    /// Removes delivered (not parked) entries of `log`.
+    pub(crate) async fn ack(&self, log: Log, seqs: &[i64]) -> Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {} WHERE seq = ANY($1) AND parked_at IS NULL",
+            log.table()
+        )))
+        .bind(seqs)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| classify("outbox_ack", e))?;
+        Ok(())
+    }
+
+    /// Sets an entry of `log` aside with its delivery error.
+    pub(crate) async fn park(&self, log: Log, seq: i64, error: &str) -> Result<()> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {} SET parked_at = clock_timestamp(), error = $2 WHERE seq = $1",
+            log.table()
+        )))
+        .bind(seq)
+        .bind(error)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| classify("outbox_park", e))?;
+        Ok(())
+    }
+
+    /// Pending and parked counts of `log`, and when its oldest pending entry was logged.
+    pub(crate) async fn log_stats(&self, log: Log) -> Result<OutboxStats> {
+        let (pending, parked, oldest): (i64, i64, Option<chrono::DateTime<chrono::Utc>>) =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FILTER (WHERE parked_at IS NULL),
+                        count(*) FILTER (WHERE parked_at IS NOT NULL),
+                        min(logged_at) FILTER (WHERE parked_at IS NULL)
+                 FROM {}",
+                log.table()
+            )))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| classify("outbox", e))?;
+        Ok(OutboxStats {
+            pending: pending as u64,
+            parked: parked as u64,
+            oldest_pending: oldest.map(from_ts),
+        })
+    }
 }
 
 fn entry(row: &sqlx::postgres::PgRow) -> Result<OutboxEntry> {
@@ -134,27 +214,11 @@ impl OutboxStore for PgStore {
     }
 
     async fn outbox_ack(&self, seqs: &[i64]) -> Result<()> {
-        if seqs.is_empty() {
-            return Ok(());
-        }
-        sqlx::query("DELETE FROM sprintlens_outbox WHERE seq = ANY($1) AND parked_at IS NULL")
-            .bind(seqs)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| classify("outbox_ack", e))?;
-        Ok(())
+        self.ack(Log::Records, seqs).await
     }
 
     async fn outbox_park(&self, seq: i64, error: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE sprintlens_outbox SET parked_at = clock_timestamp(), error = $2 WHERE seq = $1",
-        )
-        .bind(seq)
-        .bind(error)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| classify("outbox_park", e))?;
-        Ok(())
+        self.park(Log::Records, seq, error).await
     }
 
     async fn outbox_unpark(&self) -> Result<u64> {
@@ -191,20 +255,6 @@ impl OutboxStore for PgStore {
     }
 
     async fn outbox_stats(&self) -> Result<OutboxStats> {
-        let (pending, parked, oldest): (i64, i64, Option<chrono::DateTime<chrono::Utc>>) =
-            sqlx::query_as(
-                "SELECT count(*) FILTER (WHERE parked_at IS NULL),
-                        count(*) FILTER (WHERE parked_at IS NOT NULL),
-                        min(logged_at) FILTER (WHERE parked_at IS NULL)
-                 FROM sprintlens_outbox",
-            )
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| classify("outbox", e))?;
-        Ok(OutboxStats {
-            pending: pending as u64,
-            parked: parked as u64,
-            oldest_pending: oldest.map(from_ts),
-        })
+        self.log_stats(Log::Records).await
     }
 }

@@ -3,73 +3,46 @@
 
 use sprintlens_core::vector::check_query;
 use sprintlens_core::{
-    Embedding, EmbeddingKind, Error, RecordId, Result, VectorCursor, VectorEntry, VectorHit,
-    VectorIndex, VectorQuery, WorkspaceId, async_trait,
+    Embedding, EmbeddingKind, Error, OutboxStats, PendingVector, RecordId, Result, VectorCursor,
+    VectorEntry, VectorHit, VectorIndex, VectorKey, VectorOutboxStore, VectorQuery, WorkspaceId,
+    async_trait,
 };
 use sqlx::Row;
 use uuid::Uuid;
 
+use crate::outbox::{Log, log_in};
 use crate::{BACKEND, PgStore, classify, scoped, ts};
 
-impl PgStore {
-    /// Loads `entries` into a target that does not hold them yet (a backfill): one binary COPY
-    /// straight into `embeddings` through the operator role (BYPASSRLS; COPY cannot write a table
-    /// under row-level security), no per-row conflict handling. If any key is already stored, the
-    /// COPY fails on the primary key, nothing of it stays, and the entries go through
-    /// [`VectorIndex::upsert`] instead (newest wins), so the outcome is the same as an upsert's.
-    /// Without `operator_url`, or with `half` storage, it is that upsert.
-    pub async fn load_vectors(&self, entries: &[VectorEntry]) -> Result<u64> {
-        let Some(operator) = self.operator.as_ref().filter(|_| !self.options.half) else {
-            return VectorIndex::upsert(self, entries).await;
-        };
-        for e in entries {
-            e.embedding.check_dimension(self.options.dimension)?;
-        }
-        // One row per key, the newest (as the upsert keeps).
-        let keep = crate::records::newest_per_key(
-            entries,
-            |e| (e.workspace, e.kind, e.id),
-            |e| e.updated_at,
-        );
-        let dim = self.options.dimension;
-        let mut buf = bytes::BytesMut::with_capacity(keep.len() * (80 + 4 * dim));
-        crate::copy::header(&mut buf);
-        for &i in &keep {
-            crate::copy::vector_row(&mut buf, &entries[i]);
-        }
-        crate::copy::trailer(&mut buf);
-        let mut tx = operator
-            .begin()
-            .await
-            .map_err(|e| classify("vector_load", e))?;
-        let statement = format!(
-            "COPY embeddings ({}) FROM STDIN (FORMAT binary)",
-            crate::copy::VECTOR_COLUMNS
-        );
-        match crate::copy::load(&mut tx, &statement, buf, "vector_load").await? {
-            Some(n) => {
-                tx.commit().await.map_err(|e| classify("vector_load", e))?;
-                Ok(n)
-            }
-            None => {
-                drop(tx);
-                VectorIndex::upsert(self, entries).await
-            }
-        }
-    }
+/// The columns [`entry_row`] decodes.
+const ENTRY_COLUMNS: &str = "workspace, kind, id, project, updated_at, embedding::vector AS v";
+
+/// Decodes a row of [`ENTRY_COLUMNS`].
+fn entry_row(r: &sqlx::postgres::PgRow, operation: &'static str) -> Result<VectorEntry> {
+    let map = |e: sqlx::Error| classify(operation, e);
+    let id = |u: Uuid| {
+        RecordId::from_uuid(u).map_err(|e| Error::backend(BACKEND, operation, e.to_string()))
+    };
+    let v: pgvector::Vector = r.try_get("v").map_err(map)?;
+    let project: Option<Uuid> = r.try_get("project").map_err(map)?;
+    Ok(VectorEntry {
+        workspace: WorkspaceId::from_uuid(r.try_get("workspace").map_err(map)?)
+            .map_err(|e| Error::backend(BACKEND, operation, e.to_string()))?,
+        kind: EmbeddingKind::parse(r.try_get::<&str, _>("kind").map_err(map)?)?,
+        id: id(r.try_get("id").map_err(map)?)?,
+        project: project.map(id).transpose()?,
+        updated_at: crate::from_ts(r.try_get("updated_at").map_err(map)?),
+        embedding: Embedding::new(v.to_vec())?,
+    })
 }
 
-#[async_trait]
-impl VectorIndex for PgStore {
-    fn backend(&self) -> &'static str {
-        BACKEND
-    }
-
-    fn dimension(&self) -> usize {
-        self.options.dimension
-    }
-
-    async fn upsert(&self, entries: &[VectorEntry]) -> Result<u64> {
+impl PgStore {
+    /// `upsert`, and with `log` (the acks of delivered entries) the removal of those and one
+    /// `sprintlens_vector_outbox` entry per embedding, in the same transaction.
+    async fn vector_upsert_in(
+        &self,
+        entries: &[VectorEntry],
+        log: Option<&[i64]>,
+    ) -> Result<(u64, Vec<i64>)> {
         for e in entries {
             e.embedding.check_dimension(self.options.dimension)?;
         }
@@ -139,18 +112,37 @@ impl VectorIndex for PgStore {
                     .rows_affected();
             }
         }
+        let seqs = match log {
+            Some(acks) => {
+                log_in(
+                    &mut tx,
+                    Log::Vectors,
+                    acks,
+                    entries
+                        .iter()
+                        .map(|e| (e.workspace.as_uuid(), e.kind.as_str(), e.id.as_uuid())),
+                )
+                .await?
+            }
+            None => Vec::new(),
+        };
         tx.commit()
             .await
             .map_err(|e| classify("vector_upsert", e))?;
-        Ok(written)
+        Ok((written, seqs))
     }
 
-    async fn delete(
+    /// `delete`, and with `log` the removal of those acks and one outbox entry, in one transaction.
+    async fn vector_delete_in(
         &self,
-        workspace: WorkspaceId,
-        kind: EmbeddingKind,
-        id: RecordId,
-    ) -> Result<bool> {
+        key: VectorKey,
+        log: Option<&[i64]>,
+    ) -> Result<(bool, Vec<i64>)> {
+        let VectorKey {
+            workspace,
+            kind,
+            id,
+        } = key;
         let mut tx = scoped(&self.pool, workspace, "vector_delete").await?;
         let n =
             sqlx::query("DELETE FROM embeddings WHERE workspace = $1 AND kind = $2 AND id = $3")
@@ -161,10 +153,97 @@ impl VectorIndex for PgStore {
                 .await
                 .map_err(|e| classify("vector_delete", e))?
                 .rows_affected();
+        let seqs = match log {
+            Some(acks) => {
+                log_in(
+                    &mut tx,
+                    Log::Vectors,
+                    acks,
+                    std::iter::once((workspace.as_uuid(), kind.as_str(), id.as_uuid())),
+                )
+                .await?
+            }
+            None => Vec::new(),
+        };
         tx.commit()
             .await
             .map_err(|e| classify("vector_delete", e))?;
-        Ok(n > 0)
+        Ok((n > 0, seqs))
+    }
+
+    /// Loads `entries` into a target that does not hold them yet (a backfill): one binary COPY
+    /// straight into `embeddings` through the operator role (BYPASSRLS; COPY cannot write a table
+    /// under row-level security), no per-row conflict handling. If any key is already stored, the
+    /// COPY fails on the primary key, nothing of it stays, and the entries go through
+    /// [`VectorIndex::upsert`] instead (newest wins), so the outcome is the same as an upsert's.
+    /// Without `operator_url`, or with `half` storage, it is that upsert.
+    pub async fn load_vectors(&self, entries: &[VectorEntry]) -> Result<u64> {
+        let Some(operator) = self.operator.as_ref().filter(|_| !self.options.half) else {
+            return VectorIndex::upsert(self, entries).await;
+        };
+        for e in entries {
+            e.embedding.check_dimension(self.options.dimension)?;
+        }
+        // One row per key, the newest (as the upsert keeps).
+        let keep = crate::records::newest_per_key(
+            entries,
+            |e| (e.workspace, e.kind, e.id),
+            |e| e.updated_at,
+        );
+        let dim = self.options.dimension;
+        let mut buf = bytes::BytesMut::with_capacity(keep.len() * (80 + 4 * dim));
+        crate::copy::header(&mut buf);
+        for &i in &keep {
+            crate::copy::vector_row(&mut buf, &entries[i]);
+        }
+        crate::copy::trailer(&mut buf);
+        let mut tx = operator
+            .begin()
+            .await
+            .map_err(|e| classify("vector_load", e))?;
+        let statement = format!(
+            "COPY embeddings ({}) FROM STDIN (FORMAT binary)",
+            crate::copy::VECTOR_COLUMNS
+        );
+        match crate::copy::load(&mut tx, &statement, buf, "vector_load").await? {
+            Some(n) => {
+                tx.commit().await.map_err(|e| classify("vector_load", e))?;
+                Ok(n)
+            }
+            None => {
+                drop(tx);
+                VectorIndex::upsert(self, entries).await
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl VectorIndex for PgStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn dimension(&self) -> usize {
+        self.options.dimension
+    }
+
+    async fn upsert(&self, entries: &[VectorEntry]) -> Result<u64> {
+        Ok(self.vector_upsert_in(entries, None).await?.0)
+    }
+
+    async fn delete(
+        &self,
+        workspace: WorkspaceId,
+        kind: EmbeddingKind,
+        id: RecordId,
+    ) -> Result<bool> {
+        let key = VectorKey {
+            workspace,
+            kind,
+            id,
+        };
+        Ok(self.vector_delete_in(key, None).await?.0)
     }
 
     async fn search(&self, query: &VectorQuery) -> Result<Vec<VectorHit>> {
@@ -247,12 +326,11 @@ impl VectorIndex for PgStore {
             None => (None, Uuid::nil(), ""),
         };
         // `id::text` and `kind` compare as text, as SQLite's scan does, so cursors carry across.
-        let rows = sqlx::query(
-            "SELECT workspace, kind, id, project, updated_at, embedding::vector AS v
-             FROM embeddings
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ENTRY_COLUMNS} FROM embeddings
              WHERE $1::timestamptz IS NULL OR (updated_at, id, kind) > ($1, $2, $3)
-             ORDER BY updated_at, id, kind LIMIT $4",
-        )
+             ORDER BY updated_at, id, kind LIMIT $4"
+        )))
         .bind(t)
         .bind(i)
         .bind(k)
@@ -260,26 +338,7 @@ impl VectorIndex for PgStore {
         .fetch_all(op)
         .await
         .map_err(|e| classify("vector_scan", e))?;
-        let map = |e: sqlx::Error| classify("vector_scan", e);
-        let id = |u: Uuid| {
-            RecordId::from_uuid(u)
-                .map_err(|e| Error::backend(BACKEND, "vector_scan", e.to_string()))
-        };
-        rows.iter()
-            .map(|r| {
-                let v: pgvector::Vector = r.try_get("v").map_err(map)?;
-                let project: Option<Uuid> = r.try_get("project").map_err(map)?;
-                Ok(VectorEntry {
-                    workspace: WorkspaceId::from_uuid(r.try_get("workspace").map_err(map)?)
-                        .map_err(|e| Error::backend(BACKEND, "vector_scan", e.to_string()))?,
-                    kind: EmbeddingKind::parse(r.try_get::<&str, _>("kind").map_err(map)?)?,
-                    id: id(r.try_get("id").map_err(map)?)?,
-                    project: project.map(id).transpose()?,
-                    updated_at: crate::from_ts(r.try_get("updated_at").map_err(map)?),
-                    embedding: Embedding::new(v.to_vec())?,
-                })
-            })
-            .collect()
+        rows.iter().map(|r| entry_row(r, "vector_scan")).collect()
     }
 
     async fn count(&self, workspace: WorkspaceId) -> Result<u64> {
@@ -291,5 +350,117 @@ impl VectorIndex for PgStore {
             .map_err(|e| classify("vector_count", e))?;
         tx.commit().await.map_err(|e| classify("vector_count", e))?;
         Ok(n as u64)
+    }
+}
+
+impl PgStore {
+    /// The embeddings of `keys` as stored now (on the primary), read per workspace under its
+    /// row-level security.
+    async fn stored(
+        &self,
+        keys: impl Iterator<Item = VectorKey>,
+    ) -> Result<std::collections::HashMap<VectorKey, VectorEntry>> {
+        let mut by_ws: std::collections::BTreeMap<WorkspaceId, (Vec<&'static str>, Vec<Uuid>)> =
+            Default::default();
+        for k in keys {
+            let (kinds, ids) = by_ws.entry(k.workspace).or_default();
+            kinds.push(k.kind.as_str());
+            ids.push(k.id.as_uuid());
+        }
+        let mut out = std::collections::HashMap::new();
+        for (ws, (kinds, ids)) in by_ws {
+            let mut tx = scoped(&self.pool, ws, "vector_get").await?;
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {ENTRY_COLUMNS} FROM embeddings
+                 WHERE workspace = $1 AND (kind, id) IN (SELECT * FROM UNNEST($2::text[], $3::uuid[]))"
+            )))
+            .bind(ws.as_uuid())
+            .bind(kinds)
+            .bind(ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| classify("vector_get", e))?;
+            tx.commit().await.map_err(|e| classify("vector_get", e))?;
+            for r in &rows {
+                let e = entry_row(r, "vector_get")?;
+                out.insert(VectorKey::of(&e), e);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `sprintlens_vector_outbox`, written in the same transaction as the embeddings it names. Seqs come
+/// from a sequence, so a later seq can commit first: consumers read what is pending, never "after
+/// seq N".
+#[async_trait]
+impl VectorOutboxStore for PgStore {
+    async fn vector_upsert_logged(
+        &self,
+        entries: &[VectorEntry],
+        acks: &[i64],
+    ) -> Result<(u64, Vec<i64>)> {
+        self.vector_upsert_in(entries, Some(acks)).await
+    }
+
+    async fn vector_delete_logged(&self, key: VectorKey, acks: &[i64]) -> Result<(bool, i64)> {
+        let (deleted, seqs) = self.vector_delete_in(key, Some(acks)).await?;
+        Ok((deleted, seqs[0]))
+    }
+
+    async fn vector_outbox_pending(&self, limit: usize) -> Result<Vec<PendingVector>> {
+        sprintlens_core::record::check_limit(limit)?;
+        // Entries first, embeddings after (on the primary): every embedding read is at least as new
+        // as the write its entry logged.
+        let rows = sqlx::query(
+            "SELECT seq, workspace, kind, id FROM sprintlens_vector_outbox
+             WHERE parked_at IS NULL ORDER BY seq LIMIT $1",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| classify("vector_outbox", e))?;
+        let map = |e: sqlx::Error| classify("vector_outbox", e);
+        let bad = |e: Error| Error::backend(BACKEND, "vector_outbox", e.to_string());
+        let entries = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<i64, _>("seq").map_err(map)?,
+                    VectorKey {
+                        workspace: WorkspaceId::from_uuid(r.try_get("workspace").map_err(map)?)
+                            .map_err(bad)?,
+                        kind: EmbeddingKind::parse(r.try_get::<&str, _>("kind").map_err(map)?)?,
+                        id: RecordId::from_uuid(r.try_get("id").map_err(map)?).map_err(bad)?,
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let stored = self.stored(entries.iter().map(|(_, k)| *k)).await?;
+        Ok(entries
+            .into_iter()
+            .map(|(seq, key)| PendingVector {
+                seq,
+                key,
+                entry: stored.get(&key).cloned(),
+            })
+            .collect())
+    }
+
+    async fn vector_entries(&self, keys: &[VectorKey]) -> Result<Vec<Option<VectorEntry>>> {
+        let stored = self.stored(keys.iter().copied()).await?;
+        Ok(keys.iter().map(|k| stored.get(k).cloned()).collect())
+    }
+
+    async fn vector_outbox_ack(&self, seqs: &[i64]) -> Result<()> {
+        self.ack(Log::Vectors, seqs).await
+    }
+
+    async fn vector_outbox_park(&self, seq: i64, error: &str) -> Result<()> {
+        self.park(Log::Vectors, seq, error).await
+    }
+
+    async fn vector_outbox_stats(&self) -> Result<OutboxStats> {
+        self.log_stats(Log::Vectors).await
     }
 }

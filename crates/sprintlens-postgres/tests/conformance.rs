@@ -4,7 +4,7 @@ mod common;
 
 use std::sync::Arc;
 
-use sprintlens_core::{OutboxStore, RecordStore, VectorIndex};
+use sprintlens_core::{OutboxStore, RecordStore, VectorIndex, VectorOutboxStore};
 
 async fn records() -> Option<(Arc<dyn RecordStore>, ())> {
     common::store()
@@ -16,6 +16,12 @@ async fn outbox() -> Option<(Arc<dyn OutboxStore>, ())> {
     common::store()
         .await
         .map(|s| (s as Arc<dyn OutboxStore>, ()))
+}
+
+async fn vector_outbox() -> Option<(Arc<dyn VectorOutboxStore>, ())> {
+    common::store()
+        .await
+        .map(|s| (s as Arc<dyn VectorOutboxStore>, ()))
 }
 
 async fn vectors() -> Option<(Arc<dyn VectorIndex>, ())> {
@@ -37,4 +43,9 @@ mod vector_index {
 mod outbox_store {
     use super::*;
     sprintlens_testkit::outbox_store_suite!(outbox);
+}
+
+mod vector_outbox_store {
+    use super::*;
+    sprintlens_testkit::vector_outbox_store_suite!(vector_outbox);
 }

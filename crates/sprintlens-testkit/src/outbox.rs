@@ -336,6 +336,17 @@ pub async fn vector_outbox_cases(store: Arc<dyn VectorOutboxStore>) {
             assert!((x - y).abs() < 1e-3, "{x} vs {y}");
         }
     };
+    // The log may hold entries of an earlier run of this case (a long-lived database): delivered
+    // here, and parked ones counted from where they stand.
+    loop {
+        let old = pending(store.clone()).await;
+        if old.is_empty() {
+            break;
+        }
+        let seqs: Vec<i64> = old.iter().map(|p| p.seq).collect();
+        store.vector_outbox_ack(&seqs).await.unwrap();
+    }
+    let parked_before = store.vector_outbox_stats().await.unwrap().parked;
     let ws = WorkspaceId::new();
     let dim = store.dimension();
     let entries = some_embeddings(ws, dim);
@@ -379,7 +390,7 @@ pub async fn vector_outbox_cases(store: Arc<dyn VectorOutboxStore>) {
     assert_eq!(store.vector_outbox_stats().await.unwrap().pending, 3);
     store.vector_outbox_park(seqs[0], "refused").await.unwrap();
     let stats = store.vector_outbox_stats().await.unwrap();
-    assert_eq!((stats.pending, stats.parked), (2, 1));
+    assert_eq!((stats.pending, stats.parked), (2, parked_before + 1));
     assert!(stats.oldest_pending.is_some());
     store
         .vector_outbox_ack(&[seqs[0], del, old_seq[0]])
@@ -388,7 +399,7 @@ pub async fn vector_outbox_cases(store: Arc<dyn VectorOutboxStore>) {
     let stats = store.vector_outbox_stats().await.unwrap();
     assert_eq!(
         (stats.pending, stats.parked),
-        (0, 1),
+        (0, parked_before + 1),
         "acks leave parked entries"
     );
 }

@@ -610,6 +610,17 @@ pub async fn rollback(
         .drain(std::time::Duration::from_secs(3600))
         .await?;
     }
+    // Embeddings logged by the target's vector outbox (PostgreSQL).
+    if let Some(vectors) = target.vector_outbox().cloned() {
+        report.delivered += vectors.vector_outbox_stats().await?.pending;
+        crate::dual::Reconciler::vectors(
+            vectors,
+            source.vectors().clone(),
+            crate::dual::ReconcilerOptions::default(),
+        )
+        .drain(std::time::Duration::from_secs(3600))
+        .await?;
+    }
     let start: RecordId = "00000000-0000-7000-8000-000000000000".parse()?;
     for kind in RecordKind::ALL {
         let name = format!("migrate/rollback/{}", kind.as_str());

@@ -484,6 +484,11 @@ impl Storage {
         {
             #[cfg(feature = "sqlite")]
             Backend::Sqlite(p) => Some(Arc::new(files.get(p, &config).await?)),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => files
+                .postgres
+                .clone()
+                .map(|p| Arc::new(p) as Arc<dyn sprintlens_core::VectorOutboxStore>),
             #[allow(unreachable_patterns)]
             _ => None,
         };

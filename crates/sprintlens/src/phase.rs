@@ -9,10 +9,11 @@
 //! | `shadow-read` | old, a sample of reads compared with new | new | old |
 //! | `cut-over` | new | old (reconciler) | new |
 //!
-//! Record writes go through the outbox protocol of [`crate::dual`]; analytics events and embeddings
-//! too when the primary keeps an outbox for them (SQLite), and are mirrored when it does not
-//! (ClickHouse and PostgreSQL after cut-over: bounded by `write_wait_ms`, failures counted;
-//! `sprintlens migrate run` resumes past its checkpoints and `verify` compares them).
+//! Record writes and embeddings go through the outbox protocol of [`crate::dual`] (both SQLite and
+//! PostgreSQL keep outboxes for them); analytics events too when the primary's analytics keeps an
+//! event outbox (SQLite), and are mirrored when it does not (ClickHouse after cut-over: bounded by
+//! `write_wait_ms`, failures counted; `sprintlens migrate run` resumes past its checkpoints and
+//! `verify` compares them).
 //!
 //! # Interlocks, checked when the storage opens
 //! - Every mode but `single` needs `[migration] target` and records on PostgreSQL there (it keeps
@@ -465,8 +466,8 @@ mod with_postgres {
             } else {
                 (dual, None)
             };
-        // Embeddings likewise: through the primary's vector outbox when it keeps one (SQLite); a
-        // PostgreSQL primary (after cut-over) mirrors them.
+        // Embeddings likewise: through the primary's vector outbox (SQLite, PostgreSQL); a vector
+        // index without one mirrors them.
         let (vectors, vector_reconciler, vector_mirror): (
             Arc<dyn sprintlens_core::VectorIndex>,
             _,

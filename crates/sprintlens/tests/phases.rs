@@ -210,7 +210,19 @@ async fn phases_refuse_what_would_lose_data_and_rollback_keeps_every_write() {
             .await
             .unwrap();
         acked += 2;
+        // Embeddings written while PostgreSQL serves reach SQLite through its vector outbox.
+        let entries = sprintlens_testkit::outbox::some_embeddings(*ws, 16);
+        cut.vectors().upsert(&entries).await.unwrap();
+        embedded.extend(entries);
     }
+    let gone = &embedded[1];
+    assert!(
+        cut.vectors()
+            .delete(gone.workspace, gone.kind, gone.id)
+            .await
+            .unwrap()
+    );
+    assert!(cut.migration().unwrap().vector_reconciler().is_some());
     assert_eq!(cut.records().backend(), "postgres");
     // The process stops before its reconciler has necessarily delivered anything.
     drop(cut);
@@ -239,6 +251,18 @@ async fn phases_refuse_what_would_lose_data_and_rollback_keeps_every_write() {
         in_sqlite, events,
         "every recorded event is in SQLite after rollback"
     );
+    let embeddings = migrate::verify_embeddings(&source, &new).await.unwrap();
+    assert_eq!(embeddings.differences(), 0, "{embeddings:?}");
+    let back = source
+        .vector_outbox()
+        .unwrap()
+        .vector_entries(&[
+            VectorKey::of(&embedded[1]),
+            VectorKey::of(embedded.last().unwrap()),
+        ])
+        .await
+        .unwrap();
+    assert!(back[0].is_none() && back[1].is_some(), "{back:?}");
     for ws in &workspaces {
         let old_side = snapshot(&**source.records(), *ws).await;
         assert_eq!(old_side, snapshot(&**new.records(), *ws).await);
