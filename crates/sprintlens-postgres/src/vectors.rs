@@ -13,6 +13,27 @@ use uuid::Uuid;
 use crate::outbox::{Log, log_in};
 use crate::{BACKEND, PgStore, classify, scoped, ts};
 
+/// With `log` (acks), removes those and appends one `sprintlens_vector_outbox` entry per key inside
+/// `tx`; returns the new seqs (none without `log`).
+async fn log_vectors(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    log: Option<&[i64]>,
+    keys: impl Iterator<Item = VectorKey>,
+) -> Result<Vec<i64>> {
+    match log {
+        Some(acks) => {
+            log_in(
+                tx,
+                Log::Vectors,
+                acks,
+                keys.map(|k| (k.workspace.as_uuid(), k.kind.as_str(), k.id.as_uuid())),
+            )
+            .await
+        }
+        None => Ok(Vec::new()),
+    }
+}
+
 /// The columns [`entry_row`] decodes.
 const ENTRY_COLUMNS: &str = "workspace, kind, id, project, updated_at, embedding::vector AS v";
 
@@ -112,20 +133,7 @@ impl PgStore {
                     .rows_affected();
             }
         }
-        let seqs = match log {
-            Some(acks) => {
-                log_in(
-                    &mut tx,
-                    Log::Vectors,
-                    acks,
-                    entries
-                        .iter()
-                        .map(|e| (e.workspace.as_uuid(), e.kind.as_str(), e.id.as_uuid())),
-                )
-                .await?
-            }
-            None => Vec::new(),
-        };
+        let seqs = log_vectors(&mut tx, log, entries.iter().map(VectorKey::of)).await?;
         tx.commit()
             .await
             .map_err(|e| classify("vector_upsert", e))?;
@@ -153,18 +161,7 @@ impl PgStore {
                 .await
                 .map_err(|e| classify("vector_delete", e))?
                 .rows_affected();
-        let seqs = match log {
-            Some(acks) => {
-                log_in(
-                    &mut tx,
-                    Log::Vectors,
-                    acks,
-                    std::iter::once((workspace.as_uuid(), kind.as_str(), id.as_uuid())),
-                )
-                .await?
-            }
-            None => Vec::new(),
-        };
+        let seqs = log_vectors(&mut tx, log, std::iter::once(key)).await?;
         tx.commit()
             .await
             .map_err(|e| classify("vector_delete", e))?;
