@@ -61,6 +61,10 @@ INLINE_INSERT_RE = re.compile(
     rb"^\s*(INSERT\s+INTO\s+.+?\s+FORMAT\s+[A-Za-z0-9_]+)[ \t]*(?:\r?\n|[ \t])",
     re.IGNORECASE | re.DOTALL,
 )
+# "INSERT INTO t [(cols)] [SETTINGS a = 1, ...]": FROM INFILE goes before the SETTINGS clause.
+INSERT_SETTINGS_RE = re.compile(
+    r"^(?P<target>.+?)\s+SETTINGS\s+(?P<settings>.+)$", re.IGNORECASE | re.DOTALL
+)
 CODE_RE = re.compile(r"Code:\s*(\d+)")
 SETTING_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PARAM_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -210,8 +214,14 @@ class Engine:
                     with os.fdopen(fd, "wb") as f:
                         f.write(data)
                     m = INSERT_RE.match(sql)
+                    head = m.group("head")
+                    inline = INSERT_SETTINGS_RE.match(head)
+                    if inline:
+                        # The query's own SETTINGS clause, then the URL's (which win).
+                        head = inline.group("target")
+                        clauses.insert(0, inline.group("settings"))
                     with_settings = f" SETTINGS {', '.join(clauses)}" if clauses else ""
-                    sql = f"{m.group('head')} FROM INFILE '{path}'{with_settings} FORMAT {m.group('fmt')}"
+                    sql = f"{head} FROM INFILE '{path}'{with_settings} FORMAT {m.group('fmt')}"
                 if re.match(r"\s*USE\b", sql, re.IGNORECASE):
                     self.database = None  # the client switched databases itself
                 try:

@@ -86,6 +86,11 @@ data = lz4.frame.decompress(body)
 assert data.endswith(struct.pack("<Q", 500) + struct.pack("<Q", sum(range(500)))), data
 st, hdr, body = post({"database": db}, f"SELECT * FROM no_such_table_{t}".encode())
 assert st == 404 and hdr.get("X-ClickHouse-Exception-Code") == "60" and body.startswith(b"Code: 60. DB::Exception:"), (st, body)
+# An INSERT carrying its own SETTINGS clause, with URL settings beside it.
+st, _, body = post({"database": db, "query": f"INSERT INTO {t}(id, name) SETTINGS optimize_on_insert = 0 FORMAT RowBinary",
+                    "insert_deduplication_token": "smoke-settings"}, rows)
+assert st == 200, body
+assert post({"database": db}, f"SELECT count() FROM {t}".encode())[2].strip() == b"2000", "both inserts stored"
 post({"database": db}, f"DROP TABLE {t}".encode())
 
 print("clickhouse ok: server", version, "MergeTree TTL, materialized view, parameters, lz4 and plain inserts, auth")

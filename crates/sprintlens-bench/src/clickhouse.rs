@@ -225,8 +225,10 @@ pub async fn run(n: usize) -> Result<()> {
     // Interleaved batch by batch so both paths see the same server state and load.
     let (mut t_ours, mut t_plain) = (Duration::ZERO, Duration::ZERO);
     let mut rng = Rng::new(42);
+    // The same engine work as the adapter's INSERTs: every id distinct, so the adapter turns off
+    // `optimize_on_insert` (nothing to collapse), and so does the ceiling.
     let path = format!(
-        "/?database={ceiling_db}&query={}",
+        "/?database={ceiling_db}&optimize_on_insert=0&query={}",
         pct("INSERT INTO eval_results FORMAT RowBinary")
     );
     let mut stored = 0u64;
