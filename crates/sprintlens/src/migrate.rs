@@ -17,6 +17,7 @@
 //!   checkpoints, so a killed rollback resumes), then records the phase `rolled-back`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::de::DeserializeOwned;
@@ -1143,116 +1144,247 @@ pub fn fingerprint<T: Serialize>(item: &T) -> Result<[u8; 16]> {
     Ok(out)
 }
 
-/// Reads a whole stream in pages of the port's largest page and fingerprints every item by key.
-async fn fingerprint_all<T, K, C, R, RF>(
-    read: R,
-    key_of: impl Fn(&T) -> K,
-    cursor_of: impl Fn(&T) -> C,
-) -> Result<HashMap<K, [u8; 16]>>
+/// Buckets of a verify's first pass: a row's bucket is a hash of its key, and a bucket's checksum is
+/// the sum of its rows' fingerprints (order-free), with its row count.
+const VERIFY_BUCKETS: usize = 4096;
+
+/// Rows per side whose fingerprints one narrowing pass keeps in memory (about 100 MB a side): the
+/// differing buckets are compared row by row in as many passes as their rows need.
+const VERIFY_PASS_ROWS: u64 = 2_000_000;
+
+/// A page of a side's stream.
+type Page<T> = futures::future::BoxFuture<'static, Result<Vec<T>>>;
+
+/// One side of a comparison: `scopes` keyset streams (workspaces, or one for all), each read page by
+/// page from a cursor.
+struct Side<T, C> {
+    scopes: usize,
+    read: Arc<dyn Fn(usize, Option<C>) -> Page<T> + Send + Sync>,
+}
+
+impl<T, C> Clone for Side<T, C> {
+    fn clone(&self) -> Self {
+        Side {
+            scopes: self.scopes,
+            read: self.read.clone(),
+        }
+    }
+}
+
+/// How a stream's items are keyed, ordered and named.
+struct Keys<T, K, C> {
+    key: fn(&T) -> K,
+    cursor: fn(&T) -> C,
+    id: fn(&K) -> Option<RecordId>,
+}
+
+impl<T, K, C> Clone for Keys<T, K, C> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T, K, C> Copy for Keys<T, K, C> {}
+
+fn bucket_of<K: std::hash::Hash>(key: &K) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    // SipHash with fixed keys: the same bucket for the same key on both sides.
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(key) as usize % VERIFY_BUCKETS
+}
+
+impl<T: Send + 'static, C: Send + 'static> Side<T, C> {
+    /// Visits every item, page by page of the port's largest page (the next page is read while
+    /// this one is visited).
+    async fn each(
+        &self,
+        cursor: fn(&T) -> C,
+        mut visit: impl FnMut(&T) -> Result<()>,
+    ) -> Result<()> {
+        for scope in 0..self.scopes {
+            let mut next = Some(tokio::spawn((self.read)(scope, None)));
+            while let Some(reading) = next.take() {
+                let page = reading
+                    .await
+                    .map_err(|e| Error::backend("migrate", "verify", e))??;
+                kill_point("during-verify");
+                if page.len() >= sprintlens_core::MAX_PAGE {
+                    next = Some(tokio::spawn((self.read)(scope, page.last().map(cursor))));
+                }
+                for item in &page {
+                    visit(item)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `work` on both sides at once, each in a task of its own (so their hashing runs on two
+/// threads).
+async fn both<T, C, O, F, Fut>(a: &Side<T, C>, b: &Side<T, C>, work: F) -> Result<(O, O)>
+where
+    F: Fn(Side<T, C>) -> Fut,
+    Fut: std::future::Future<Output = Result<O>> + Send + 'static,
+    O: Send + 'static,
+{
+    let (x, y) = futures::join!(tokio::spawn(work(a.clone())), tokio::spawn(work(b.clone())));
+    let join = |r: std::result::Result<Result<O>, tokio::task::JoinError>| {
+        r.map_err(|e| Error::backend("migrate", "verify", e))?
+    };
+    Ok((join(x)?, join(y)?))
+}
+
+/// The smallest `SAMPLE` keys of one kind of difference, and how many there were.
+struct Found<K> {
+    keys: std::collections::BTreeSet<K>,
+    count: u64,
+}
+
+impl<K: Ord> Found<K> {
+    fn new() -> Self {
+        Found {
+            keys: Default::default(),
+            count: 0,
+        }
+    }
+    fn add(&mut self, key: K) {
+        self.count += 1;
+        self.keys.insert(key);
+        if self.keys.len() > SAMPLE {
+            self.keys.pop_last();
+        }
+    }
+    fn ids(&self, id: fn(&K) -> Option<RecordId>) -> Vec<RecordId> {
+        self.keys.iter().filter_map(id).collect()
+    }
+}
+
+/// Compares two sides chunk by chunk, narrowing down: a first pass sums each side's fingerprints
+/// per key-hash bucket; only buckets whose count or sum differ are read again, row by row, in
+/// passes of at most [`VERIFY_PASS_ROWS`] rows a side, to name the keys missing from the target,
+/// extra in it, or different. Memory is the buckets plus one pass's rows, not every row.
+async fn compare_sides<T, K, C>(
+    name: &'static str,
+    a: Side<T, C>,
+    b: Side<T, C>,
+    keys: Keys<T, K, C>,
+) -> Result<KindVerify>
 where
     T: Serialize + Send + 'static,
-    K: std::hash::Hash + Eq,
-    R: Fn(Option<C>) -> RF,
-    RF: std::future::Future<Output = Result<Vec<T>>> + Send + 'static,
+    K: Ord + std::hash::Hash + Send + 'static,
+    C: Send + 'static,
 {
-    let mut out = HashMap::new();
-    // The next page is read while this one is hashed.
-    let mut next = tokio::spawn(read(None));
-    loop {
-        let page = next
-            .await
-            .map_err(|e| Error::backend("migrate", "verify", e))??;
-        kill_point("during-verify");
-        let full = page.len() >= sprintlens_core::MAX_PAGE;
-        let hash = |out: &mut HashMap<K, [u8; 16]>| -> Result<()> {
-            for item in &page {
-                out.insert(key_of(item), fingerprint(item)?);
-            }
-            Ok(())
-        };
-        if !full {
-            hash(&mut out)?;
-            return Ok(out);
-        }
-        next = tokio::spawn(read(page.last().map(&cursor_of)));
-        hash(&mut out)?;
-    }
+    compare_in_passes(name, a, b, keys, VERIFY_PASS_ROWS).await
 }
 
-/// Both sides' fingerprints compared: what is missing from the target, extra in it, or different,
-/// named by the id `id_of` gives each key.
-fn compare<K: Ord + std::hash::Hash>(
-    kind: &'static str,
-    a: &HashMap<K, [u8; 16]>,
-    b: &HashMap<K, [u8; 16]>,
-    id_of: impl Fn(&K) -> Option<RecordId>,
-) -> KindVerify {
+/// [`compare_sides`] with at most `pass_rows` rows a side held per narrowing pass.
+async fn compare_in_passes<T, K, C>(
+    name: &'static str,
+    a: Side<T, C>,
+    b: Side<T, C>,
+    keys: Keys<T, K, C>,
+    pass_rows: u64,
+) -> Result<KindVerify>
+where
+    T: Serialize + Send + 'static,
+    K: Ord + std::hash::Hash + Send + 'static,
+    C: Send + 'static,
+{
+    let ((count_a, sum_a), (count_b, sum_b)) = both(&a, &b, move |side: Side<T, C>| async move {
+        let (mut count, mut sum) = (vec![0u64; VERIFY_BUCKETS], vec![0u128; VERIFY_BUCKETS]);
+        side.each(keys.cursor, |item| {
+            let i = bucket_of(&(keys.key)(item));
+            count[i] += 1;
+            sum[i] = sum[i].wrapping_add(u128::from_le_bytes(fingerprint(item)?));
+            Ok(())
+        })
+        .await?;
+        Ok((count, sum))
+    })
+    .await?;
     let mut k = KindVerify {
-        kind,
-        source_rows: a.len() as u64,
-        target_rows: b.len() as u64,
+        kind: name,
+        source_rows: count_a.iter().sum(),
+        target_rows: count_b.iter().sum(),
         ..Default::default()
     };
-    // Only the differing keys are sorted (for stable samples), not every key of both sides.
-    let mut keys: Vec<&K> = a
-        .iter()
-        .filter(|(key, x)| b.get(*key) != Some(*x))
-        .map(|(key, _)| key)
-        .chain(b.keys().filter(|key| !a.contains_key(*key)))
-        .collect();
-    keys.sort();
-    for key in keys {
-        let (list, count) = match (a.get(key), b.get(key)) {
-            (Some(_), None) => (&mut k.missing, &mut k.missing_count),
-            (None, Some(_)) => (&mut k.extra, &mut k.extra_count),
-            (Some(x), Some(y)) if x != y => (&mut k.different, &mut k.different_count),
-            _ => continue,
-        };
-        *count += 1;
-        if list.len() < SAMPLE
-            && let Some(id) = id_of(key)
-        {
-            list.push(id);
+    // The differing buckets, grouped into passes that hold at most VERIFY_PASS_ROWS a side.
+    let mut passes: Vec<Vec<bool>> = Vec::new();
+    let mut held = u64::MAX;
+    for i in (0..VERIFY_BUCKETS).filter(|&i| count_a[i] != count_b[i] || sum_a[i] != sum_b[i]) {
+        let rows = count_a[i].max(count_b[i]);
+        if held.saturating_add(rows) > pass_rows {
+            passes.push(vec![false; VERIFY_BUCKETS]);
+            held = 0;
+        }
+        held += rows;
+        if let Some(pass) = passes.last_mut() {
+            pass[i] = true;
         }
     }
-    k
+    let (mut missing, mut extra, mut different) = (Found::new(), Found::new(), Found::new());
+    for pass in passes {
+        let pass = Arc::new(pass);
+        let (mut x, y) = both(&a, &b, move |side: Side<T, C>| {
+            let pass = pass.clone();
+            async move {
+                let mut held = HashMap::new();
+                side.each(keys.cursor, |item| {
+                    let key = (keys.key)(item);
+                    if pass[bucket_of(&key)] {
+                        held.insert(key, fingerprint(item)?);
+                    }
+                    Ok(())
+                })
+                .await?;
+                Ok(held)
+            }
+        })
+        .await?;
+        for (key, fy) in y {
+            match x.remove(&key) {
+                None => extra.add(key),
+                Some(fx) if fx != fy => different.add(key),
+                Some(_) => {}
+            }
+        }
+        for key in x.into_keys() {
+            missing.add(key);
+        }
+    }
+    (k.missing, k.missing_count) = (missing.ids(keys.id), missing.count);
+    (k.extra, k.extra_count) = (extra.ids(keys.id), extra.count);
+    (k.different, k.different_count) = (different.ids(keys.id), different.count);
+    Ok(k)
 }
 
-/// Every record of `kind` (of the given workspaces, or all) as id → fingerprint.
-async fn record_fingerprints(
+/// The records of `kind` on one side (of the given workspaces, or all), in keyset order.
+fn record_side(
     storage: &Storage,
     kind: RecordKind,
     workspaces: &[WorkspaceId],
-) -> Result<HashMap<RecordId, [u8; 16]>> {
+) -> Side<Record, ScanCursor> {
     let scopes: Vec<Option<WorkspaceId>> = if workspaces.is_empty() {
         vec![None]
     } else {
         workspaces.iter().copied().map(Some).collect()
     };
-    let mut out = HashMap::new();
-    for workspace in scopes {
-        out.extend(
-            fingerprint_all(
-                |after| {
-                    let records = storage.records().clone();
-                    async move {
-                        records
-                            .scan(&ScanRequest {
-                                kind,
-                                workspace,
-                                after,
-                                limit: sprintlens_core::MAX_PAGE,
-                            })
-                            .await
-                    }
-                },
-                |r: &Record| r.id,
-                Record::cursor,
-            )
-            .await?,
-        );
+    let records = storage.records().clone();
+    Side {
+        scopes: scopes.len(),
+        read: Arc::new(move |scope, after| {
+            let (records, workspace) = (records.clone(), scopes[scope]);
+            Box::pin(async move {
+                records
+                    .scan(&ScanRequest {
+                        kind,
+                        workspace,
+                        after,
+                        limit: sprintlens_core::MAX_PAGE,
+                    })
+                    .await
+            })
+        }),
     }
-    Ok(out)
 }
 
 /// Compares every record of the selected kinds (and workspaces, or all) on both sides.
@@ -1267,18 +1399,21 @@ pub async fn verify(
         ok: true,
         ..Default::default()
     };
+    let keys = Keys {
+        key: |r: &Record| r.id,
+        cursor: Record::cursor,
+        id: |id: &RecordId| Some(*id),
+    };
     for kind in kinds(kinds_selected) {
-        // Both sides at once, each in a task of its own so their hashing runs on two threads.
-        let side = |storage: &Storage| {
-            let (storage, workspaces) = (storage.clone(), workspaces.to_vec());
-            tokio::spawn(async move { record_fingerprints(&storage, kind, &workspaces).await })
-        };
-        let (a, b) = futures::join!(side(source), side(target));
-        let join = |r: std::result::Result<_, tokio::task::JoinError>| {
-            r.map_err(|e| Error::backend("migrate", "verify", e))?
-        };
-        let (a, b): (HashMap<RecordId, [u8; 16]>, _) = (join(a)?, join(b)?);
-        report.push(compare(kind.as_str(), &a, &b, |id| Some(*id)));
+        report.push(
+            compare_sides(
+                kind.as_str(),
+                record_side(source, kind, workspaces),
+                record_side(target, kind, workspaces),
+                keys,
+            )
+            .await?,
+        );
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
@@ -1286,19 +1421,24 @@ pub async fn verify(
 
 /// Compares every embedding on both sides (vector components exactly, as stored).
 pub async fn verify_embeddings(source: &Storage, target: &Storage) -> Result<KindVerify> {
-    let all = |s: &Storage| {
+    let side = |s: &Storage| {
         let vectors = s.vectors().clone();
-        fingerprint_all(
-            move |after| {
+        Side {
+            scopes: 1,
+            read: Arc::new(move |_, after| {
                 let vectors = vectors.clone();
-                async move { vectors.scan_entries(after, sprintlens_core::MAX_PAGE).await }
-            },
-            |e: &VectorEntry| (e.workspace, e.kind.as_str(), e.id),
-            VectorEntry::cursor,
-        )
+                Box::pin(
+                    async move { vectors.scan_entries(after, sprintlens_core::MAX_PAGE).await },
+                ) as Page<VectorEntry>
+            }),
+        }
     };
-    let (a, b) = futures::join!(all(source), all(target));
-    Ok(compare("embedding", &a?, &b?, |key| Some(key.2)))
+    let keys = Keys {
+        key: |e: &VectorEntry| (e.workspace, e.kind.as_str(), e.id),
+        cursor: VectorEntry::cursor,
+        id: |key: &(WorkspaceId, &str, RecordId)| Some(key.2),
+    };
+    compare_sides("embedding", side(source), side(target), keys).await
 }
 
 /// Compares both analytics streams on both sides (all workspaces); differences are named by event
@@ -1306,21 +1446,24 @@ pub async fn verify_embeddings(source: &Storage, target: &Storage) -> Result<Kin
 pub async fn verify_events(source: &Storage, target: &Storage) -> Result<Vec<KindVerify>> {
     let mut out = Vec::new();
     for kind in [EventKind::EvalResult, EventKind::Usage] {
-        let all = |s: &Storage| {
+        let side = |s: &Storage| {
             let analytics = s.analytics().clone();
-            fingerprint_all(
-                move |after| {
+            Side {
+                scopes: 1,
+                read: Arc::new(move |_, after| {
                     let analytics = analytics.clone();
-                    async move { analytics.scan(kind, after, sprintlens_core::MAX_PAGE).await }
-                },
-                |e: &AnalyticsEvent| e.id(),
-                event_cursor,
-            )
+                    Box::pin(
+                        async move { analytics.scan(kind, after, sprintlens_core::MAX_PAGE).await },
+                    ) as Page<AnalyticsEvent>
+                }),
+            }
         };
-        let (a, b) = futures::join!(all(source), all(target));
-        out.push(compare(event_stream(kind), &a?, &b?, |id| {
-            id.to_string().parse::<RecordId>().ok()
-        }));
+        let keys = Keys {
+            key: |e: &AnalyticsEvent| e.id(),
+            cursor: event_cursor,
+            id: |id: &sprintlens_core::EventId| id.to_string().parse::<RecordId>().ok(),
+        };
+        out.push(compare_sides(event_stream(kind), side(source), side(target), keys).await?);
     }
     Ok(out)
 }
@@ -1347,6 +1490,74 @@ pub async fn verify_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A side over rows held in memory (`(id, value)`, paged by id): the narrowing logic on its
+    /// own, with passes small enough to need many.
+    fn rows_side(mut rows: Vec<(RecordId, u32)>) -> Side<(RecordId, u32), RecordId> {
+        rows.sort();
+        let rows = Arc::new(rows);
+        Side {
+            scopes: 1,
+            read: Arc::new(move |_, after| {
+                let rows = rows.clone();
+                Box::pin(async move {
+                    let from = after.map_or(0, |id| rows.partition_point(|r| r.0 <= id));
+                    let to = (from + sprintlens_core::MAX_PAGE).min(rows.len());
+                    Ok(rows[from..to].to_vec())
+                })
+            }),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn narrowing_passes_name_every_difference_with_bounded_rows_held() {
+        let ids: Vec<RecordId> = (0..20_000).map(|_| RecordId::new()).collect();
+        let source: Vec<(RecordId, u32)> = ids.iter().map(|id| (*id, 7)).collect();
+        let mut target = source.clone();
+        target[10].1 = 8; // different
+        target[19_999].1 = 9; // different
+        let gone = target.remove(500); // missing
+        let extra = (RecordId::new(), 7);
+        target.push(extra);
+        let keys = Keys {
+            key: |r: &(RecordId, u32)| r.0,
+            cursor: |r: &(RecordId, u32)| r.0,
+            id: |id: &RecordId| Some(*id),
+        };
+        for pass_rows in [5, 1_000, VERIFY_PASS_ROWS] {
+            let k = compare_in_passes(
+                "t",
+                rows_side(source.clone()),
+                rows_side(target.clone()),
+                keys,
+                pass_rows,
+            )
+            .await
+            .unwrap();
+            assert_eq!((k.source_rows, k.target_rows), (20_000, 20_000));
+            assert_eq!(k.missing, vec![gone.0]);
+            assert_eq!(k.extra, vec![extra.0]);
+            let mut changed = vec![ids[10], ids[19_999]];
+            changed.sort();
+            assert_eq!(k.different, changed, "{pass_rows}");
+            assert_eq!(k.differences(), 4);
+        }
+        // Every row different, in passes of 3,000 rows: counts exact, samples the smallest ids.
+        let all: Vec<(RecordId, u32)> = ids.iter().map(|id| (*id, 1)).collect();
+        let k = compare_in_passes("t", rows_side(source.clone()), rows_side(all), keys, 3_000)
+            .await
+            .unwrap();
+        assert_eq!(k.different_count, 20_000);
+        let mut smallest = ids.clone();
+        smallest.sort();
+        smallest.truncate(SAMPLE);
+        assert_eq!(k.different, smallest);
+        // An empty target: every row missing.
+        let k = compare_in_passes("t", rows_side(source), rows_side(vec![]), keys, 3_000)
+            .await
+            .unwrap();
+        assert_eq!((k.missing_count, k.target_rows), (20_000, 0));
+    }
 
     #[test]
     fn canonical_encoding_ignores_key_order_only() {
