@@ -349,8 +349,31 @@ impl UsageRow {
 trait EventRow: for<'a> Row<Value<'a> = Self> + Serialize + Send + Sync + 'static {
     const TABLE: &'static str;
     fn id(&self) -> Uuid;
-    fn workspace(&self) -> Uuid;
-    fn created_at(&self) -> i64;
+}
+
+/// An event's `(workspace, created_at µs, id)`: what the stored-id lookup needs.
+trait Keyed {
+    fn key(&self) -> (Uuid, i64, Uuid);
+}
+
+impl Keyed for EvalResult {
+    fn key(&self) -> (Uuid, i64, Uuid) {
+        (
+            uuid(self.workspace),
+            self.created_at.as_micros(),
+            uuid(self.id),
+        )
+    }
+}
+
+impl Keyed for UsageEvent {
+    fn key(&self) -> (Uuid, i64, Uuid) {
+        (
+            uuid(self.workspace),
+            self.created_at.as_micros(),
+            uuid(self.id),
+        )
+    }
 }
 
 impl EventRow for EvalRow {
@@ -358,24 +381,12 @@ impl EventRow for EvalRow {
     fn id(&self) -> Uuid {
         self.id
     }
-    fn workspace(&self) -> Uuid {
-        self.workspace
-    }
-    fn created_at(&self) -> i64 {
-        self.created_at
-    }
 }
 
 impl EventRow for UsageRow {
     const TABLE: &'static str = "usage_events";
     fn id(&self) -> Uuid {
         self.id
-    }
-    fn workspace(&self) -> Uuid {
-        self.workspace
-    }
-    fn created_at(&self) -> i64 {
-        self.created_at
     }
 }
 
@@ -679,16 +690,17 @@ impl ClickHouseAnalytics {
         schema::migrations(&self.options.schema).len()
     }
 
-    /// Ids of `rows` already stored (one lookup bounded by the batch's workspaces and times).
-    async fn existing<R: EventRow>(&self, rows: &[R]) -> Result<HashSet<Uuid>> {
-        if rows.is_empty() {
+    /// Ids among `keys` (`(workspace, created_at µs, id)` of each event) already stored in `table`
+    /// (one lookup bounded by the batch's workspaces and times).
+    async fn existing(&self, table: &str, keys: &[(Uuid, i64, Uuid)]) -> Result<HashSet<Uuid>> {
+        if keys.is_empty() {
             return Ok(HashSet::new());
         }
-        let mut workspaces: Vec<String> = rows.iter().map(|r| r.workspace().to_string()).collect();
+        let mut workspaces: Vec<String> = keys.iter().map(|k| k.0.to_string()).collect();
         workspaces.sort();
         workspaces.dedup();
-        let from = rows.iter().map(EventRow::created_at).min().unwrap_or(0);
-        let to = rows.iter().map(EventRow::created_at).max().unwrap_or(0);
+        let from = keys.iter().map(|k| k.1).min().unwrap_or(0);
+        let to = keys.iter().map(|k| k.1).max().unwrap_or(0);
         // A cheap gate first: when nothing is stored in the batch's workspaces and time span (a
         // time-ordered stream or a backfill), no id can be, and the id list need not be sent.
         #[derive(Row, Deserialize)]
@@ -696,10 +708,9 @@ impl ClickHouseAnalytics {
             n: u64,
         }
         let gate = format!(
-            "SELECT count() AS n FROM {} WHERE workspace IN {{ws:Array(UUID)}}
+            "SELECT count() AS n FROM {table} WHERE workspace IN {{ws:Array(UUID)}}
                AND created_at >= fromUnixTimestamp64Micro({{from:Int64}}, 'UTC')
-               AND created_at <= fromUnixTimestamp64Micro({{to:Int64}}, 'UTC')",
-            R::TABLE
+               AND created_at <= fromUnixTimestamp64Micro({{to:Int64}}, 'UTC')"
         );
         let stored = self
             .attempt("record", || {
@@ -714,13 +725,12 @@ impl ClickHouseAnalytics {
         if stored.n == 0 {
             return Ok(HashSet::new());
         }
-        let ids: Vec<String> = rows.iter().map(|r| r.id().to_string()).collect();
+        let ids: Vec<String> = keys.iter().map(|k| k.2.to_string()).collect();
         let sql = format!(
-            "SELECT id FROM {} WHERE workspace IN {{ws:Array(UUID)}}
+            "SELECT id FROM {table} WHERE workspace IN {{ws:Array(UUID)}}
                AND created_at >= fromUnixTimestamp64Micro({{from:Int64}}, 'UTC')
                AND created_at <= fromUnixTimestamp64Micro({{to:Int64}}, 'UTC')
-               AND id IN {{ids:Array(UUID)}}",
-            R::TABLE
+               AND id IN {{ids:Array(UUID)}}"
         );
         let found: Vec<IdRow> = self
             .attempt("record", || {
@@ -736,10 +746,18 @@ impl ClickHouseAnalytics {
         Ok(found.into_iter().map(|r| r.id).collect())
     }
 
-    /// Inserts the rows not stored yet, in one INSERT with a deduplication token; returns how
-    /// many were new.
-    async fn insert_new<R: EventRow>(&self, rows: Vec<R>) -> Result<u64> {
-        let known = self.existing(&rows).await?;
+    /// Inserts the events not stored yet, in one INSERT with a deduplication token; returns how
+    /// many were new. The stored-id lookup is under way while the events become rows.
+    async fn insert_new<'e, E, R>(&self, events: &[&'e E]) -> Result<u64>
+    where
+        E: Keyed + Sync,
+        R: EventRow + From<&'e E>,
+    {
+        let keys: Vec<(Uuid, i64, Uuid)> = events.iter().map(|e| e.key()).collect();
+        let (known, rows) = futures::join!(self.existing(R::TABLE, &keys), async {
+            events.iter().map(|e| R::from(e)).collect::<Vec<R>>()
+        });
+        let known = known?;
         let mut seen = HashSet::new();
         let fresh: Vec<R> = rows
             .into_iter()
@@ -834,20 +852,19 @@ impl Analytics for ClickHouseAnalytics {
 
     async fn record(&self, events: &[AnalyticsEvent]) -> Result<u64> {
         validate_batch(events)?;
-        let mut evals = Vec::new();
-        let mut usage = Vec::new();
+        let (mut evals, mut usage) = (Vec::new(), Vec::new());
         for e in events {
             match e {
-                AnalyticsEvent::EvalResult(r) => evals.push(EvalRow::from(r)),
-                AnalyticsEvent::Usage(u) => usage.push(UsageRow::from(u)),
+                AnalyticsEvent::EvalResult(r) => evals.push(r),
+                AnalyticsEvent::Usage(u) => usage.push(u),
             }
         }
         let mut n = 0;
         if !evals.is_empty() {
-            n += self.insert_new(evals).await?;
+            n += self.insert_new::<_, EvalRow>(&evals).await?;
         }
         if !usage.is_empty() {
-            n += self.insert_new(usage).await?;
+            n += self.insert_new::<_, UsageRow>(&usage).await?;
         }
         Ok(n)
     }

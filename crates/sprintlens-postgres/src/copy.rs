@@ -97,10 +97,11 @@ pub(crate) fn row(buf: &mut BytesMut, r: &Row<'_>) {
 /// The columns [`vector_row`] writes, in order.
 pub(crate) const VECTOR_COLUMNS: &str = "workspace, kind, id, project, updated_at, embedding";
 
-/// One `embeddings` row (`vector` storage, unit length as every write stores it) in binary COPY
-/// form: pgvector's binary `vector` is the dimension and an unused field (two 16-bit integers), then
-/// each component as a big-endian float4.
-pub(crate) fn vector_row(buf: &mut BytesMut, e: &sprintlens_core::VectorEntry) {
+/// One `embeddings` row (unit length, as every write stores it) in binary COPY form: pgvector's
+/// binary `vector` is the dimension and an unused field (two 16-bit integers), then each component
+/// as a big-endian float4; its binary `halfvec` (`half` storage) the same with each component as a
+/// big-endian IEEE half, rounded to nearest even as pgvector's own `vector::halfvec` cast rounds.
+pub(crate) fn vector_row(buf: &mut BytesMut, e: &sprintlens_core::VectorEntry, half: bool) {
     buf.put_i16(6);
     uuid(buf, Some(e.workspace.as_uuid()));
     text(buf, Some(e.kind.as_str()));
@@ -110,11 +111,16 @@ pub(crate) fn vector_row(buf: &mut BytesMut, e: &sprintlens_core::VectorEntry) {
     buf.put_i64(e.updated_at.as_micros() - PG_EPOCH_OFFSET_MICROS);
     let unit = e.embedding.normalized();
     let v = unit.as_slice();
-    buf.put_i32(4 + 4 * v.len() as i32);
+    let width = if half { 2 } else { 4 };
+    buf.put_i32(4 + width * v.len() as i32);
     buf.put_i16(v.len() as i16);
     buf.put_i16(0);
     for x in v {
-        buf.put_f32(*x);
+        if half {
+            buf.put_u16(half::f16::from_f32(*x).to_bits());
+        } else {
+            buf.put_f32(*x);
+        }
     }
 }
 

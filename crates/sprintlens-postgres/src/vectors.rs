@@ -173,9 +173,9 @@ impl PgStore {
     /// under row-level security), no per-row conflict handling. If any key is already stored, the
     /// COPY fails on the primary key, nothing of it stays, and the entries go through
     /// [`VectorIndex::upsert`] instead (newest wins), so the outcome is the same as an upsert's.
-    /// Without `operator_url`, or with `half` storage, it is that upsert.
+    /// `half` storage is copied as binary `halfvec`. Without `operator_url` it is that upsert.
     pub async fn load_vectors(&self, entries: &[VectorEntry]) -> Result<u64> {
-        let Some(operator) = self.operator.as_ref().filter(|_| !self.options.half) else {
+        let Some(operator) = self.operator.as_ref() else {
             return VectorIndex::upsert(self, entries).await;
         };
         for e in entries {
@@ -191,7 +191,7 @@ impl PgStore {
         let mut buf = bytes::BytesMut::with_capacity(keep.len() * (80 + 4 * dim));
         crate::copy::header(&mut buf);
         for &i in &keep {
-            crate::copy::vector_row(&mut buf, &entries[i]);
+            crate::copy::vector_row(&mut buf, &entries[i], self.options.half);
         }
         crate::copy::trailer(&mut buf);
         let mut tx = operator

@@ -631,6 +631,7 @@ async fn halfvec_collections_search_like_full_precision() {
     let mut o = PgOptions::new(with_db(&base.app));
     o.dimension = common::DIM;
     o.half = true;
+    o.operator_url = Some(with_db(&base.operator));
     let store = PgStore::open(o).unwrap();
     store.apply_schema(&with_db(&base.admin)).await.unwrap();
     let typ: String = sqlx::query_scalar(
@@ -672,6 +673,32 @@ async fn halfvec_collections_search_like_full_precision() {
             hits[0].score
         );
     }
+    // The backfill load COPYs binary `halfvec`, rounded as PostgreSQL's own `vector::halfvec` cast
+    // (the upsert path above) rounds: the same vectors under another kind come back bit for bit.
+    let copies: Vec<VectorEntry> = entries
+        .iter()
+        .map(|e| VectorEntry {
+            kind: EmbeddingKind::Message,
+            ..e.clone()
+        })
+        .collect();
+    assert_eq!(store.load_vectors(&copies).await.unwrap(), 200);
+    let mut back: HashMap<(RecordId, EmbeddingKind), Embedding> = HashMap::new();
+    let mut after = None;
+    loop {
+        let page = store.scan_entries(after, 1_000).await.unwrap();
+        after = page.last().map(VectorEntry::cursor);
+        back.extend(page.into_iter().map(|e| ((e.id, e.kind), e.embedding)));
+        if after.is_none() {
+            break;
+        }
+    }
+    for e in &entries {
+        let cast = &back[&(e.id, EmbeddingKind::DatasetItem)];
+        assert_eq!(&back[&(e.id, EmbeddingKind::Message)], cast);
+        assert_ne!(cast, &e.embedding, "stored at half precision");
+    }
+    assert_eq!(VectorIndex::count(&store, ws).await.unwrap(), 400);
     // Reopening the same database at full precision is a config error naming the key.
     let mut full = PgOptions::new(with_db(&base.app));
     full.dimension = common::DIM;
