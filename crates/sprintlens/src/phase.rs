@@ -82,7 +82,7 @@ impl Migration {
         self.events.as_ref()
     }
     /// The reconciler delivering the primary's vector outbox, when the primary's vector index
-    /// keeps one (SQLite); otherwise embeddings are mirrored.
+    /// keeps one (SQLite, PostgreSQL); otherwise embeddings are mirrored.
     pub fn vector_reconciler(&self) -> Option<&Arc<Reconciler<crate::dual::VectorDelivery>>> {
         self.vectors.as_ref()
     }
