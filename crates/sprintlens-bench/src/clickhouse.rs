@@ -179,6 +179,21 @@ fn post(host: &str, user: &str, password: &str, path: &str, body: &[u8]) -> Resu
     Ok(())
 }
 
+/// The body of a query's answer (one HTTP/1.1 POST, `Connection: close`), trimmed.
+fn answer(host: &str, user: &str, password: &str, sql: &str) -> Result<String> {
+    let mut s = TcpStream::connect(host)?;
+    write!(
+        s,
+        "POST / HTTP/1.1\r\nHost: {host}\r\nX-ClickHouse-User: {user}\r\nX-ClickHouse-Key: {password}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{sql}",
+        sql.len()
+    )?;
+    let mut text = String::new();
+    BufReader::new(s).read_to_string(&mut text)?;
+    let (head, body) = text.split_once("\r\n\r\n").context("an HTTP answer")?;
+    anyhow::ensure!(head.contains(" 200 "), "{head} {body}");
+    Ok(body.trim().to_string())
+}
+
 fn pct(path: &str) -> String {
     path.bytes()
         .map(|b| {
@@ -273,6 +288,37 @@ pub async fn run(n: usize) -> Result<()> {
         "usage: {usage_n} events through the adapter in {:.1} s",
         t.elapsed().as_secs_f64()
     );
+
+    // What the engine still has to merge when the queries start (they read every active part);
+    // `SPRINTLENS_BENCH_SETTLE_SECS` waits up to that long for the merges to finish first.
+    let state = || {
+        answer(
+            &host,
+            &o.user,
+            &o.password,
+            "SELECT (SELECT count() FROM system.parts WHERE database = 'sprintlens_bench' AND active), \
+             (SELECT count() FROM system.merges WHERE database = 'sprintlens_bench') FORMAT CSV",
+        )
+    };
+    println!(
+        "before the queries: active parts, merges running = {}",
+        state()?
+    );
+    let settle: u64 = std::env::var("SPRINTLENS_BENCH_SETTLE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if settle > 0 {
+        let t = Instant::now();
+        while t.elapsed().as_secs() < settle && !state()?.ends_with(",0") {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        println!(
+            "after waiting {:.1} s: active parts, merges running = {}",
+            t.elapsed().as_secs_f64(),
+            state()?
+        );
+    }
 
     // Dashboard queries: ranges that do not fall on hours (rollups plus raw edges).
     let now = Timestamp::now().as_micros();
