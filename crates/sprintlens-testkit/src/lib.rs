@@ -166,7 +166,7 @@ macro_rules! __emit_cases {
 /// The `RecordStore` conformance suite, plus a property test against an in-memory reference model.
 ///
 /// ```ignore
-/// async fn store() -> (Arc<dyn RecordStore>, TempDir) { … }
+/// async fn store() -> (Arc<dyn RecordStore>, TempDir) { /* open the store under test */ }
 /// sprintlens_testkit::record_store_suite!(store);
 /// ```
 #[macro_export]
