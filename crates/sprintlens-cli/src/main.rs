@@ -146,9 +146,9 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
                     "{total} rows to migrate in all, {} left ({}): about {:.0} s and {:.1} MB in the target",
                     plan.rows_left,
                     if plan.bulk_load {
-                        "bulk load by COPY"
+                        "records by bulk load (COPY)"
                     } else {
-                        "upserts"
+                        "records by upserts"
                     },
                     plan.estimated_seconds,
                     plan.estimated_bytes as f64 / 1e6

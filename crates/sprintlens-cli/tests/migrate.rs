@@ -238,6 +238,19 @@ async fn killed_runs_resume_and_verify_names_every_difference() {
     let (ok, plan) = run_cli(&["plan"], &data, &target.toml);
     assert!(!ok, "{plan}");
     assert!(plan.contains("rows to migrate in all"), "{plan}");
+    // Embeddings and both event streams are in the plan, counted across the three workspaces.
+    for (stream, rows) in [
+        ("embedding", 3_000),
+        ("eval_result", 6_000),
+        ("usage", 6_000),
+    ] {
+        assert!(
+            plan.lines()
+                .any(|l| l.starts_with(stream)
+                    && l.contains(&format!(" {rows} rows in the source,"))),
+            "{stream}: {plan}"
+        );
+    }
     assert!(plan.contains("MB in the target"), "{plan}");
     assert!(
         plan.contains("FAIL writes made during the backfill reach the target"),

@@ -1163,6 +1163,25 @@ impl Analytics for ClickHouseAnalytics {
                 .collect(),
         }
     }
+
+    async fn count(&self, kind: EventKind) -> Result<u64> {
+        #[derive(Row, Deserialize)]
+        struct Count {
+            n: u64,
+        }
+        let table = match kind {
+            EventKind::EvalResult => "eval_results",
+            EventKind::Usage => "usage_events",
+        };
+        // FINAL: a row inserted twice and not merged yet counts once, as `scan` returns it once.
+        let sql = format!("SELECT count() AS n FROM {table} FINAL");
+        Ok(self
+            .attempt("event_count", || {
+                self.client.query(&sql).fetch_one::<Count>()
+            })
+            .await?
+            .n)
+    }
 }
 
 #[cfg(test)]

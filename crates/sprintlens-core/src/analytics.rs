@@ -448,6 +448,7 @@ pub struct EventCursor {
 /// - `cost_breakdown` MUST sum tokens and cost exactly.
 /// - Every query MUST see only the given workspace.
 /// - `scan` MUST return events of one stream in `(created_at, id)` order strictly after the cursor.
+/// - `count` MUST count one stream's events of every workspace, each id once.
 #[async_trait]
 pub trait Analytics: Send + Sync + std::fmt::Debug {
     /// The backend name.
@@ -482,6 +483,8 @@ pub trait Analytics: Send + Sync + std::fmt::Debug {
         after: Option<EventCursor>,
         limit: usize,
     ) -> Result<Vec<AnalyticsEvent>>;
+    /// Number of events of one stream in every workspace (migration plans).
+    async fn count(&self, kind: EventKind) -> Result<u64>;
 }
 
 #[deny(clippy::missing_trait_methods)]
@@ -527,6 +530,9 @@ impl<T: Analytics + ?Sized> Analytics for Arc<T> {
         limit: usize,
     ) -> Result<Vec<AnalyticsEvent>> {
         (**self).scan(kind, after, limit).await
+    }
+    async fn count(&self, kind: EventKind) -> Result<u64> {
+        (**self).count(kind).await
     }
 }
 

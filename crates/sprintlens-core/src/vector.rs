@@ -236,6 +236,7 @@ pub const UNIT_TOLERANCE: f32 = 1e-5;
 /// - `search` MUST return at most `k` hits, best first, only from the query's workspace and filters, and
 ///   MUST return `k` hits when at least `k` entries match the filters.
 /// - `delete` MUST return whether an entry was removed.
+/// - `count_all` MUST count the entries of every workspace (at least `count` of any one).
 /// - `scan_entries` MUST return the entries of every workspace in `(updated_at, id, kind)` order strictly
 ///   after the cursor, each once across pages, with the vectors as stored.
 #[async_trait]
@@ -257,6 +258,8 @@ pub trait VectorIndex: Send + Sync + std::fmt::Debug {
     async fn search(&self, query: &VectorQuery) -> Result<Vec<VectorHit>>;
     /// Number of entries in a workspace.
     async fn count(&self, workspace: WorkspaceId) -> Result<u64>;
+    /// Number of entries of every workspace (migration plans).
+    async fn count_all(&self) -> Result<u64>;
     /// A batch of entries of every workspace, for migration and verification.
     async fn scan_entries(
         &self,
@@ -298,6 +301,9 @@ impl<T: VectorIndex + ?Sized> VectorIndex for Arc<T> {
     }
     async fn count(&self, workspace: WorkspaceId) -> Result<u64> {
         (**self).count(workspace).await
+    }
+    async fn count_all(&self) -> Result<u64> {
+        (**self).count_all().await
     }
     async fn scan_entries(
         &self,

@@ -501,21 +501,6 @@ impl PgStore {
         Ok(true)
     }
 
-    /// Embeddings stored across every workspace (the operator role; `Unsupported` without it).
-    pub async fn vector_rows(&self) -> Result<u64> {
-        let op = self.operator.as_ref().ok_or_else(|| {
-            Error::unsupported(
-                BACKEND,
-                "vector count across workspaces without operator_url",
-            )
-        })?;
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM embeddings")
-            .fetch_one(op)
-            .await
-            .map_err(|e| classify("vector_count", e))?;
-        Ok(n as u64)
-    }
-
     /// Applied migration versions.
     pub async fn schema_versions(&self) -> Result<Vec<i64>> {
         sqlx::query_scalar("SELECT version FROM sprintlens_migrations ORDER BY version")

@@ -338,6 +338,21 @@ impl VectorIndex for PgStore {
         rows.iter().map(|r| entry_row(r, "vector_scan")).collect()
     }
 
+    async fn count_all(&self) -> Result<u64> {
+        // Across workspaces: only the operator role (BYPASSRLS) sees every row.
+        let op = self.operator.as_ref().ok_or_else(|| {
+            Error::unsupported(
+                BACKEND,
+                "vector count across workspaces without operator_url",
+            )
+        })?;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM embeddings")
+            .fetch_one(op)
+            .await
+            .map_err(|e| classify("vector_count", e))?;
+        Ok(n as u64)
+    }
+
     async fn count(&self, workspace: WorkspaceId) -> Result<u64> {
         let mut tx = scoped(self.reader(), workspace, "vector_count").await?;
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM embeddings WHERE workspace = $1")

@@ -323,4 +323,16 @@ impl Analytics for SqliteStore {
         })
         .await
     }
+
+    async fn count(&self, kind: EventKind) -> Result<u64> {
+        let sql = match kind {
+            EventKind::EvalResult => "SELECT COUNT(*) FROM eval_results",
+            EventKind::Usage => "SELECT COUNT(*) FROM usage_events",
+        };
+        self.read("event_count", move |c| {
+            c.query_row(sql, [], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+        })
+        .await
+    }
 }

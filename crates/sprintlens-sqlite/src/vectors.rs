@@ -305,6 +305,16 @@ impl VectorIndex for SqliteStore {
         .await
     }
 
+    async fn count_all(&self) -> Result<u64> {
+        self.read("vector_count", move |c| {
+            c.query_row("SELECT COUNT(*) FROM embeddings", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+        })
+        .await
+    }
+
     async fn count(&self, workspace: WorkspaceId) -> Result<u64> {
         self.read("vector_count", move |c| {
             c.query_row(

@@ -100,11 +100,15 @@ pub async fn eval_summary_is_exact(a: A) {
     );
 }
 
-/// A batch sent twice counts once.
+/// A batch sent twice counts once, in the summary and in the stream's count.
 pub async fn replayed_batch_counts_once(a: A) {
     let ws = WorkspaceId::new();
     let (p, run) = (RecordId::new(), RecordId::new());
     let now = Timestamp::now();
+    let before = (
+        a.count(EventKind::EvalResult).await.unwrap(),
+        a.count(EventKind::Usage).await.unwrap(),
+    );
     let batch: Vec<_> = (0..50)
         .map(|i| eval_result(ws, p, run, "m", f64::from(i), true, 1, Cost(1), now))
         .collect();
@@ -112,6 +116,18 @@ pub async fn replayed_batch_counts_once(a: A) {
     assert_eq!(a.record(&batch).await.unwrap(), 0);
     assert_eq!(a.record(&batch[10..20]).await.unwrap(), 0);
     assert_eq!(a.eval_summary(ws, run).await.unwrap().metrics[0].count, 50);
+    let other = WorkspaceId::new();
+    a.record(&[usage(other, p, None, "m", 1, 1, Cost(1), 1, now)])
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            a.count(EventKind::EvalResult).await.unwrap(),
+            a.count(EventKind::Usage).await.unwrap()
+        ),
+        (before.0 + 50, before.1 + 1),
+        "every workspace, each id once"
+    );
 }
 
 /// A NaN score, an empty model name or a far-future time refuses the whole batch.

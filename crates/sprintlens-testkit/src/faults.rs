@@ -273,6 +273,10 @@ impl Analytics for FaultyAnalytics {
         self.faults.enter(self.backend(), "scan").await?;
         self.inner.scan(kind, after, limit).await
     }
+    async fn count(&self, kind: EventKind) -> Result<u64> {
+        self.faults.enter(self.backend(), "count").await?;
+        self.inner.count(kind).await
+    }
 }
 
 /// A [`VectorIndex`] that consults [`Faults`] before passing each call to the real index it wraps
@@ -328,6 +332,10 @@ impl VectorIndex for FaultyVectorIndex {
     async fn count(&self, workspace: WorkspaceId) -> Result<u64> {
         self.faults.enter(self.backend(), "count").await?;
         self.inner.count(workspace).await
+    }
+    async fn count_all(&self) -> Result<u64> {
+        self.faults.enter(self.backend(), "count").await?;
+        self.inner.count_all().await
     }
     async fn scan_entries(
         &self,

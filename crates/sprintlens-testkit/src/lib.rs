@@ -269,6 +269,7 @@ macro_rules! vector_index_suite {
             [
                 nearest_is_itself,
                 vectors_are_stored_at_unit_length,
+                count_all_spans_workspaces,
                 wrong_dimension_writes_nothing,
                 filters_still_return_k,
                 workspaces_are_isolated,

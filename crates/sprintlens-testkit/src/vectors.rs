@@ -24,6 +24,13 @@ fn entry(
     }
 }
 
+/// `n` random message embeddings of `ws`, no project.
+fn messages(ws: WorkspaceId, n: usize, rng: &mut Rng, dim: usize) -> Vec<VectorEntry> {
+    (0..n)
+        .map(|_| entry(ws, None, EmbeddingKind::Message, random_embedding(rng, dim)))
+        .collect()
+}
+
 fn query(ws: WorkspaceId, e: Embedding, k: usize) -> VectorQuery {
     VectorQuery {
         workspace: ws,
@@ -65,6 +72,22 @@ pub async fn nearest_is_itself(index: Index) {
         );
         assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
     }
+}
+
+/// `count_all` counts the entries of every workspace, not one.
+pub async fn count_all_spans_workspaces(index: Index) {
+    let mut rng = Rng::new(13);
+    let dim = index.dimension();
+    let (a, b) = (WorkspaceId::new(), WorkspaceId::new());
+    for (ws, n) in [(a, 3), (b, 2)] {
+        index.upsert(&messages(ws, n, &mut rng, dim)).await.unwrap();
+    }
+    assert_eq!(
+        index.count(a).await.unwrap() + index.count(b).await.unwrap(),
+        5
+    );
+    // Other cases may write and delete at the same time: at least these five.
+    assert!(index.count_all().await.unwrap() >= 5);
 }
 
 /// A vector is stored scaled to unit length, and storing what was read back changes no bit: two
@@ -238,16 +261,7 @@ pub async fn search_matches_exact_ranking(index: Index) {
     let ws = WorkspaceId::new();
     let mut rng = Rng::new(6);
     let dim = index.dimension();
-    let entries: Vec<VectorEntry> = (0..500)
-        .map(|_| {
-            entry(
-                ws,
-                None,
-                EmbeddingKind::Message,
-                random_embedding(&mut rng, dim),
-            )
-        })
-        .collect();
+    let entries = messages(ws, 500, &mut rng, dim);
     index.upsert(&entries).await.unwrap();
     let mut found = 0;
     for _ in 0..10 {

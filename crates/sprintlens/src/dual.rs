@@ -895,6 +895,9 @@ impl Analytics for DualWriteAnalytics {
     ) -> Result<Vec<AnalyticsEvent>> {
         self.primary.scan(kind, after, limit).await
     }
+    async fn count(&self, kind: EventKind) -> Result<u64> {
+        self.primary.count(kind).await
+    }
 }
 
 /// `VectorIndex` writing to a primary with a vector outbox and delivering to a secondary, by the
@@ -999,6 +1002,9 @@ impl VectorIndex for DualWriteVectorIndex {
     }
     async fn count(&self, workspace: WorkspaceId) -> Result<u64> {
         self.primary.count(workspace).await
+    }
+    async fn count_all(&self) -> Result<u64> {
+        self.primary.count_all().await
     }
     async fn scan_entries(
         &self,
@@ -1365,6 +1371,9 @@ impl VectorIndex for MirroredVectorIndex {
     async fn count(&self, workspace: WorkspaceId) -> Result<u64> {
         self.primary.count(workspace).await
     }
+    async fn count_all(&self) -> Result<u64> {
+        self.primary.count_all().await
+    }
     async fn scan_entries(
         &self,
         after: Option<VectorCursor>,
@@ -1422,6 +1431,9 @@ impl Analytics for MirroredAnalytics {
         limit: usize,
     ) -> Result<Vec<AnalyticsEvent>> {
         self.primary.scan(kind, after, limit).await
+    }
+    async fn count(&self, kind: EventKind) -> Result<u64> {
+        self.primary.count(kind).await
     }
 }
 

@@ -207,17 +207,19 @@ pub struct Check {
 /// What `run` will copy, how long and how much disk it should take, and what stands in the way.
 #[derive(Clone, Debug, Serialize)]
 pub struct Plan {
-    /// Per record kind.
+    /// Per record kind, then `embedding`, `eval_result` and `usage` (counted across workspaces).
     pub kinds: Vec<KindPlan>,
-    /// Records still to copy.
+    /// Rows still to copy: records, embeddings and events.
     pub rows_left: u64,
     /// Whether `run` would bulk-load them (the target holds next to nothing: COPY straight into the
     /// table and, with `[records] admin_url`, indexes built at the end) or upsert them.
     pub bulk_load: bool,
-    /// Estimated seconds for the records left, at [`PLAN_BULK_ROWS_PER_SEC`] for a bulk load and
-    /// [`PLAN_ROWS_PER_SEC`] otherwise.
+    /// Estimated seconds for what is left: records at [`PLAN_BULK_ROWS_PER_SEC`] for a bulk load
+    /// and [`PLAN_ROWS_PER_SEC`] otherwise, embeddings at [`PLAN_VECTOR_BULK_ROWS_PER_SEC`] into a
+    /// target holding none and [`PLAN_VECTOR_ROWS_PER_SEC`] otherwise, events at
+    /// [`PLAN_EVENT_ROWS_PER_SEC`].
     pub estimated_seconds: f64,
-    /// Estimated bytes the records left take in the target.
+    /// Estimated bytes what is left takes in the target.
     pub estimated_bytes: u64,
     /// Preconditions; `run` would fail or lose writes when one does not hold.
     pub checks: Vec<Check>,
@@ -247,6 +249,23 @@ fn bulk_load(left: u64, held: u64) -> bool {
 /// Per-row overhead assumed in the target on top of the encoded record: tuple header, uuid and time
 /// columns, and the entries of the seven indexes on `records`.
 pub const PLAN_ROW_OVERHEAD_BYTES: u64 = 300;
+
+/// The rate assumed by `plan` for embeddings into a target on PostgreSQL holding none: COPY, then
+/// the HNSW index built once (measured: 50,000 × 384 in 14.3 s on 2 cores, see docs/benchmarks.md).
+pub const PLAN_VECTOR_BULK_ROWS_PER_SEC: f64 = 3_500.0;
+
+/// The rate assumed by `plan` for embeddings upserted into a maintained HNSW index (measured:
+/// 50,000 × 384 in 70.7 s).
+pub const PLAN_VECTOR_ROWS_PER_SEC: f64 = 700.0;
+
+/// The rate assumed by `plan` for analytics events (batches of 1,000, each with its stored-id
+/// lookup): an assumption, not measured here.
+pub const PLAN_EVENT_ROWS_PER_SEC: f64 = 20_000.0;
+
+/// Bytes an analytics event takes in the target (ClickHouse, compressed, its rollups included;
+/// measured: 23 bytes per event over 2.4M events of `bench clickhouse`, 21 for an evaluation
+/// result's row alone, 17 for a usage event's).
+pub const PLAN_EVENT_BYTES: u64 = 25;
 
 /// What `run` did for one kind.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -773,20 +792,48 @@ pub async fn plan(
             estimated_bytes: left * (avg + PLAN_ROW_OVERHEAD_BYTES),
         });
     }
-    let rows_left: u64 = kinds
-        .iter()
-        .map(|k| k.source_rows.saturating_sub(k.copied))
-        .sum();
-    let bulk = Deferral::Records.pending(pg).await? || bulk_load(rows_left, held);
+    let left = |k: &KindPlan| k.source_rows.saturating_sub(k.copied);
+    let records_left: u64 = kinds.iter().map(left).sum();
+    let bulk = Deferral::Records.pending(pg).await? || bulk_load(records_left, held);
+    let mut seconds = records_left as f64
+        / if bulk {
+            PLAN_BULK_ROWS_PER_SEC
+        } else {
+            PLAN_ROWS_PER_SEC
+        };
+    // Embeddings and events, counted across workspaces.
+    let (_, copied) = load::<sprintlens_core::VectorCursor>(pg, EMBEDDINGS).await?;
+    let source_rows = source.vectors().count_all().await?;
+    let embeddings = KindPlan {
+        kind: "embedding",
+        source_rows,
+        copied,
+        estimated_bytes: source_rows.saturating_sub(copied)
+            * (4 * sd as u64 + PLAN_ROW_OVERHEAD_BYTES),
+    };
+    seconds += left(&embeddings) as f64
+        / if matches!(sprintlens_core::VectorIndex::count_all(pg).await, Ok(0)) {
+            PLAN_VECTOR_BULK_ROWS_PER_SEC
+        } else {
+            PLAN_VECTOR_ROWS_PER_SEC
+        };
+    kinds.push(embeddings);
+    for kind in [EventKind::EvalResult, EventKind::Usage] {
+        let (_, copied) = load::<EventCursor>(pg, &event_checkpoint(kind)).await?;
+        let source_rows = source.analytics().count(kind).await?;
+        let events = KindPlan {
+            kind: event_stream(kind),
+            source_rows,
+            copied,
+            estimated_bytes: source_rows.saturating_sub(copied) * PLAN_EVENT_BYTES,
+        };
+        seconds += left(&events) as f64 / PLAN_EVENT_ROWS_PER_SEC;
+        kinds.push(events);
+    }
     Ok(Plan {
-        rows_left,
+        rows_left: kinds.iter().map(left).sum(),
         bulk_load: bulk,
-        estimated_seconds: rows_left as f64
-            / if bulk {
-                PLAN_BULK_ROWS_PER_SEC
-            } else {
-                PLAN_ROWS_PER_SEC
-            },
+        estimated_seconds: seconds,
         estimated_bytes: kinds.iter().map(|k| k.estimated_bytes).sum(),
         kinds,
         checks,
@@ -1069,7 +1116,7 @@ pub async fn run(
     let mut vbulk = vdeferred;
     if !vdeferred && target.vectors().backend() == sprintlens_postgres::BACKEND {
         let (after, _) = load::<sprintlens_core::VectorCursor>(pg, EMBEDDINGS).await?;
-        vbulk = matches!(pg.vector_rows().await, Ok(0))
+        vbulk = matches!(sprintlens_core::VectorIndex::count_all(pg).await, Ok(0))
             && !source.vectors().scan_entries(after, 1).await?.is_empty();
         if vbulk
             && options.defer_indexes
