@@ -91,6 +91,10 @@ enum MigrateAction {
     Rollback(Target),
     /// Where each stream stands in the target, and the last verification.
     Status(Target),
+    /// Returns every parked outbox entry (records, embeddings, events) of both stores to the
+    /// pending set, once the cause of their delivery failures is fixed; the services' reconcilers
+    /// then deliver them.
+    Unpark(Target),
     /// Compares every record on both sides; exits 1 on any difference.
     Verify {
         #[command(flatten)]
@@ -346,6 +350,48 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
                     println!(
                         "{:<32} {:>10} rows  {}  (at {})",
                         s.name, s.rows, s.position, s.updated_at
+                    );
+                }
+            }
+            Ok(true)
+        }
+        MigrateAction::Unpark(t) => {
+            let target = open_target(&t, &config).await?;
+            for (side, s) in [("old", &source), ("new", &target)] {
+                let records = match s.outbox() {
+                    Some(o) => Some(o.outbox_unpark().await?),
+                    None => None,
+                };
+                let embeddings = match s.vector_outbox() {
+                    Some(o) => Some(o.vector_outbox_unpark().await?),
+                    None => None,
+                };
+                let events = match s.event_outbox() {
+                    Some(o) => Some(o.event_outbox_unpark().await?),
+                    None => None,
+                };
+                if t.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "store": side,
+                            "records": records,
+                            "embeddings": embeddings,
+                            "events": events,
+                        })
+                    );
+                } else {
+                    let counts: Vec<String> = [
+                        ("record", records),
+                        ("embedding", embeddings),
+                        ("event", events),
+                    ]
+                    .into_iter()
+                    .filter_map(|(what, n)| n.map(|n| format!("{n} {what}")))
+                    .collect();
+                    println!(
+                        "{side} store: {} entries returned to pending",
+                        counts.join(", ")
                     );
                 }
             }

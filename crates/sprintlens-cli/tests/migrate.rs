@@ -6,7 +6,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sprintlens::core::{RecordBody, RecordId, RecordStore, Role, WorkspaceId};
+use sprintlens::core::{
+    OutboxStore, RecordBody, RecordId, RecordStore, Role, VectorOutboxStore, WorkspaceId,
+};
 use sprintlens_testkit::generate::{self, Rng};
 
 fn sprintlens() -> Command {
@@ -490,6 +492,45 @@ async fn killed_runs_resume_and_verify_names_every_difference() {
     println!(
         "verify flagged: changed column, deleted row, NULL vs value, NULL vs empty string, 1 µs, two rows swapped between workspaces, extra row, vector component"
     );
+
+    // Entries parked after permanent delivery failures go back to pending with `migrate unpark`,
+    // in every outbox of both stores.
+    let storage = sprintlens::Storage::open(
+        sprintlens::config::from_parts(
+            None,
+            vec![("SPRINTLENS_DATA_DIR".into(), data.display().to_string())],
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let ws = WorkspaceId::new();
+    let records = storage.outbox().unwrap().clone();
+    let (_, seqs) = records
+        .upsert_logged(&[generate::project(ws, "parked")], &[])
+        .await
+        .unwrap();
+    records.outbox_park(seqs[0], "refused").await.unwrap();
+    let vectors = storage.vector_outbox().unwrap().clone();
+    let key = sprintlens::core::VectorKey {
+        workspace: ws,
+        kind: sprintlens::core::EmbeddingKind::Message,
+        id: RecordId::new(),
+    };
+    let (_, seq) = vectors.vector_delete_logged(key, &[]).await.unwrap();
+    vectors.vector_outbox_park(seq, "refused").await.unwrap();
+    let (ok, out) = run_cli(&["unpark"], &data, &target.toml);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("old store: 1 record, 1 embedding, 0 event entries returned to pending"),
+        "{out}"
+    );
+    assert!(
+        out.contains("new store: 0 record, 0 embedding entries returned to pending"),
+        "{out}"
+    );
+    assert_eq!(records.outbox_stats().await.unwrap().parked, 0);
+    assert_eq!(vectors.vector_outbox_stats().await.unwrap().pending, 1);
 }
 
 /// 1,000,000 records over three workspaces (NULLs, unicode, large JSON, embeddings, events): one

@@ -176,7 +176,8 @@ pub struct PendingEvent {
 /// - `event_outbox_pending` MUST return pending entries in `seq` order (at most `limit`) with their
 ///   stored events.
 /// - `event_outbox_ack` MUST remove the given pending entries; `event_outbox_park` MUST move one out of
-///   the pending set; `event_outbox_stats` MUST count pending and parked entries.
+///   the pending set and `event_outbox_unpark` return every parked one to it; `event_outbox_stats`
+///   MUST count pending and parked entries.
 #[async_trait]
 pub trait EventOutboxStore: Analytics {
     /// `record` plus one outbox entry per event, and the removal of `acks`, in one transaction.
@@ -195,6 +196,9 @@ pub trait EventOutboxStore: Analytics {
 
     /// Sets an entry aside after a permanent delivery failure.
     async fn event_outbox_park(&self, seq: i64, error: &str) -> Result<()>;
+
+    /// Returns every parked entry to the pending set; returns how many.
+    async fn event_outbox_unpark(&self) -> Result<u64>;
 
     /// Pending and parked counts.
     async fn event_outbox_stats(&self) -> Result<OutboxStats>;
@@ -218,6 +222,9 @@ impl<T: EventOutboxStore + ?Sized> EventOutboxStore for Arc<T> {
     }
     async fn event_outbox_park(&self, seq: i64, error: &str) -> Result<()> {
         (**self).event_outbox_park(seq, error).await
+    }
+    async fn event_outbox_unpark(&self) -> Result<u64> {
+        (**self).event_outbox_unpark().await
     }
     async fn event_outbox_stats(&self) -> Result<OutboxStats> {
         (**self).event_outbox_stats().await
@@ -273,7 +280,8 @@ pub struct PendingVector {
 ///   the embedding as stored now, read after the entry was visible.
 /// - `vector_entries` MUST return, for each key in order, the embedding as stored now.
 /// - `vector_outbox_ack` MUST remove the given pending entries; `vector_outbox_park` MUST move one
-///   out of the pending set; `vector_outbox_stats` MUST count pending and parked entries.
+///   out of the pending set and `vector_outbox_unpark` return every parked one to it;
+///   `vector_outbox_stats` MUST count pending and parked entries.
 #[async_trait]
 pub trait VectorOutboxStore: VectorIndex {
     /// `upsert` plus one outbox entry per embedding, and the removal of `acks`, in one
@@ -299,6 +307,9 @@ pub trait VectorOutboxStore: VectorIndex {
 
     /// Sets an entry aside after a permanent delivery failure.
     async fn vector_outbox_park(&self, seq: i64, error: &str) -> Result<()>;
+
+    /// Returns every parked entry to the pending set; returns how many.
+    async fn vector_outbox_unpark(&self) -> Result<u64>;
 
     /// Pending and parked counts.
     async fn vector_outbox_stats(&self) -> Result<OutboxStats>;
@@ -328,6 +339,9 @@ impl<T: VectorOutboxStore + ?Sized> VectorOutboxStore for Arc<T> {
     }
     async fn vector_outbox_park(&self, seq: i64, error: &str) -> Result<()> {
         (**self).vector_outbox_park(seq, error).await
+    }
+    async fn vector_outbox_unpark(&self) -> Result<u64> {
+        (**self).vector_outbox_unpark().await
     }
     async fn vector_outbox_stats(&self) -> Result<OutboxStats> {
         (**self).vector_outbox_stats().await

@@ -113,6 +113,18 @@ impl PgStore {
         Ok(())
     }
 
+    /// Returns every parked entry of `log` to the pending set; returns how many.
+    pub(crate) async fn unpark(&self, log: Log) -> Result<u64> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {} SET parked_at = NULL, error = NULL WHERE parked_at IS NOT NULL",
+            log.table()
+        )))
+        .execute(&self.pool)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(|e| classify("outbox_unpark", e))
+    }
+
     /// Pending and parked counts of `log`, and when its oldest pending entry was logged.
     pub(crate) async fn log_stats(&self, log: Log) -> Result<OutboxStats> {
         let (pending, parked, oldest): (i64, i64, Option<chrono::DateTime<chrono::Utc>>) =
@@ -222,13 +234,7 @@ impl OutboxStore for PgStore {
     }
 
     async fn outbox_unpark(&self) -> Result<u64> {
-        sqlx::query(
-            "UPDATE sprintlens_outbox SET parked_at = NULL, error = NULL WHERE parked_at IS NOT NULL",
-        )
-        .execute(&self.pool)
-        .await
-        .map(|r| r.rows_affected())
-        .map_err(|e| classify("outbox_unpark", e))
+        self.unpark(Log::Records).await
     }
 
     async fn outbox_parked(&self, limit: usize) -> Result<Vec<ParkedEntry>> {

@@ -472,6 +472,10 @@ impl VectorOutboxStore for PgStore {
         self.park(Log::Vectors, seq, error).await
     }
 
+    async fn vector_outbox_unpark(&self) -> Result<u64> {
+        self.unpark(Log::Vectors).await
+    }
+
     async fn vector_outbox_stats(&self) -> Result<OutboxStats> {
         self.log_stats(Log::Vectors).await
     }

@@ -97,6 +97,22 @@ impl SqliteStore {
         .await
     }
 
+    /// Returns every parked entry of `log` to the pending set; returns how many.
+    pub(crate) async fn unpark(&self, log: Log) -> Result<u64> {
+        self.write("outbox_unpark", move |tx| {
+            tx.execute(
+                &format!(
+                    "UPDATE {} SET parked_at = NULL, error = NULL WHERE parked_at IS NOT NULL",
+                    log.table()
+                ),
+                [],
+            )
+            .map(|n| n as u64)
+            .map_err(|e| classify("outbox_unpark", e))
+        })
+        .await
+    }
+
     /// Pending and parked counts of `log`, and when its oldest pending entry was logged.
     pub(crate) async fn log_stats(&self, log: Log) -> Result<OutboxStats> {
         self.read("outbox", move |c| {
@@ -241,15 +257,7 @@ impl OutboxStore for SqliteStore {
     }
 
     async fn outbox_unpark(&self) -> Result<u64> {
-        self.write("outbox_unpark", move |tx| {
-            tx.execute(
-                "UPDATE outbox SET parked_at = NULL, error = NULL WHERE parked_at IS NOT NULL",
-                [],
-            )
-            .map(|n| n as u64)
-            .map_err(|e| classify("outbox_unpark", e))
-        })
-        .await
+        self.unpark(Log::Records).await
     }
 
     async fn outbox_parked(&self, limit: usize) -> Result<Vec<ParkedEntry>> {
@@ -366,6 +374,10 @@ impl EventOutboxStore for SqliteStore {
 
     async fn event_outbox_park(&self, seq: i64, error: &str) -> Result<()> {
         self.park(Log::Events, seq, error).await
+    }
+
+    async fn event_outbox_unpark(&self) -> Result<u64> {
+        self.unpark(Log::Events).await
     }
 
     async fn event_outbox_stats(&self) -> Result<OutboxStats> {

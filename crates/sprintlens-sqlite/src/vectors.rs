@@ -465,6 +465,10 @@ impl VectorOutboxStore for SqliteStore {
         self.park(Log::Vectors, seq, error).await
     }
 
+    async fn vector_outbox_unpark(&self) -> Result<u64> {
+        self.unpark(Log::Vectors).await
+    }
+
     async fn vector_outbox_stats(&self) -> Result<OutboxStats> {
         self.log_stats(Log::Vectors).await
     }

@@ -305,6 +305,19 @@ pub async fn event_outbox_cases(store: Arc<dyn EventOutboxStore>) {
         (0, 1),
         "acks leave parked entries"
     );
+    // Unparked, it is pending again with its event.
+    assert_eq!(store.event_outbox_unpark().await.unwrap(), 1);
+    let back = pending(store.clone()).await;
+    assert_eq!(
+        back.iter().map(|p| p.seq).collect::<Vec<_>>(),
+        vec![seqs[2]]
+    );
+    assert_eq!(back[0].event.as_ref(), Some(&events[2]));
+    store.event_outbox_ack(&[seqs[2]]).await.unwrap();
+    assert_eq!(
+        store.event_outbox_stats().await.unwrap(),
+        OutboxStats::default()
+    );
 }
 
 /// Two embeddings of one workspace, unit length (as indexes store them), of `dimension`.
@@ -402,4 +415,17 @@ pub async fn vector_outbox_cases(store: Arc<dyn VectorOutboxStore>) {
         (0, parked_before + 1),
         "acks leave parked entries"
     );
+    // Unparked (with any left by earlier runs), they are pending again: this one names the
+    // deleted embedding.
+    assert_eq!(
+        store.vector_outbox_unpark().await.unwrap(),
+        parked_before + 1
+    );
+    let back = pending(store.clone()).await;
+    let mine = back.iter().find(|p| p.seq == seqs[0]).expect("unparked");
+    assert_eq!((mine.key, mine.entry.as_ref()), (keys[0], None));
+    let seqs: Vec<i64> = back.iter().map(|p| p.seq).collect();
+    store.vector_outbox_ack(&seqs).await.unwrap();
+    let stats = store.vector_outbox_stats().await.unwrap();
+    assert_eq!((stats.pending, stats.parked), (0, 0));
 }
