@@ -38,6 +38,7 @@ fn main() -> Result<()> {
                         "clickhouse",
                         "migrate",
                         "migrate-vectors",
+                        "migrate-events",
                         "dual-write",
                     ]
                     .contains(&b.as_str())

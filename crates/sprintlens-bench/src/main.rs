@@ -248,6 +248,14 @@ async fn main() -> Result<()> {
             migrate::run(n, batch).await?;
             dualwrite::run(5_000).await
         }
+        Some("migrate-events") => {
+            let n = args
+                .get(1)
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(1_000_000);
+            migrate::events(n).await
+        }
         Some("migrate-vectors") => {
             let n = args
                 .get(1)
@@ -284,7 +292,7 @@ async fn main() -> Result<()> {
             redis::run(c, 10).await
         }
         _ => anyhow::bail!(
-            "usage: sprintlens-bench sqlite-vectors [sizes…] | postgres-vectors [n] | postgres-bulk [n] [batch] | redis [concurrency] | objects [sizes in MiB…] | clickhouse [rows] | migrate [rows] [batch] | migrate-vectors [n] | dual-write [writes]"
+            "usage: sprintlens-bench sqlite-vectors [sizes…] | postgres-vectors [n] | postgres-bulk [n] [batch] | redis [concurrency] | objects [sizes in MiB…] | clickhouse [rows] | migrate [rows] [batch] | migrate-vectors [n] | migrate-events [n] | dual-write [writes]"
         ),
     }
 }

@@ -400,3 +400,110 @@ pub async fn vectors(n: usize) -> Result<()> {
     );
     Ok(())
 }
+
+/// `bench migrate-events`: `n` analytics events (half evaluation results, half usage, three
+/// workspaces, 30 days) backfilled by `sprintlens migrate run` from SQLite into ClickHouse (batches of
+/// 1,000, each with its stored-id lookup and deduplication token), then compared by `verify`.
+pub async fn events(n: usize) -> Result<()> {
+    let env = env()?;
+    let dir = tempfile::tempdir_in(std::env::var("SPRINTLENS_BENCH_DIR").unwrap_or(".".into()))?;
+    let side = dir.path().join("side");
+    let src = dir.path().join("events.db");
+    let embedded = format!(
+        "[records]\nurl = \"sqlite://{src}\"\n[vectors]\nurl = \"sqlite://{src}\"\n[analytics]\nurl = \"sqlite://{src}\"\n[blobs]\nurl = \"file://{s}/blobs\"\n[cache]\nurl = \"memory://\"\n[sessions]\nurl = \"memory://\"\n[embedder]\nurl = \"hash://\"\n",
+        src = src.display(),
+        s = side.display()
+    );
+    let source = sprintlens::Storage::open(config(&embedded)?).await?;
+    let mut rng = Rng::new(9);
+    let now = sprintlens::core::Timestamp::now();
+    let workspaces: Vec<WorkspaceId> = (0..3).map(|_| WorkspaceId::new()).collect();
+    let (project, run) = (RecordId::new(), RecordId::new());
+    let t = Instant::now();
+    let mut batch = Vec::with_capacity(10_000);
+    for i in 0..n {
+        let ws = workspaces[i % 3];
+        let at = now.minus(std::time::Duration::from_micros(
+            rng.below(30 * 86_400_000_000),
+        ));
+        batch.push(if i % 2 == 0 {
+            generate::eval_result(
+                ws,
+                project,
+                run,
+                ["accuracy", "faithfulness"][i / 2 % 2],
+                rng.unit(),
+                i % 3 != 0,
+                rng.below(2_000) as u32,
+                sprintlens::core::Cost(rng.below(9_000) as i64),
+                at,
+            )
+        } else {
+            generate::usage(
+                ws,
+                project,
+                None,
+                "gpt-4o",
+                rng.below(3_000),
+                rng.below(800),
+                sprintlens::core::Cost(rng.below(50_000) as i64),
+                rng.below(5_000) as u32,
+                at,
+            )
+        });
+        if batch.len() == 10_000 {
+            source.analytics().record(&batch).await?;
+            batch.clear();
+        }
+    }
+    source.analytics().record(&batch).await?;
+    println!(
+        "source: {n} events in {} (written in {:.1} s)",
+        src.display(),
+        t.elapsed().as_secs_f64()
+    );
+
+    // The target: records on PostgreSQL (the migration's state), analytics on a fresh ClickHouse
+    // database of the stack.
+    let (_, _, text) = target_db(&env, "sl_bench_events", &side, None).await?;
+    let ch = std::env::var("SPRINTLENS_TEST_CLICKHOUSE_URL")
+        .context("SPRINTLENS_TEST_CLICKHOUSE_URL (run through `cargo xtask bench`)")?;
+    let ch = format!("{}/sl_bench_events", ch.rsplit_once('/').context("URL")?.0);
+    let text = text.replacen(
+        &format!("url = \"sqlite://{}/t.db\"", side.display()),
+        &format!("url = \"{ch}\""),
+        1,
+    );
+    sprintlens_clickhouse::ClickHouseAnalytics::new(
+        sprintlens_clickhouse::ClickHouseOptions::from_config(
+            &sprintlens::core::config::AnalyticsConfig::new(
+                sprintlens::core::config::BackendUrl::parse("analytics.url", &ch)?,
+            ),
+        )?,
+    )
+    .drop_databases_like("sl_bench_events")
+    .await?;
+    let target = sprintlens::Storage::open(config(&text)?).await?;
+    target.apply_schema().await?;
+    let t = Instant::now();
+    let reports = sprintlens::migrate::run(
+        &source,
+        &target,
+        &sprintlens::migrate::RunOptions::default(),
+        |_| {},
+    )
+    .await?;
+    let took = t.elapsed().as_secs_f64();
+    let rows: u64 = reports.iter().map(|r| r.rows).sum();
+    let t = Instant::now();
+    let verify = sprintlens::migrate::verify_events(&source, &target).await?;
+    let same = verify.iter().all(|k| k.differences() == 0);
+    println!(
+        "sprintlens migrate run: {rows} events into ClickHouse in {took:.1} s = {:.0} events/s; verify: {} in {:.1} s",
+        rows as f64 / took,
+        if same { "identical" } else { "DIFFERENT" },
+        t.elapsed().as_secs_f64()
+    );
+    anyhow::ensure!(same && rows == n as u64, "{verify:?}");
+    Ok(())
+}
