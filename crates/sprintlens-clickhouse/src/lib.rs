@@ -1135,9 +1135,17 @@ impl Analytics for ClickHouseAnalytics {
                 "usage_events",
             ),
         };
+        // The plain bound on `created_at` (implied by the tuple's) is what the engine can prune
+        // partitions and granules with: without it every page read the whole table.
+        let bound = if after.is_some() {
+            "AND created_at >= fromUnixTimestamp64Micro({t:Int64}, 'UTC')"
+        } else {
+            ""
+        };
         let sql = format!(
             "SELECT {columns} FROM {table} FINAL
              WHERE (toUnixTimestamp64Micro(created_at), toString(id)) > ({{t:Int64}}, {{i:String}})
+               {bound}
              ORDER BY toUnixTimestamp64Micro(created_at), toString(id)
              LIMIT {{limit:UInt64}}"
         );
