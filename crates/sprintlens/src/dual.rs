@@ -1291,8 +1291,9 @@ impl Mirror {
 /// A port writing to a primary and mirroring each write to a secondary without ever failing or
 /// holding the caller past `write_wait` for it; reads are served by the primary. A missed mirror
 /// write is counted ([`Mirrored::failures`]); `sprintlens migrate run` (the keyset backfill resumes
-/// past its checkpoints) and `verify` close such gaps before cut-over. Implemented for
-/// [`VectorIndex`] and [`Analytics`] (events are id-keyed, so a repeated batch counts once on both).
+/// past its checkpoints) and `verify` close such gaps before cut-over. Implemented for [`Analytics`]
+/// (events are id-keyed, so a repeated batch counts once on both) when the primary keeps no event
+/// outbox (ClickHouse after cut-over).
 #[derive(Debug)]
 pub struct Mirrored<P: ?Sized> {
     primary: Arc<P>,
@@ -1300,8 +1301,6 @@ pub struct Mirrored<P: ?Sized> {
     mirror: Mirror,
 }
 
-/// Embeddings mirrored to a second index.
-pub type MirroredVectorIndex = Mirrored<dyn VectorIndex>;
 /// Analytics events mirrored to a second store.
 pub type MirroredAnalytics = Mirrored<dyn Analytics>;
 
@@ -1332,54 +1331,6 @@ impl<P: ?Sized> Mirrored<P> {
     /// The live counter behind [`Self::failures`].
     pub fn failure_counter(&self) -> Arc<AtomicU64> {
         self.mirror.failures.clone()
-    }
-}
-
-#[deny(clippy::missing_trait_methods)]
-#[async_trait]
-impl VectorIndex for MirroredVectorIndex {
-    fn backend(&self) -> &'static str {
-        self.primary.backend()
-    }
-    fn dimension(&self) -> usize {
-        self.primary.dimension()
-    }
-    async fn upsert(&self, entries: &[VectorEntry]) -> Result<u64> {
-        let n = self.primary.upsert(entries).await?;
-        let (secondary, entries) = (self.secondary.clone(), entries.to_vec());
-        self.mirror
-            .send(async move { secondary.upsert(&entries).await.is_ok() })
-            .await;
-        Ok(n)
-    }
-    async fn delete(
-        &self,
-        workspace: WorkspaceId,
-        kind: EmbeddingKind,
-        id: RecordId,
-    ) -> Result<bool> {
-        let out = self.primary.delete(workspace, kind, id).await?;
-        let secondary = self.secondary.clone();
-        self.mirror
-            .send(async move { secondary.delete(workspace, kind, id).await.is_ok() })
-            .await;
-        Ok(out)
-    }
-    async fn search(&self, query: &VectorQuery) -> Result<Vec<VectorHit>> {
-        self.primary.search(query).await
-    }
-    async fn count(&self, workspace: WorkspaceId) -> Result<u64> {
-        self.primary.count(workspace).await
-    }
-    async fn count_all(&self) -> Result<u64> {
-        self.primary.count_all().await
-    }
-    async fn scan_entries(
-        &self,
-        after: Option<VectorCursor>,
-        limit: usize,
-    ) -> Result<Vec<VectorEntry>> {
-        self.primary.scan_entries(after, limit).await
     }
 }
 

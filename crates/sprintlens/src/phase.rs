@@ -17,7 +17,8 @@
 //!
 //! # Interlocks, checked when the storage opens
 //! - Every mode but `single` needs `[migration] target` and records on PostgreSQL there (it keeps
-//!   the checkpoints, the verification and the phase), and an outbox on both sides' records.
+//!   the checkpoints, the verification and the phase), and an outbox on both sides' records and
+//!   vectors.
 //! - `shadow-read` and `cut-over` need a finished backfill (every record kind's checkpoint done).
 //! - `cut-over` needs a passing `verify` newer than the last backfill run and the last rollback.
 //! - `dual-write` and `shadow-read` are refused after a cut-over until `sprintlens migrate rollback`
@@ -45,9 +46,9 @@ pub struct Migration {
     target: Storage,
     reconciler: Arc<Reconciler>,
     events: Option<Arc<Reconciler<crate::dual::EventDelivery>>>,
-    vectors: Option<Arc<Reconciler<crate::dual::VectorDelivery>>>,
+    vectors: Arc<Reconciler<crate::dual::VectorDelivery>>,
     shadow: Option<Arc<ShadowReadRecordStore>>,
-    mirror_failures: Vec<Arc<std::sync::atomic::AtomicU64>>,
+    mirror_failures: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// Names this process's shadow-read counters in the target.
     instance: String,
     _flush: Option<FlushTask>,
@@ -81,10 +82,9 @@ impl Migration {
     pub fn event_reconciler(&self) -> Option<&Arc<Reconciler<crate::dual::EventDelivery>>> {
         self.events.as_ref()
     }
-    /// The reconciler delivering the primary's vector outbox, when the primary's vector index
-    /// keeps one (SQLite, PostgreSQL); otherwise embeddings are mirrored.
-    pub fn vector_reconciler(&self) -> Option<&Arc<Reconciler<crate::dual::VectorDelivery>>> {
-        self.vectors.as_ref()
+    /// The reconciler delivering the primary's vector outbox.
+    pub fn vector_reconciler(&self) -> &Arc<Reconciler<crate::dual::VectorDelivery>> {
+        &self.vectors
     }
     /// Delivers everything pending (records, then events, then embeddings) or fails when
     /// `deadline` passes.
@@ -93,17 +93,12 @@ impl Migration {
         if let Some(e) = &self.events {
             e.drain(deadline).await?;
         }
-        if let Some(v) = &self.vectors {
-            v.drain(deadline).await?;
-        }
+        self.vectors.drain(deadline).await?;
         Ok(())
     }
-    /// The primary's vector outbox depth (zero when embeddings are mirrored).
+    /// The primary's vector outbox depth.
     pub async fn vector_outbox_stats(&self) -> Result<OutboxStats> {
-        match &self.vectors {
-            Some(v) => v.outbox_stats().await,
-            None => Ok(OutboxStats::default()),
-        }
+        self.vectors.outbox_stats().await
     }
     /// The primary's event outbox depth (zero when events are mirrored).
     pub async fn event_outbox_stats(&self) -> Result<OutboxStats> {
@@ -129,12 +124,12 @@ impl Migration {
             None => Ok(()),
         }
     }
-    /// Embedding and event writes the secondary missed (closed by `migrate run` + `verify`).
+    /// Event writes the secondary missed when events are mirrored (closed by `migrate run` +
+    /// `verify`).
     pub fn mirror_failures(&self) -> u64 {
         self.mirror_failures
-            .iter()
-            .map(|f| f.load(std::sync::atomic::Ordering::Relaxed))
-            .sum()
+            .as_ref()
+            .map_or(0, |f| f.load(std::sync::atomic::Ordering::Relaxed))
     }
 }
 
@@ -192,7 +187,7 @@ mod with_postgres {
     use super::*;
     use crate::dual::{
         DualWriteAnalytics, DualWriteRecordStore, DualWriteVectorIndex, MirroredAnalytics,
-        MirroredVectorIndex, ReconcilerOptions,
+        ReconcilerOptions,
     };
     use serde_json::json;
     use sprintlens_core::{RecordKind, Timestamp};
@@ -382,6 +377,17 @@ mod with_postgres {
                 "the target's records backend keeps no outbox",
             )
         })?;
+        // Every vector backend keeps an outbox (SQLite, PostgreSQL); the check names the side that
+        // does not.
+        let vector_outbox = |s: &Storage, key: &'static str| {
+            s.vector_outbox
+                .clone()
+                .ok_or_else(|| Error::config(key, "this vector backend keeps no outbox"))
+        };
+        let (old_vectors, new_vectors) = (
+            vector_outbox(&base, "vectors.url")?,
+            vector_outbox(&target, "migration.target")?,
+        );
         let options = ReconcilerOptions {
             batch: m.reconcile_batch,
             poll: Duration::from_millis(m.reconcile_poll_ms),
@@ -401,6 +407,11 @@ mod with_postgres {
             (new_outbox, old_outbox)
         } else {
             (old_outbox, new_outbox)
+        };
+        let (primary_vector_outbox, secondary_vector_outbox) = if cut_over {
+            (new_vectors, old_vectors)
+        } else {
+            (old_vectors, new_vectors)
         };
         // How long catching up may take before this process refuses to serve (dual-write does not
         // wait long: the old store serves regardless).
@@ -438,12 +449,10 @@ mod with_postgres {
                 .await
                 .or_else(lenient)?;
         }
-        if let Some(other) = secondary.vector_outbox.clone() {
-            Reconciler::vectors(other, primary.vectors.clone(), options)
-                .drain(catch_up)
-                .await
-                .or_else(lenient)?;
-        }
+        Reconciler::vectors(secondary_vector_outbox, primary.vectors.clone(), options)
+            .drain(catch_up)
+            .await
+            .or_else(lenient)?;
         if cut_over && phase(&target).await?.is_none_or(|p| p.phase != "cut-over") {
             set_phase(&target, "cut-over").await?;
         }
@@ -466,34 +475,14 @@ mod with_postgres {
             } else {
                 (dual, None)
             };
-        // Embeddings likewise: through the primary's vector outbox (SQLite, PostgreSQL); a vector
-        // index without one mirrors them.
-        let (vectors, vector_reconciler, vector_mirror): (
-            Arc<dyn sprintlens_core::VectorIndex>,
-            _,
-            _,
-        ) = match primary.vector_outbox.clone() {
-            Some(outbox) => {
-                let layer = Arc::new(DualWriteVectorIndex::start(
-                    outbox,
-                    secondary.vectors.clone(),
-                    wait,
-                    options,
-                ));
-                let r = layer.reconciler().clone();
-                (layer, Some(r), None)
-            }
-            None => {
-                let layer = Arc::new(MirroredVectorIndex::new(
-                    primary.vectors.clone(),
-                    secondary.vectors.clone(),
-                    wait,
-                    timeout,
-                ));
-                let failures = layer.failure_counter();
-                (layer, None, Some(failures))
-            }
-        };
+        // Embeddings likewise, through the primary's vector outbox.
+        let vectors = Arc::new(DualWriteVectorIndex::start(
+            primary_vector_outbox,
+            secondary.vectors.clone(),
+            wait,
+            options,
+        ));
+        let vector_reconciler = vectors.reconciler().clone();
         // Events go through the primary's event outbox when it keeps one (SQLite); a ClickHouse
         // primary (after cut-over) mirrors them.
         let (analytics, events, analytics_mirror): (Arc<dyn sprintlens_core::Analytics>, _, _) =
@@ -544,7 +533,7 @@ mod with_postgres {
             events,
             vectors: vector_reconciler,
             shadow,
-            mirror_failures: vector_mirror.into_iter().chain(analytics_mirror).collect(),
+            mirror_failures: analytics_mirror,
             instance,
             _flush: flush,
         }));

@@ -269,7 +269,7 @@ url = "memory://"
         q(0.99),
         l[l.len() - 1],
         migration.reconciler().stats(),
-        migration.vector_reconciler().map(|r| r.stats())
+        migration.vector_reconciler().stats()
     );
     assert!(pending_while_stopped > 0 && pending_while_paused > 0);
     // The deadline is write_wait on top of the primary's own commit; a generous allowance for the

@@ -158,7 +158,7 @@ async fn phases_refuse_what_would_lose_data_and_rollback_keeps_every_write() {
     assert!(runs.iter().all(|r| r.done));
     // Embedding writes after the backfill reach the target only through the vector outbox: two
     // new ones per workspace, and the deletion of one the backfill copied.
-    assert!(m.vector_reconciler().is_some());
+    let delivered_before = m.vector_reconciler().stats().delivered;
     for ws in &workspaces {
         dual.vectors()
             .upsert(&sprintlens_testkit::outbox::some_embeddings(*ws, 16))
@@ -177,6 +177,10 @@ async fn phases_refuse_what_would_lose_data_and_rollback_keeps_every_write() {
     drop(open(d, "shadow-read", &target).await.unwrap());
     m.drain(Duration::from_secs(20)).await.unwrap();
     assert_eq!(m.vector_outbox_stats().await.unwrap().pending, 0);
+    assert!(
+        m.vector_reconciler().stats().delivered >= delivered_before + 7,
+        "six upserts and a delete delivered through the vector outbox"
+    );
     assert_eq!(m.mirror_failures(), 0);
     assert_eq!(new.vectors().count(workspaces[0]).await.unwrap(), 3);
     let report = migrate::verify_all(&source, &new, &[]).await.unwrap();
@@ -222,7 +226,21 @@ async fn phases_refuse_what_would_lose_data_and_rollback_keeps_every_write() {
             .await
             .unwrap()
     );
-    assert!(cut.migration().unwrap().vector_reconciler().is_some());
+    // Logged in PostgreSQL's vector outbox: each entry pending there or delivered already.
+    let logged = new
+        .vector_outbox()
+        .unwrap()
+        .vector_outbox_stats()
+        .await
+        .unwrap()
+        .pending
+        + cut
+            .migration()
+            .unwrap()
+            .vector_reconciler()
+            .stats()
+            .delivered;
+    assert!(logged >= 7, "{logged}");
     assert_eq!(cut.records().backend(), "postgres");
     // The process stops before its reconciler has necessarily delivered anything.
     drop(cut);
