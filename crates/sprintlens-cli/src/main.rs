@@ -108,6 +108,17 @@ enum MigrateAction {
     },
 }
 
+/// `f` of a store's outbox, when the store keeps that outbox.
+async fn kept<O: ?Sized, T>(
+    outbox: Option<&std::sync::Arc<O>>,
+    f: impl AsyncFnOnce(&O) -> sprintlens::core::Result<T>,
+) -> sprintlens::core::Result<Option<T>> {
+    match outbox {
+        Some(o) => f(o).await.map(Some),
+        None => Ok(None),
+    }
+}
+
 async fn open_target(t: &Target, config: &StorageConfig) -> anyhow::Result<Storage> {
     let path = match (&t.to, &config.migration.target) {
         (Some(p), _) => p.clone(),
@@ -227,39 +238,24 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
         MigrateAction::Status(t) => {
             let target = open_target(&t, &config).await?;
             let streams = sprintlens::migrate::status(&target).await?;
-            let outbox = |s: &Storage| {
-                let o = s.outbox().cloned();
-                async move {
-                    match o {
-                        Some(o) => o.outbox_stats().await.map(Some),
-                        None => Ok(None),
-                    }
-                }
-            };
-            let events = |s: &Storage| {
-                let o = s.event_outbox().cloned();
-                async move {
-                    match o {
-                        Some(o) => o.event_outbox_stats().await.map(Some),
-                        None => Ok(None),
-                    }
-                }
-            };
-            let vectors = |s: &Storage| {
-                let o = s.vector_outbox().cloned();
-                async move {
-                    match o {
-                        Some(o) => o.vector_outbox_stats().await.map(Some),
-                        None => Ok(None),
-                    }
-                }
-            };
-            let old_outbox = outbox(&source).await?;
-            let new_outbox = outbox(&target).await?;
-            let old_events = events(&source).await?;
-            let new_events = events(&target).await?;
-            let old_vectors = vectors(&source).await?;
-            let new_vectors = vectors(&target).await?;
+            let old_outbox = kept(source.outbox(), async |o| o.outbox_stats().await).await?;
+            let new_outbox = kept(target.outbox(), async |o| o.outbox_stats().await).await?;
+            let old_events = kept(source.event_outbox(), async |o| {
+                o.event_outbox_stats().await
+            })
+            .await?;
+            let new_events = kept(target.event_outbox(), async |o| {
+                o.event_outbox_stats().await
+            })
+            .await?;
+            let old_vectors = kept(source.vector_outbox(), async |o| {
+                o.vector_outbox_stats().await
+            })
+            .await?;
+            let new_vectors = kept(target.vector_outbox(), async |o| {
+                o.vector_outbox_stats().await
+            })
+            .await?;
             let phase = sprintlens::phase::phase(&target).await?;
             let shadow = sprintlens::phase::shadow_totals(&target).await?;
             let (missing_indexes, vector_index_missing) = match target.postgres() {
@@ -358,18 +354,11 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
         MigrateAction::Unpark(t) => {
             let target = open_target(&t, &config).await?;
             for (side, s) in [("old", &source), ("new", &target)] {
-                let records = match s.outbox() {
-                    Some(o) => Some(o.outbox_unpark().await?),
-                    None => None,
-                };
-                let embeddings = match s.vector_outbox() {
-                    Some(o) => Some(o.vector_outbox_unpark().await?),
-                    None => None,
-                };
-                let events = match s.event_outbox() {
-                    Some(o) => Some(o.event_outbox_unpark().await?),
-                    None => None,
-                };
+                let records = kept(s.outbox(), async |o| o.outbox_unpark().await).await?;
+                let embeddings =
+                    kept(s.vector_outbox(), async |o| o.vector_outbox_unpark().await).await?;
+                let events =
+                    kept(s.event_outbox(), async |o| o.event_outbox_unpark().await).await?;
                 if t.json {
                     println!(
                         "{}",
