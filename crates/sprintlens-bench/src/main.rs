@@ -245,7 +245,14 @@ async fn main() -> Result<()> {
                 .map(|s| s.parse())
                 .transpose()?
                 .unwrap_or(sprintlens::migrate::RunOptions::default().batch);
-            migrate::run(n, batch).await?;
+            // `--parallel` values to run ours with, comma-separated (default 1,2).
+            let parallels = args
+                .get(3)
+                .map_or("1,2", String::as_str)
+                .split(',')
+                .map(str::parse)
+                .collect::<std::result::Result<Vec<usize>, _>>()?;
+            migrate::run(n, batch, &parallels).await?;
             dualwrite::run(5_000).await
         }
         Some("migrate-events") => {
@@ -292,7 +299,7 @@ async fn main() -> Result<()> {
             redis::run(c, 10).await
         }
         _ => anyhow::bail!(
-            "usage: sprintlens-bench sqlite-vectors [sizes…] | postgres-vectors [n] | postgres-bulk [n] [batch] | redis [concurrency] | objects [sizes in MiB…] | clickhouse [rows] | migrate [rows] [batch] | migrate-vectors [n] | migrate-events [n] | dual-write [writes]"
+            "usage: sprintlens-bench sqlite-vectors [sizes…] | postgres-vectors [n] | postgres-bulk [n] [batch] | redis [concurrency] | objects [sizes in MiB…] | clickhouse [rows] | migrate [rows] [batch] [parallel,…] | migrate-vectors [n] | migrate-events [n] | dual-write [writes]"
         ),
     }
 }

@@ -124,8 +124,8 @@ async fn write_source(source_config: &str, n: usize) -> Result<()> {
 }
 
 /// Runs the benchmark with `n` message records (plus their projects and conversations), copied in
-/// batches of `batch` records.
-pub async fn run(n: usize, batch: usize) -> Result<()> {
+/// batches of `batch` records, once per `--parallel` in `parallels` (each into a fresh database).
+pub async fn run(n: usize, batch: usize, parallels: &[usize]) -> Result<()> {
     let env = env()?;
     let dir = tempfile::tempdir_in(std::env::var("SPRINTLENS_BENCH_DIR").unwrap_or(".".into()))?;
     // `SPRINTLENS_BENCH_SOURCE=FILE` keeps the generated source between runs (written when missing).
@@ -153,44 +153,54 @@ pub async fn run(n: usize, batch: usize) -> Result<()> {
         t.elapsed().as_secs_f64()
     );
 
-    // Ours: `sprintlens migrate run` (records, embeddings, events) into a fresh database.
-    let (admin, operator, target_text) = target_db(&env, "sl_bench_migrate", &side, None).await?;
+    // Ours: `sprintlens migrate run` (records, embeddings, events) into a fresh database, once per
+    // `--parallel`.
     let source =
         sprintlens::Storage::open(config(&embedded(&format!("sqlite://{}", src.display())))?)
             .await?;
-    let target = sprintlens::Storage::open(config(&target_text)?).await?;
-    target.apply_schema().await?;
-    let rss_before = peak_rss_mib();
-    let t = Instant::now();
-    let reports = sprintlens::migrate::run(
-        &source,
-        &target,
-        &sprintlens::migrate::RunOptions {
-            batch,
-            ..Default::default()
-        },
-        |p| {
-            if p.done {
-                println!("  {} done at {:.1} s", p.kind, t.elapsed().as_secs_f64());
-            }
-        },
-    )
-    .await?;
-    let ours = t.elapsed().as_secs_f64();
-    let rows: u64 = reports.iter().map(|r| r.rows).sum();
-    let (anon, file) = rss_split();
-    println!(
-        "sprintlens migrate run: {rows} rows in {ours:.1} s = {:.0} rows/s, peak RSS {:.0} MiB (before the run: {rss_before:.0} MiB; after it: {anon:.0} MiB heap, {file:.0} MiB file-backed, i.e. SQLite's mmap)",
-        rows as f64 / ours,
-        peak_rss_mib()
-    );
-    let t = Instant::now();
-    let verify = sprintlens::migrate::verify(&source, &target, &[], &[]).await?;
-    println!(
-        "verify: {} in {:.1} s",
-        if verify.ok { "identical" } else { "DIFFERENT" },
-        t.elapsed().as_secs_f64()
-    );
+    let mut timings = Vec::new();
+    let mut first = None;
+    for &parallel in parallels {
+        let (admin, operator, target_text) =
+            target_db(&env, &format!("sl_bench_migrate_p{parallel}"), &side, None).await?;
+        let target = sprintlens::Storage::open(config(&target_text)?).await?;
+        target.apply_schema().await?;
+        let rss_before = peak_rss_mib();
+        let t = Instant::now();
+        let reports = sprintlens::migrate::run(
+            &source,
+            &target,
+            &sprintlens::migrate::RunOptions {
+                batch,
+                parallel,
+                ..Default::default()
+            },
+            |p| {
+                if p.done {
+                    println!("  {} done at {:.1} s", p.kind, t.elapsed().as_secs_f64());
+                }
+            },
+        )
+        .await?;
+        let ours = t.elapsed().as_secs_f64();
+        let rows: u64 = reports.iter().map(|r| r.rows).sum();
+        let (anon, file) = rss_split();
+        println!(
+            "sprintlens migrate run --parallel {parallel}: {rows} rows in {ours:.1} s = {:.0} rows/s, peak RSS {:.0} MiB (before the run: {rss_before:.0} MiB; after it: {anon:.0} MiB heap, {file:.0} MiB file-backed, i.e. SQLite's mmap)",
+            rows as f64 / ours,
+            peak_rss_mib()
+        );
+        let t = Instant::now();
+        let verify = sprintlens::migrate::verify(&source, &target, &[], &[]).await?;
+        println!(
+            "verify: {} in {:.1} s",
+            if verify.ok { "identical" } else { "DIFFERENT" },
+            t.elapsed().as_secs_f64()
+        );
+        timings.push((parallel, ours));
+        first.get_or_insert((admin, operator));
+    }
+    let (admin, operator) = first.context("no --parallel to run")?;
 
     // Ceiling: the same rows, dumped in PostgreSQL's binary COPY format, loaded by psql into an
     // identical table (same indexes, no row-level security, no conflict handling).
@@ -235,9 +245,13 @@ pub async fn run(n: usize, batch: usize) -> Result<()> {
     }
     let bulk = psql_elapsed(&env, &admin, &script)?;
     println!(
-        "psql binary \\copy into a primary-key-only table, then the same indexes built: {bulk:.1} s = {:.0} rows/s (ours {:.2}× of it)",
+        "psql binary \\copy into a primary-key-only table, then the same indexes built: {bulk:.1} s = {:.0} rows/s (ours {} of it)",
         (n + 303) as f64 / bulk,
-        bulk / ours
+        timings
+            .iter()
+            .map(|(p, ours)| format!("{:.2}× at --parallel {p}", bulk / ours))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 
     // pgloader on the same file and server: at its default settings, then with an 8 GiB heap (the
@@ -269,11 +283,13 @@ pub async fn run(n: usize, batch: usize) -> Result<()> {
                 (n + 303) as f64 / pgl,
                 types.split_whitespace().collect::<Vec<_>>().join(" ")
             );
-            println!(
-                "ratios: sprintlens {:.2}× pgloader ({label}), {:.2}× the binary COPY ceiling",
-                pgl / ours,
-                ceiling / ours
-            );
+            for (parallel, ours) in &timings {
+                println!(
+                    "ratios: sprintlens --parallel {parallel} {:.2}× pgloader ({label}), {:.2}× the binary COPY ceiling",
+                    pgl / ours,
+                    ceiling / ours
+                );
+            }
         } else {
             let tail: Vec<&str> = log.lines().rev().take(6).collect();
             println!(
@@ -281,10 +297,12 @@ pub async fn run(n: usize, batch: usize) -> Result<()> {
                 out.status.code(),
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
             );
-            println!(
-                "ratios: sprintlens {:.2}× the binary COPY ceiling; pgloader ({label}) did not finish",
-                ceiling / ours
-            );
+            for (parallel, ours) in &timings {
+                println!(
+                    "ratios: sprintlens --parallel {parallel} {:.2}× the binary COPY ceiling; pgloader ({label}) did not finish",
+                    ceiling / ours
+                );
+            }
         }
     }
     Ok(())

@@ -535,7 +535,8 @@ async fn killed_runs_resume_and_verify_names_every_difference() {
 
 /// 1,000,000 records over three workspaces (NULLs, unicode, large JSON, embeddings, events): one
 /// kill at each named point of `migrate run`, then 20 kill -9s at random moments, each followed by
-/// a resume; `verify` killed once too; then identical: rows lost 0, duplicates 0.
+/// a resume; `verify` killed once too; then identical: rows lost 0, duplicates 0. The messages are
+/// copied in two lanes at once, the resumed runs alternating `--parallel` 1 and 3.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_rows_survive_named_and_random_kills() {
     let dir = tempfile::tempdir().unwrap();
@@ -563,12 +564,21 @@ async fn a_million_rows_survive_named_and_random_kills() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let run = |kill_at: Option<String>| {
+    // Every run copies two streams at once: the first cuts the messages into two lanes, which the
+    // later runs follow (the random ones alternate `--parallel` 1 and 3).
+    let run = |kill_at: Option<String>, parallel: &str| {
         let mut c = sprintlens();
-        c.args(["migrate", "run", "--offline", "--to"])
-            .arg(&target.toml)
-            .arg("--data-dir")
-            .arg(&data);
+        c.args([
+            "migrate",
+            "run",
+            "--offline",
+            "--parallel",
+            parallel,
+            "--to",
+        ])
+        .arg(&target.toml)
+        .arg("--data-dir")
+        .arg(&data);
         if let Some(k) = kill_at {
             c.env("SPRINTLENS_MIGRATE_KILL_AT", k);
         }
@@ -582,7 +592,7 @@ async fn a_million_rows_survive_named_and_random_kills() {
         ("after-commit", 4),
         ("after-checkpoint", 2),
     ] {
-        let out = run(Some(format!("{point}:{n}"))).output().unwrap();
+        let out = run(Some(format!("{point}:{n}")), "2").output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{point}: the run was not killed");
         assert!(
@@ -592,20 +602,29 @@ async fn a_million_rows_survive_named_and_random_kills() {
     }
 
     // 20 kill -9s at random moments.
-    let killed_mid_run = kill_at_random_moments(|| run(None), 20, 20, 300..2_800);
+    let runs = std::cell::Cell::new(0);
+    let killed_mid_run = kill_at_random_moments(
+        || {
+            runs.set(runs.get() + 1);
+            run(None, if runs.get() % 2 == 0 { "1" } else { "3" })
+        },
+        20,
+        20,
+        300..2_800,
+    );
     assert!(
         killed_mid_run >= 15,
         "only {killed_mid_run} of 20 runs were killed mid-run"
     );
     // Killed once every kind is copied, before the deferred indexes are rebuilt (unless a random
     // run above got that far and finished).
-    let out = run(Some("before-indexes:1".into())).output().unwrap();
+    let out = run(Some("before-indexes:1".into()), "2").output().unwrap();
     let killed_before_indexes = !out.status.success();
     if killed_before_indexes {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("aborting at before-indexes"), "{stderr}");
     }
-    let out = run(None).output().unwrap();
+    let out = run(None, "2").output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -614,6 +633,26 @@ async fn a_million_rows_survive_named_and_random_kills() {
     let (_, status) = run_cli(&["status", "--json"], &data, &target.toml);
     let status: serde_json::Value = serde_json::from_str(status.trim()).unwrap();
     assert_eq!(status["missing_record_indexes"], serde_json::json!([]));
+    let lanes: Vec<&serde_json::Value> = status["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("migrate/records/message/")
+        })
+        .collect();
+    assert_eq!(
+        lanes.len(),
+        2,
+        "the messages were copied in two lanes: {status}"
+    );
+    assert!(
+        lanes.iter().all(|l| l["position"]["done"] == true),
+        "{status}"
+    );
     assert!(
         status["streams"]
             .as_array()

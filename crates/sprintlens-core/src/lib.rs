@@ -27,7 +27,7 @@ pub use outbox::{
 };
 pub use record::*;
 pub use session::{Session, SessionPolicy, SessionStore, SessionToken};
-pub use store::{RecordStore, RecordStoreExt};
+pub use store::{MAX_SPLIT, RecordStore, RecordStoreExt, check_split, split_offsets};
 pub use vector::{
     Embedder, Embedding, EmbeddingKind, VectorCursor, VectorEntry, VectorHit, VectorIndex,
     VectorQuery,

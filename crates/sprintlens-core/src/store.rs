@@ -6,7 +6,7 @@ use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 use crate::id::{RecordId, Timestamp, WorkspaceId};
-use crate::record::{ListQuery, Page, Record, RecordKind, ScanRequest, UpsertOutcome};
+use crate::record::{ListQuery, Page, Record, RecordKind, ScanCursor, ScanRequest, UpsertOutcome};
 
 /// Stores records keyed by id, scoped by workspace.
 ///
@@ -57,6 +57,42 @@ pub trait RecordStore: Send + Sync + std::fmt::Debug {
 
     /// Number of records of `kind` (tombstones included), in one workspace or all.
     async fn count(&self, kind: RecordKind, workspace: Option<WorkspaceId>) -> Result<u64>;
+
+    /// Cursors that cut the records of `kind` (all workspaces, tombstones included) in
+    /// `(updated_at, id)` order into `parts` ranges of about equal size (sizes differ by at most one),
+    /// so a bulk copy can read them in parallel: strictly ascending, each the cursor of the last
+    /// record of its range, at most `parts - 1` of them and fewer when the kind holds fewer than
+    /// `parts` records (no range is empty, the last one is open-ended). `parts` must be
+    /// 1..=[`MAX_SPLIT`].
+    async fn split(&self, kind: RecordKind, parts: usize) -> Result<Vec<ScanCursor>>;
+}
+
+/// The most ranges [`RecordStore::split`] cuts a kind into.
+pub const MAX_SPLIT: usize = 64;
+
+/// Checks `split`'s `parts` argument.
+pub fn check_split(parts: usize) -> Result<()> {
+    if parts == 0 || parts > MAX_SPLIT {
+        return Err(Error::invalid(
+            "parts",
+            format!("must be between 1 and {MAX_SPLIT}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The row offsets (0-based, in scan order) of the last record of each range but the last when
+/// `rows` records are cut into `parts` ranges for [`RecordStore::split`]: ascending and distinct,
+/// none at the last row.
+pub fn split_offsets(rows: u64, parts: usize) -> Vec<u64> {
+    let parts = parts as u64;
+    let mut out: Vec<u64> = (1..parts)
+        .map(|i| rows * i / parts)
+        .filter(|&end| end > 0 && end < rows)
+        .map(|end| end - 1)
+        .collect();
+    out.dedup();
+    out
 }
 
 #[deny(clippy::missing_trait_methods)]
@@ -93,6 +129,9 @@ impl<T: RecordStore + ?Sized> RecordStore for Arc<T> {
     }
     async fn count(&self, kind: RecordKind, workspace: Option<WorkspaceId>) -> Result<u64> {
         (**self).count(kind, workspace).await
+    }
+    async fn split(&self, kind: RecordKind, parts: usize) -> Result<Vec<ScanCursor>> {
+        (**self).split(kind, parts).await
     }
 }
 

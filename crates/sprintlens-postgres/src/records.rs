@@ -7,7 +7,8 @@ use bytes::BytesMut;
 use sprintlens_core::record::check_limit;
 use sprintlens_core::{
     Error, ListQuery, Page, PageToken, Record, RecordBody, RecordId, RecordKind, RecordStore,
-    Result, ScanRequest, Timestamp, UpsertOutcome, WorkspaceId, async_trait,
+    Result, ScanCursor, ScanRequest, Timestamp, UpsertOutcome, WorkspaceId, async_trait,
+    check_split, split_offsets,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
@@ -296,6 +297,22 @@ impl PgStore {
             .map(|(o, _)| o)
     }
 
+    /// Writes several checkpoints `(name, position, rows)` in one transaction: all or none.
+    pub async fn set_checkpoints(
+        &self,
+        checkpoints: &[(String, serde_json::Value, u64)],
+    ) -> Result<()> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| classify("checkpoint", e))?;
+        for (name, position, rows) in checkpoints {
+            write_checkpoint(&mut tx, name, position, *rows).await?;
+        }
+        tx.commit().await.map_err(|e| classify("checkpoint", e))
+    }
+
     /// The checkpoint of stream `name` and the rows it counts, if one was written.
     pub async fn checkpoint(&self, name: &str) -> Result<Option<(serde_json::Value, u64)>> {
         let row: Option<(serde_json::Value, i64)> =
@@ -532,6 +549,44 @@ impl RecordStore for PgStore {
 
     async fn count(&self, kind: RecordKind, workspace: Option<WorkspaceId>) -> Result<u64> {
         self.count_in(kind, workspace).await
+    }
+
+    async fn split(&self, kind: RecordKind, parts: usize) -> Result<Vec<ScanCursor>> {
+        check_split(parts)?;
+        let op = self.operator.as_ref().ok_or_else(|| {
+            Error::unsupported(BACKEND, "split across workspaces without operator_url")
+        })?;
+        // One snapshot for the count and the cuts.
+        let mut tx = op.begin().await.map_err(|e| classify("split", e))?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| classify("split", e))?;
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM records WHERE kind = $1")
+            .bind(kind.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| classify("split", e))?;
+        let mut out = Vec::new();
+        for offset in split_offsets(rows as u64, parts) {
+            let cut: Option<(chrono::DateTime<chrono::Utc>, Uuid)> = sqlx::query_as(
+                "SELECT updated_at, id FROM records WHERE kind = $1
+                 ORDER BY updated_at, id OFFSET $2 LIMIT 1",
+            )
+            .bind(kind.as_str())
+            .bind(offset as i64)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| classify("split", e))?;
+            if let Some((at, id)) = cut {
+                out.push(ScanCursor {
+                    updated_at: from_ts(at),
+                    id: RecordId::from_uuid(id)?,
+                });
+            }
+        }
+        tx.commit().await.map_err(|e| classify("split", e))?;
+        Ok(out)
     }
 }
 

@@ -4,7 +4,8 @@ use rusqlite::{OptionalExtension, Row, params};
 use sprintlens_core::record::check_limit;
 use sprintlens_core::{
     Error, ListQuery, Page, PageToken, Record, RecordBody, RecordId, RecordKind, RecordStore,
-    Result, ScanRequest, Timestamp, UpsertOutcome, WorkspaceId, async_trait,
+    Result, ScanCursor, ScanRequest, Timestamp, UpsertOutcome, WorkspaceId, async_trait,
+    check_split, split_offsets,
 };
 
 use crate::{BACKEND, SqliteStore, classify, uuid_text};
@@ -311,5 +312,45 @@ impl RecordStore for SqliteStore {
             .map(|n| n as u64)
         })
         .await
+    }
+
+    async fn split(&self, kind: RecordKind, parts: usize) -> Result<Vec<ScanCursor>> {
+        check_split(parts)?;
+        let cuts = self
+            .read("split", move |c| {
+                let rows: i64 = c
+                    .prepare_cached("SELECT COUNT(*) FROM records WHERE kind = ?1")?
+                    .query_row(params![kind.as_str()], |r| r.get(0))?;
+                // Each cut walks the covering index `records_scan` to its offset inside SQLite.
+                let mut st = c.prepare_cached(
+                    "SELECT updated_at, id FROM records WHERE kind = ?1
+                     ORDER BY updated_at, id LIMIT 1 OFFSET ?2",
+                )?;
+                let mut out = Vec::new();
+                for offset in split_offsets(rows as u64, parts) {
+                    let cut = st
+                        .query_row(params![kind.as_str(), offset as i64], |r| {
+                            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                        })
+                        .optional()?;
+                    out.extend(cut);
+                }
+                Ok(out)
+            })
+            .await?;
+        let mut cuts = cuts
+            .into_iter()
+            .map(|(at, id)| {
+                Ok(ScanCursor {
+                    updated_at: Timestamp::from_micros(at),
+                    id: parse_id(&id)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // The count and each cut are read one statement at a time: a write in between may move a
+        // cut; the cursors stay ascending and distinct.
+        cuts.sort();
+        cuts.dedup();
+        Ok(cuts)
     }
 }

@@ -175,6 +175,10 @@ impl RecordStore for FaultyRecordStore {
         self.faults.enter(self.backend(), "count").await?;
         self.inner.count(kind, workspace).await
     }
+    async fn split(&self, kind: RecordKind, parts: usize) -> Result<Vec<ScanCursor>> {
+        self.faults.enter(self.backend(), "split").await?;
+        self.inner.split(kind, parts).await
+    }
 }
 
 /// Every record of `workspace` (tombstones included), all kinds, in `(kind, updated_at, id)` order:

@@ -188,6 +188,7 @@ macro_rules! record_store_suite {
                 immutable_kinds_refuse_changes,
                 delete_leaves_a_tombstone,
                 scan_follows_the_keyset_cursor,
+                split_cuts_the_scan_into_equal_ranges,
                 concurrent_writers_lose_nothing,
                 bad_pages_and_limits_are_rejected,
             ]

@@ -517,6 +517,85 @@ pub async fn scan_follows_the_keyset_cursor(store: Store) {
     assert!(all.windows(2).all(|w| w[0].cursor() < w[1].cursor()));
 }
 
+/// Every record of `kind` (all workspaces, tombstones included) in scan order, as cursors.
+async fn all_cursors(store: &Store, kind: RecordKind) -> Vec<ScanCursor> {
+    let mut out = Vec::new();
+    loop {
+        let batch = store
+            .scan(&ScanRequest {
+                kind,
+                workspace: None,
+                after: out.last().copied(),
+                limit: MAX_PAGE,
+            })
+            .await
+            .unwrap();
+        let short = batch.len() < MAX_PAGE;
+        out.extend(batch.iter().map(Record::cursor));
+        if short {
+            return out;
+        }
+    }
+}
+
+/// `split` cuts a kind's scan order into ranges whose sizes differ by at most one, at cursors of
+/// stored records; bad `parts` are refused. Other cases may write the same kind meanwhile (a shared
+/// store), so the sizes are checked on a pass during which the kind did not change.
+pub async fn split_cuts_the_scan_into_equal_ranges(store: Store) {
+    let ws = WorkspaceId::new();
+    let base = Timestamp::now();
+    let p = project(ws, "split");
+    let mut records = vec![p.clone()];
+    for i in 0..41 {
+        let mut a = named(ws, p.id, &format!("s{i}"));
+        a.created_at = base;
+        a.updated_at = base.plus_micros((i / 3) as i64);
+        records.push(a);
+    }
+    store.upsert(&records).await.unwrap();
+    store
+        .delete(ws, RecordKind::Agent, records[5].id, base.plus_micros(100))
+        .await
+        .unwrap();
+    for parts in [0, MAX_SPLIT + 1] {
+        let e = store.split(RecordKind::Agent, parts).await.unwrap_err();
+        assert_eq!(kind_of(&e), ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains("parts"), "{e}");
+    }
+    assert!(store.split(RecordKind::Agent, 1).await.unwrap().is_empty());
+    // MAX_SPLIT: more parts than a fresh store holds agents (one record per range then).
+    for parts in [2, 4, 7, MAX_SPLIT] {
+        let mut checked = false;
+        for _ in 0..20 {
+            let before = all_cursors(&store, RecordKind::Agent).await;
+            let cuts = store.split(RecordKind::Agent, parts).await.unwrap();
+            let after = all_cursors(&store, RecordKind::Agent).await;
+            if before != after {
+                continue;
+            }
+            let expected = parts.min(before.len()) - 1;
+            assert_eq!(cuts.len(), expected, "{parts} parts of {}", before.len());
+            assert!(cuts.windows(2).all(|w| w[0] < w[1]), "{cuts:?}");
+            let mut sizes = Vec::new();
+            let mut from = 0;
+            for cut in &cuts {
+                let at = before
+                    .iter()
+                    .position(|c| c == cut)
+                    .expect("each cut is a stored record's cursor");
+                sizes.push(at + 1 - from);
+                from = at + 1;
+            }
+            sizes.push(before.len() - from);
+            let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+            assert!(max - min <= 1 && *min > 0, "{parts} parts: sizes {sizes:?}");
+            checked = true;
+            break;
+        }
+        assert!(checked, "the agents kept changing during 20 passes");
+    }
+}
+
 /// 16 writers at once: every insert lands, and concurrent updates of one record end at the newest.
 pub async fn concurrent_writers_lose_nothing(store: Store) {
     let ws = WorkspaceId::new();

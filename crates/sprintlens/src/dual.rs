@@ -803,6 +803,10 @@ impl RecordStore for DualWriteRecordStore {
     async fn count(&self, kind: RecordKind, workspace: Option<WorkspaceId>) -> Result<u64> {
         self.primary.count(kind, workspace).await
     }
+
+    async fn split(&self, kind: RecordKind, parts: usize) -> Result<Vec<ScanCursor>> {
+        self.primary.split(kind, parts).await
+    }
 }
 
 /// `Analytics` recording to a primary with an event outbox and delivering to a secondary, by the
@@ -1253,6 +1257,10 @@ impl RecordStore for ShadowReadRecordStore {
 
     async fn count(&self, kind: RecordKind, workspace: Option<WorkspaceId>) -> Result<u64> {
         self.primary.count(kind, workspace).await
+    }
+
+    async fn split(&self, kind: RecordKind, parts: usize) -> Result<Vec<ScanCursor>> {
+        self.primary.split(kind, parts).await
     }
 }
 

@@ -114,4 +114,8 @@ impl RecordStore for CachedRecordStore {
     async fn count(&self, kind: RecordKind, workspace: Option<WorkspaceId>) -> Result<u64> {
         self.inner.count(kind, workspace).await
     }
+
+    async fn split(&self, kind: RecordKind, parts: usize) -> Result<Vec<ScanCursor>> {
+        self.inner.split(kind, parts).await
+    }
 }

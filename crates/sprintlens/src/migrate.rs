@@ -129,7 +129,10 @@ pub struct RunOptions {
     pub stop_after_batches: Option<u64>,
     /// Also copy analytics events (evaluation results, usage) to the target's analytics.
     pub events: bool,
-    /// Record kinds copied at the same time, 1..=16 (each its own keyset stream and checkpoint).
+    /// Keyset streams copied at the same time, 1..=16, each with its own checkpoint: every record
+    /// kind is a stream, and with 2 or more a kind no run has started yet (holding at least two
+    /// batches) is cut into this many lanes of about equal size ([`RecordStore::split`]), each a
+    /// stream; a kill then redoes at most one batch per stream that was in flight.
     pub parallel: usize,
     /// Drop the target's secondary record indexes while copying into a (nearly) empty table, and its
     /// HNSW index while copying embeddings into an empty one, and build them once at the end (needs
@@ -374,16 +377,121 @@ fn target_pg(target: &Storage) -> Result<&sprintlens_postgres::PgStore> {
     })
 }
 
-/// What a stream's checkpoint holds: the cursor after the last committed batch.
+/// What a stream's checkpoint holds: the cursor after the last committed batch, and for a lane of a
+/// record kind where the lane ends.
 #[derive(Serialize, Deserialize)]
 struct Checkpoint<C> {
     cursor: Option<C>,
     done: bool,
+    /// The last cursor of a lane (inclusive); absent for a whole stream or the last lane.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end: Option<C>,
 }
 
 fn checkpoint<C: Serialize>(cursor: Option<C>, done: bool) -> Result<Value> {
-    serde_json::to_value(Checkpoint { cursor, done })
+    lane_checkpoint(cursor, done, None)
+}
+
+fn lane_checkpoint<C: Serialize>(cursor: Option<C>, done: bool, end: Option<C>) -> Result<Value> {
+    serde_json::to_value(Checkpoint { cursor, done, end })
         .map_err(|e| Error::backend("migrate", "checkpoint", e))
+}
+
+/// The checkpoint of lane `lane` of `kind`: `migrate/records/<kind>/<nn>`.
+fn lane_name(kind: RecordKind, lane: usize) -> String {
+    format!("{}/{lane:02}", checkpoint_name(kind))
+}
+
+/// Whether checkpoint `name` belongs to `kind`: the kind's own, or one of its lanes'.
+fn of_kind(name: &str, kind: RecordKind) -> bool {
+    let own = checkpoint_name(kind);
+    name.strip_prefix(own.as_str())
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Rows copied of `kind`, over its own checkpoint or its lanes'.
+async fn copied_of(pg: &sprintlens_postgres::PgStore, kind: RecordKind) -> Result<u64> {
+    Ok(pg
+        .checkpoints(&checkpoint_name(kind))
+        .await?
+        .iter()
+        .filter(|(name, ..)| of_kind(name, kind))
+        .map(|(_, _, rows, _)| rows)
+        .sum())
+}
+
+/// Whether the backfill of `kind` is finished by `checkpoints` (those of `migrate/records/`): its
+/// own checkpoint says done, or it was cut into lanes and every lane's checkpoint says done.
+pub(crate) fn kind_done(checkpoints: &[(String, Value, u64, Timestamp)], kind: RecordKind) -> bool {
+    let mine: Vec<&Value> = checkpoints
+        .iter()
+        .filter(|(name, ..)| of_kind(name, kind))
+        .map(|(_, position, ..)| position)
+        .collect();
+    !mine.is_empty() && mine.iter().all(|p| p["done"] == Value::Bool(true))
+}
+
+/// One keyset stream of a record kind's copy: the records after its checkpoint's cursor up to
+/// `end` (inclusive; open-ended when `None`), checkpointed under `name`.
+struct Lane {
+    name: String,
+    end: Option<ScanCursor>,
+}
+
+/// The streams of `kind`: its lanes when an earlier run cut it (each lane's checkpoint says where it
+/// ends), else one stream under the kind's own checkpoint. A kind no run has started, with
+/// `parallel > 1` and at least two batches of records, is cut into `parallel` lanes of about equal
+/// size at the source's [`RecordStore::split`] cursors; every lane's checkpoint is written in one
+/// transaction before any lane copies, so a resumed run finds the same lanes whatever its
+/// `parallel`.
+async fn lanes_of(
+    source: &Storage,
+    pg: &sprintlens_postgres::PgStore,
+    kind: RecordKind,
+    parallel: usize,
+    batch: usize,
+    total: u64,
+) -> Result<Vec<Lane>> {
+    let stored: Vec<_> = pg
+        .checkpoints(&format!("{}/", checkpoint_name(kind)))
+        .await?;
+    if !stored.is_empty() {
+        return stored
+            .into_iter()
+            .map(|(name, position, ..)| {
+                let c: Checkpoint<ScanCursor> = serde_json::from_value(position)
+                    .map_err(|e| Error::backend("migrate", "checkpoint", e))?;
+                Ok(Lane { name, end: c.end })
+            })
+            .collect();
+    }
+    let whole = || {
+        vec![Lane {
+            name: checkpoint_name(kind),
+            end: None,
+        }]
+    };
+    if parallel < 2
+        || total < 2 * batch as u64
+        || pg.checkpoint(&checkpoint_name(kind)).await?.is_some()
+    {
+        return Ok(whole());
+    }
+    let cuts = source.records().split(kind, parallel).await?;
+    if cuts.is_empty() {
+        return Ok(whole());
+    }
+    let mut lanes = Vec::new();
+    let mut rows = Vec::new();
+    for i in 0..=cuts.len() {
+        let start = i.checked_sub(1).map(|j| cuts[j]);
+        let end = cuts.get(i).copied();
+        let name = lane_name(kind, i);
+        rows.push((name.clone(), lane_checkpoint(start, false, end)?, 0));
+        lanes.push(Lane { name, end });
+    }
+    pg.set_checkpoints(&rows).await?;
+    Ok(lanes)
 }
 
 /// Where stream `name` stands in the target: its cursor and the rows copied.
@@ -759,7 +867,7 @@ pub async fn plan(
     let mut held = 0;
     for kind in RecordKind::ALL {
         held += target.records().count(*kind, None).await?;
-        let (_, copied) = load::<ScanCursor>(pg, &checkpoint_name(*kind)).await?;
+        let copied = copied_of(pg, *kind).await?;
         let source_rows = source.records().count(*kind, None).await?;
         // The encoded size of a sample (the oldest page) stands for the rest.
         let sample = source
@@ -852,50 +960,82 @@ fn take_batch(left: &std::cell::Cell<Option<u64>>) -> Option<bool> {
     }
 }
 
-/// Copies one record kind (`total` records in the source) after its checkpoint; returns its report
-/// and whether `stop_after_batches` stopped it.
+/// A record kind's progress over its lanes (which all run on one task).
+struct KindState {
+    kind: RecordKind,
+    total: u64,
+    /// Rows copied over all lanes, earlier runs included.
+    copied: std::cell::Cell<u64>,
+    /// Rows copied over all lanes in this run.
+    rows: std::cell::Cell<u64>,
+    lanes_left: std::cell::Cell<usize>,
+    started: Instant,
+}
+
+/// Reads the next batch of a lane: the records after `cursor`, none past the lane's `end`; and
+/// whether the lane is finished with it.
+async fn read_lane(
+    source: &Storage,
+    kind: RecordKind,
+    cursor: Option<ScanCursor>,
+    end: Option<ScanCursor>,
+    batch_size: usize,
+) -> Result<(Vec<Record>, bool)> {
+    let mut batch = read_records(source, kind, cursor, batch_size).await?;
+    let mut done = batch.len() < batch_size;
+    if let Some(end) = end {
+        let inside = batch.partition_point(|r| r.cursor() <= end);
+        if inside < batch.len() {
+            batch.truncate(inside);
+            done = true;
+        }
+    }
+    Ok((batch, done))
+}
+
+/// Copies one lane of a record kind after its checkpoint; returns its report and whether
+/// `stop_after_batches` stopped it.
 #[allow(clippy::too_many_arguments)]
-async fn copy_kind(
+async fn copy_lane(
     source: &Storage,
     pg: &sprintlens_postgres::PgStore,
-    kind: RecordKind,
+    lane: &Lane,
+    state: &KindState,
     batch_size: usize,
     left: &std::cell::Cell<Option<u64>>,
-    total: u64,
     progress: &std::cell::RefCell<&mut dyn FnMut(&Progress)>,
     bulk: bool,
 ) -> Result<(KindRun, bool)> {
-    let name = checkpoint_name(kind);
-    let (mut cursor, mut copied) = load::<ScanCursor>(pg, &name).await?;
+    let kind = state.kind;
+    let name = &lane.name;
+    let (mut cursor, mut copied) = load::<ScanCursor>(pg, name).await?;
     let mut report = KindRun {
         kind: kind.as_str(),
         resumed_at: copied,
         ..Default::default()
     };
-    let started = Instant::now();
-    let mut prefetched: Option<Vec<Record>> = None;
+    let mut prefetched: Option<(Vec<Record>, bool)> = None;
     loop {
         let Some(last) = take_batch(left) else {
             return Ok((report, true));
         };
-        let batch = match prefetched.take() {
+        let (batch, done) = match prefetched.take() {
             Some(b) => b,
-            None => read_records(source, kind, cursor, batch_size).await?,
+            None => read_lane(source, kind, cursor, lane.end, batch_size).await?,
         };
         kill_point("after-read");
-        let done = batch.len() < batch_size;
         let next = batch.last().map(Record::cursor).or(cursor);
-        let position = checkpoint(next, done)?;
+        let position = lane_checkpoint(next, done, lane.end)?;
         copied += batch.len() as u64;
         // Write this batch while the next one is read from the source.
         // Into a (nearly) empty target, COPY straight into the table; a batch with ids already
         // stored falls back to the upsert by itself.
         let write = write_or_die(async {
             if bulk {
-                pg.load_with_checkpoint(&batch, &name, &position, copied)
+                pg.load_with_checkpoint(&batch, name, &position, copied)
                     .await
             } else {
-                pg.upsert_with_checkpoint(&batch, &name, &position, copied)
+                pg.upsert_with_checkpoint(&batch, name, &position, copied)
                     .await
             }
         });
@@ -903,7 +1043,7 @@ async fn copy_kind(
             write.await?
         } else {
             let (written, read) =
-                futures::join!(write, read_records(source, kind, next, batch_size));
+                futures::join!(write, read_lane(source, kind, next, lane.end, batch_size));
             prefetched = Some(read?);
             written?
         };
@@ -914,18 +1054,23 @@ async fn copy_kind(
         report.written += outcome.written;
         report.batches += 1;
         cursor = next;
-        let rate = report.rows as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        state.copied.set(state.copied.get() + batch.len() as u64);
+        state.rows.set(state.rows.get() + batch.len() as u64);
+        if done {
+            state.lanes_left.set(state.lanes_left.get() - 1);
+        }
+        let rate = state.rows.get() as f64 / state.started.elapsed().as_secs_f64().max(1e-9);
         (progress.borrow_mut())(&Progress {
             kind: kind.as_str(),
-            copied,
-            total,
+            copied: state.copied.get(),
+            total: state.total,
             rate,
             eta_secs: if rate > 0.0 {
-                total.saturating_sub(copied) as f64 / rate
+                state.total.saturating_sub(state.copied.get()) as f64 / rate
             } else {
                 0.0
             },
-            done,
+            done: state.lanes_left.get() == 0,
         });
         if done {
             report.done = true;
@@ -1064,8 +1209,7 @@ pub async fn run(
         let mut left = 0;
         let mut held = 0;
         for kind in kinds(&options.kinds) {
-            let (_, copied) = load::<ScanCursor>(pg, &checkpoint_name(kind)).await?;
-            left += totals[&kind].saturating_sub(copied);
+            left += totals[&kind].saturating_sub(copied_of(pg, kind).await?);
             held += target.records().count(kind, None).await?;
         }
         bulk = bulk_load(left, held);
@@ -1078,19 +1222,41 @@ pub async fn run(
         }
     }
     let left = std::cell::Cell::new(options.stop_after_batches);
+    let mut states = Vec::new();
+    let mut streams = Vec::new();
+    for kind in kinds(&options.kinds) {
+        let lanes = lanes_of(
+            source,
+            pg,
+            kind,
+            options.parallel,
+            options.batch,
+            totals[&kind],
+        )
+        .await?;
+        states.push(KindState {
+            kind,
+            total: totals[&kind],
+            copied: std::cell::Cell::new(copied_of(pg, kind).await?),
+            rows: std::cell::Cell::new(0),
+            lanes_left: std::cell::Cell::new(lanes.len()),
+            started: Instant::now(),
+        });
+        streams.extend(lanes.into_iter().map(|lane| (states.len() - 1, lane)));
+    }
     let runs: Vec<(KindRun, bool)> = {
         let progress: std::cell::RefCell<&mut dyn FnMut(&Progress)> =
             std::cell::RefCell::new(&mut progress);
         use futures::{StreamExt, TryStreamExt};
-        futures::stream::iter(kinds(&options.kinds))
-            .map(|kind| {
-                copy_kind(
+        futures::stream::iter(&streams)
+            .map(|(k, lane)| {
+                copy_lane(
                     source,
                     pg,
-                    kind,
+                    lane,
+                    &states[*k],
                     options.batch,
                     &left,
-                    totals[&kind],
                     &progress,
                     bulk,
                 )
@@ -1100,7 +1266,23 @@ pub async fn run(
             .await?
     };
     let stopped = runs.iter().any(|(_, stopped)| *stopped);
-    let mut reports: Vec<KindRun> = runs.into_iter().map(|(r, _)| r).collect();
+    // One report per kind, over its lanes.
+    let mut reports: Vec<KindRun> = states
+        .iter()
+        .map(|s| KindRun {
+            kind: s.kind.as_str(),
+            done: true,
+            ..Default::default()
+        })
+        .collect();
+    for ((k, _), (run, _)) in streams.iter().zip(&runs) {
+        let r = &mut reports[*k];
+        r.rows += run.rows;
+        r.written += run.written;
+        r.batches += run.batches;
+        r.resumed_at += run.resumed_at;
+        r.done &= run.done;
+    }
     if stopped {
         return Ok(reports);
     }

@@ -283,11 +283,10 @@ mod with_postgres {
     /// rebuilt, and the latest checkpoint time.
     async fn backfill(pg: &sprintlens_postgres::PgStore) -> Result<(bool, Option<Timestamp>)> {
         let cps = pg.checkpoints("migrate/records/").await?;
-        let done = RecordKind::ALL.iter().all(|k| {
-            cps.iter().any(|(n, v, ..)| {
-                n == &format!("migrate/records/{}", k.as_str()) && v["done"] == json!(true)
-            })
-        }) && !crate::migrate::indexes_deferred(pg).await?;
+        let done = RecordKind::ALL
+            .iter()
+            .all(|k| crate::migrate::kind_done(&cps, *k))
+            && !crate::migrate::indexes_deferred(pg).await?;
         Ok((done, cps.iter().map(|c| c.3).max()))
     }
 
