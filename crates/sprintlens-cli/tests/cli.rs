@@ -135,7 +135,7 @@ fn demo_runs_with_records_and_vectors_on_postgres() {
             l.starts_with(backend) && l.contains(&format!(": {n} of {n} migrations applied"))
         })
     };
-    assert!(applied("postgres", 5), "{schema}");
+    assert!(applied("postgres", 6), "{schema}");
     assert!(applied("clickhouse", 4), "{schema}");
     assert!(
         !schema.contains("sprintlens-clickhouse-dev"),

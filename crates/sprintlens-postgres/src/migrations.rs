@@ -105,10 +105,37 @@ CREATE TABLE sprintlens_vector_outbox (
 );
 "#,
     ),
+    (
+        6,
+        "record kind as an enum",
+        r#"
+-- `kind` leads or follows the workspace in every secondary index of `records`, and nearly every
+-- comparison of an index build reaches it (three workspaces, a few kinds): as an enum it compares as
+-- four bytes instead of a string, which takes about a third off building the seven indexes of a
+-- bulk load (7.5 -> 5.3 s of sort work for a million records). Queries cast the bound text
+-- (`$1::record_kind`); COPY sends the label. A new `RecordKind` needs a migration
+-- `ALTER TYPE record_kind ADD VALUE '…'` (checked by a test against `RecordKind::ALL`).
+-- Rewrites `records` and its indexes under an exclusive lock: instant on the empty table of a new
+-- target; 8.8 s for a million records here (the table and its eight indexes rewritten).
+--
+-- `records_by_name` becomes partial: it serves `list` filtered by `name = …`, which never matches a
+-- NULL name, and most records (messages, dataset items) have none; the planner proves the
+-- predicate from the strict `=` (generic plans too). A million messages: 0.2 s to build instead of
+-- 1.0-1.5 s, and a few kB instead of 65 MB.
+DROP INDEX IF EXISTS records_by_name;
+CREATE TYPE record_kind AS ENUM (
+    'project', 'agent', 'conversation', 'message', 'prompt', 'prompt_version', 'dataset',
+    'dataset_item', 'eval_run', 'file_object'
+);
+ALTER TABLE records ALTER COLUMN kind TYPE record_kind USING kind::record_kind;
+CREATE INDEX records_by_name ON records (workspace, kind, name, id)
+    WHERE NOT deleted AND name IS NOT NULL;
+"#,
+    ),
 ];
 
-/// The secondary indexes of `records` (everything but the primary key), as created by migration 1:
-/// `(name, unique, definition)`. A backfill into a (nearly) empty table drops them and builds them once at
+/// The secondary indexes of `records` (everything but the primary key), as the migrations leave them
+/// (migration 1, `records_by_name` made partial by migration 6): `(name, unique, definition)`. A backfill into a (nearly) empty table drops them and builds them once at
 /// the end ([`crate::PgStore::defer_record_indexes`]), as bulk loaders do.
 pub const RECORD_INDEXES: &[(&str, bool, &str)] = &[
     (
@@ -129,7 +156,7 @@ pub const RECORD_INDEXES: &[(&str, bool, &str)] = &[
     (
         "records_by_name",
         false,
-        "ON records (workspace, kind, name, id) WHERE NOT deleted",
+        "ON records (workspace, kind, name, id) WHERE NOT deleted AND name IS NOT NULL",
     ),
     (
         "records_unique_key",
@@ -194,8 +221,8 @@ END $$;
 mod tests {
     use super::*;
 
-    /// The deferred-index list rebuilds exactly what migration 1 created (minus the body index
-    /// migration 4 dropped).
+    /// The deferred-index list rebuilds exactly what the migrations leave: each index as its last
+    /// `CREATE` made it (minus the body index migration 4 dropped).
     #[test]
     fn record_indexes_match_the_migration() {
         let squash = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -203,7 +230,14 @@ mod tests {
         for (name, unique, definition) in RECORD_INDEXES {
             let unique = if *unique { "UNIQUE " } else { "" };
             let statement = squash(&format!("CREATE {unique}INDEX {name} {definition};"));
-            assert!(created.contains(&statement), "{statement}");
+            let prefix = format!("CREATE {unique}INDEX {name} ");
+            let last = MIGRATIONS
+                .iter()
+                .rev()
+                .map(|m| squash(m.2))
+                .find(|sql| sql.contains(&prefix))
+                .unwrap();
+            assert!(last.contains(&statement), "{statement}");
         }
         let in_migration = created.matches("CREATE INDEX").count()
             + created.matches("CREATE UNIQUE INDEX").count();
@@ -213,5 +247,40 @@ mod tests {
                 .2
                 .contains("DROP INDEX IF EXISTS records_body")
         );
+    }
+
+    /// Every record kind is a label of the `record_kind` enum, in the order of `RecordKind::ALL`
+    /// (labels added later come from `ALTER TYPE … ADD VALUE` migrations).
+    #[test]
+    fn the_kind_enum_names_every_record_kind() {
+        let sql = MIGRATIONS
+            .iter()
+            .find(|m| m.1 == "record kind as an enum")
+            .unwrap()
+            .2;
+        let created = sql
+            .split("CREATE TYPE record_kind AS ENUM (")
+            .nth(1)
+            .and_then(|s| s.split(");").next())
+            .unwrap();
+        let mut labels: Vec<String> = created
+            .split(',')
+            .map(|l| l.trim().trim_matches('\'').to_string())
+            .collect();
+        for m in MIGRATIONS {
+            for line in m.2.lines() {
+                if let Some(rest) = line
+                    .trim()
+                    .strip_prefix("ALTER TYPE record_kind ADD VALUE '")
+                {
+                    labels.push(rest.split('\'').next().unwrap().to_string());
+                }
+            }
+        }
+        let kinds: Vec<&str> = sprintlens_core::RecordKind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(labels, kinds);
     }
 }

@@ -55,8 +55,8 @@ async fn write_group(
     // surface as a row-level-security conflict on insert).
     let ids: Vec<Uuid> = group.iter().map(|p| p.record.id.as_uuid()).collect();
     let existing = sqlx::query(
-        "SELECT id, kind, updated_at,
-                CASE WHEN kind = ANY($2) THEN body END AS body
+        "SELECT id, kind::text AS kind, updated_at,
+                CASE WHEN kind = ANY($2::record_kind[]) THEN body END AS body
          FROM records WHERE id = ANY($1) FOR UPDATE",
     )
     .bind(&ids)
@@ -186,7 +186,8 @@ async fn write_group(
         let sql = format!(
             "INSERT INTO records (id, workspace, kind, project, parent, name, unique_key,
                 created_at, updated_at, deleted, body)
-             SELECT id, ws, kind, project, parent, name, ukey, created, updated, deleted, body::jsonb
+             SELECT id, ws, kind::record_kind, project, parent, name, ukey, created, updated, deleted,
+                body::jsonb
              FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::text[],
                          $7::text[], $8::timestamptz[], $9::timestamptz[], $10::bool[], $11::text[])
                   AS t(id, ws, kind, project, parent, name, ukey, created, updated, deleted, body)
@@ -484,7 +485,7 @@ impl RecordStore for PgStore {
         let mut tx = scoped(self.reader(), workspace, "get").await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM records
-             WHERE id = $1 AND workspace = $2 AND kind = $3 AND NOT deleted"
+             WHERE id = $1 AND workspace = $2 AND kind = $3::record_kind AND NOT deleted"
         )))
         .bind(id.as_uuid())
         .bind(workspace.as_uuid())
@@ -504,7 +505,9 @@ impl RecordStore for PgStore {
             "SELECT {COLUMNS} FROM records WHERE NOT deleted AND workspace = "
         ));
         qb.push_bind(workspace.as_uuid());
-        qb.push(" AND kind = ").push_bind(query.kind.as_str());
+        qb.push(" AND kind = ")
+            .push_bind(query.kind.as_str())
+            .push("::record_kind");
         if let Some(p) = query.project {
             qb.push(" AND project = ").push_bind(p.as_uuid());
         }
@@ -562,15 +565,16 @@ impl RecordStore for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| classify("split", e))?;
-        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM records WHERE kind = $1")
-            .bind(kind.as_str())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| classify("split", e))?;
+        let rows: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM records WHERE kind = $1::record_kind")
+                .bind(kind.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| classify("split", e))?;
         let mut out = Vec::new();
         for offset in split_offsets(rows as u64, parts) {
             let cut: Option<(chrono::DateTime<chrono::Utc>, Uuid)> = sqlx::query_as(
-                "SELECT updated_at, id FROM records WHERE kind = $1
+                "SELECT updated_at, id FROM records WHERE kind = $1::record_kind
                  ORDER BY updated_at, id OFFSET $2 LIMIT 1",
             )
             .bind(kind.as_str())
@@ -603,7 +607,8 @@ impl PgStore {
         let mut tx = scoped(&self.pool, workspace, "delete").await?;
         let n = sqlx::query(
             "UPDATE records SET deleted = true, updated_at = $4
-             WHERE id = $1 AND workspace = $2 AND kind = $3 AND NOT deleted AND updated_at < $4",
+             WHERE id = $1 AND workspace = $2 AND kind = $3::record_kind AND NOT deleted
+               AND updated_at < $4",
         )
         .bind(id.as_uuid())
         .bind(workspace.as_uuid())
@@ -631,7 +636,7 @@ impl PgStore {
         };
         let sql = format!(
             "SELECT {COLUMNS} FROM records
-             WHERE kind = $1 AND ($2::uuid IS NULL OR workspace = $2)
+             WHERE kind = $1::record_kind AND ($2::uuid IS NULL OR workspace = $2)
                AND ($3::timestamptz IS NULL OR (updated_at, id) > ($3, $4))
              ORDER BY updated_at, id LIMIT $5"
         );
@@ -663,7 +668,8 @@ impl PgStore {
 
     async fn count_in(&self, kind: RecordKind, workspace: Option<WorkspaceId>) -> Result<u64> {
         let query = sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM records WHERE kind = $1 AND ($2::uuid IS NULL OR workspace = $2)",
+            "SELECT count(*) FROM records
+             WHERE kind = $1::record_kind AND ($2::uuid IS NULL OR workspace = $2)",
         )
         .bind(kind.as_str())
         .bind(workspace.map(|w| w.as_uuid()));
