@@ -10,7 +10,7 @@ use sprintlens::core::{RecordId, RecordStore, Role, WorkspaceId};
 use sprintlens_testkit::generate::{self, Rng};
 
 use crate::peak_rss_mib;
-use crate::postgres::{env, fresh_db, psql, psql_elapsed};
+use crate::postgres::{env, fresh_db, psql, psql_elapsed, quiesce};
 
 /// Current resident memory split into anonymous (heap) and file-backed (mmap'd SQLite pages), MiB.
 fn rss_split() -> (f64, f64) {
@@ -166,6 +166,7 @@ pub async fn run(n: usize, batch: usize, parallels: &[usize]) -> Result<()> {
         let target = sprintlens::Storage::open(config(&target_text)?).await?;
         target.apply_schema().await?;
         let rss_before = peak_rss_mib();
+        quiesce(&env).await?;
         let t = Instant::now();
         let reports = sprintlens::migrate::run(
             &source,
@@ -197,6 +198,12 @@ pub async fn run(n: usize, batch: usize, parallels: &[usize]) -> Result<()> {
             if verify.ok { "identical" } else { "DIFFERENT" },
             t.elapsed().as_secs_f64()
         );
+        // No autovacuum of this table during the later steps.
+        psql(
+            &env,
+            &admin,
+            "ALTER TABLE records SET (autovacuum_enabled = off);\n",
+        )?;
         timings.push((parallel, ours));
         first.get_or_insert((admin, operator));
     }
@@ -211,6 +218,7 @@ pub async fn run(n: usize, batch: usize, parallels: &[usize]) -> Result<()> {
         &admin,
         "CREATE TABLE records_ref (LIKE records INCLUDING ALL);\n",
     )?;
+    quiesce(&env).await?;
     let ceiling = psql_elapsed(
         &env,
         &admin,
@@ -243,6 +251,7 @@ pub async fn run(n: usize, batch: usize, parallels: &[usize]) -> Result<()> {
             definition.replacen("ON records ", "ON records_bulk ", 1)
         );
     }
+    quiesce(&env).await?;
     let bulk = psql_elapsed(&env, &admin, &script)?;
     println!(
         "psql binary \\copy into a primary-key-only table, then the same indexes built: {bulk:.1} s = {:.0} rows/s (ours {} of it)",
@@ -261,6 +270,7 @@ pub async fn run(n: usize, batch: usize, parallels: &[usize]) -> Result<()> {
         ("8 GiB heap", &["--dynamic-space-size", "8192"][..]),
     ] {
         let (_, pgl_admin) = fresh_db(&env, "sl_bench_pgloader").await?;
+        quiesce(&env).await?;
         let t = Instant::now();
         let out = Command::new("pgloader")
             .args(args)

@@ -68,6 +68,26 @@ pub(crate) async fn fresh_db(env: &Env, name: &str) -> Result<(String, String)> 
     Ok((with_db(&env.app, name), with_db(&env.admin, name)))
 }
 
+/// Waits (up to two minutes) until no autovacuum worker runs on the server, so a timed step does not
+/// share the machine with the vacuum of an earlier step's tables; returns the seconds waited.
+pub(crate) async fn quiesce(env: &Env) -> Result<f64> {
+    let t = Instant::now();
+    let admin = sqlx::PgPool::connect(&env.admin).await?;
+    while t.elapsed().as_secs() < 120 {
+        let busy: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'",
+        )
+        .fetch_one(&admin)
+        .await?;
+        if busy == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    admin.close().await;
+    Ok(t.elapsed().as_secs_f64())
+}
+
 /// [`psql`], timed: the seconds it took.
 pub(crate) fn psql_elapsed(env: &Env, url: &str, input: &str) -> Result<f64> {
     let t = Instant::now();

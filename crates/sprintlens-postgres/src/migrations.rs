@@ -249,6 +249,16 @@ mod tests {
         );
     }
 
+    /// The build order names every deferred index once.
+    #[test]
+    fn the_build_order_is_a_permutation_of_the_indexes() {
+        let mut order = crate::RECORD_INDEX_BUILD_ORDER.to_vec();
+        let mut names: Vec<&str> = RECORD_INDEXES.iter().map(|(n, _, _)| *n).collect();
+        order.sort();
+        names.sort();
+        assert_eq!(order, names);
+    }
+
     /// Every record kind is a label of the `record_kind` enum, in the order of `RecordKind::ALL`
     /// (labels added later come from `ALTER TYPE … ADD VALUE` migrations).
     #[test]
