@@ -188,6 +188,9 @@ pub struct ClickHouseAnalytics {
     client: Client,
     inserts: Client,
     options: ClickHouseOptions,
+    /// Per event kind, the `created_at` window (µs) a scan page reads first, learned from the pages
+    /// before (see `scan`).
+    scan_window: std::sync::Arc<[std::sync::atomic::AtomicI64; 2]>,
 }
 
 impl std::fmt::Debug for ClickHouseAnalytics {
@@ -519,7 +522,107 @@ fn split(range: &TimeRange) -> Split {
     }
 }
 
+/// The `created_at` window a scan page reads first before it has learned one: an hour.
+const SCAN_FIRST_WINDOW_MICROS: i64 = 3_600_000_000;
+/// The narrowest window a scan reads: a millisecond.
+const SCAN_MIN_WINDOW_MICROS: i64 = 1_000;
+/// The widest window a scan reads: a year.
+const SCAN_MAX_WINDOW_MICROS: i64 = 366 * 86_400_000_000;
+
+/// The table of an event kind.
+fn event_table(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::EvalResult => "eval_results",
+        EventKind::Usage => "usage_events",
+    }
+}
+
+fn kind_index(kind: EventKind) -> usize {
+    match kind {
+        EventKind::EvalResult => 0,
+        EventKind::Usage => 1,
+    }
+}
+
 impl ClickHouseAnalytics {
+    /// The oldest and newest `created_at` (µs) of `table`, if it holds any event.
+    async fn time_range(&self, table: &'static str) -> Result<Option<(i64, i64)>> {
+        #[derive(Row, Deserialize)]
+        struct Range {
+            oldest: i64,
+            newest: i64,
+            n: u64,
+        }
+        let sql = format!(
+            "SELECT toUnixTimestamp64Micro(min(created_at)) AS oldest,
+                    toUnixTimestamp64Micro(max(created_at)) AS newest, count() AS n FROM {table}"
+        );
+        let r = self
+            .attempt("event_scan", || {
+                self.client.query(&sql).fetch_one::<Range>()
+            })
+            .await?;
+        Ok((r.n > 0).then_some((r.oldest, r.newest)))
+    }
+
+    /// Up to `limit` events of `kind` after `after`, with `from <= created_at < to` (µs), in
+    /// `(created_at, id)` order.
+    async fn scan_window_page(
+        &self,
+        kind: EventKind,
+        after: Option<EventCursor>,
+        from: i64,
+        to: i64,
+        limit: usize,
+    ) -> Result<Vec<AnalyticsEvent>> {
+        let (t, i) = match after {
+            Some(c) => (c.created_at.as_micros(), c.id.to_string()),
+            None => (i64::MIN, String::new()),
+        };
+        // Ids compare as text, as SQLite's scan does, so cursors carry across backends.
+        let columns = match kind {
+            EventKind::EvalResult => {
+                "workspace, project, run, id, dataset_item, agent, metric, score, passed, latency_ms, cost, error, created_at"
+            }
+            EventKind::Usage => {
+                "workspace, project, id, agent, conversation, model, input_tokens, output_tokens, cost, latency_ms, created_at"
+            }
+        };
+        let table = event_table(kind);
+        // The plain bounds on `created_at` are what the engine prunes partitions and granules with.
+        let sql = format!(
+            "SELECT {columns} FROM {table} FINAL
+             WHERE (toUnixTimestamp64Micro(created_at), toString(id)) > ({{t:Int64}}, {{i:String}})
+               AND created_at >= fromUnixTimestamp64Micro({{from:Int64}}, 'UTC')
+               AND created_at < fromUnixTimestamp64Micro({{to:Int64}}, 'UTC')
+             ORDER BY toUnixTimestamp64Micro(created_at), toString(id)
+             LIMIT {{limit:UInt64}}"
+        );
+        let q = || {
+            self.client
+                .query(&sql)
+                .param("t", t)
+                .param("i", &i)
+                .param("from", from)
+                .param("to", to)
+                .param("limit", limit as u64)
+        };
+        match kind {
+            EventKind::EvalResult => self
+                .attempt("event_scan", || q().fetch_all::<EvalRow>())
+                .await?
+                .into_iter()
+                .map(EvalRow::into_event)
+                .collect(),
+            EventKind::Usage => self
+                .attempt("event_scan", || q().fetch_all::<UsageRow>())
+                .await?
+                .into_iter()
+                .map(UsageRow::into_event)
+                .collect(),
+        }
+    }
+
     /// A client for `options` (nothing is sent until the first call).
     pub fn new(options: ClickHouseOptions) -> Self {
         // The crate's default connector leaves Nagle's algorithm on: a small request body written
@@ -545,6 +648,10 @@ impl ClickHouseAnalytics {
             client,
             inserts,
             options,
+            scan_window: std::sync::Arc::new([
+                std::sync::atomic::AtomicI64::new(SCAN_FIRST_WINDOW_MICROS),
+                std::sync::atomic::AtomicI64::new(SCAN_FIRST_WINDOW_MICROS),
+            ]),
         }
     }
 
@@ -1120,56 +1227,59 @@ impl Analytics for ClickHouseAnalytics {
         limit: usize,
     ) -> Result<Vec<AnalyticsEvent>> {
         check_limit(limit)?;
-        let (t, i) = match after {
-            Some(c) => (c.created_at.as_micros(), c.id.to_string()),
-            None => (i64::MIN, String::new()),
+        let table = event_table(kind);
+        // The tables are ordered by workspace, project, time: a page "after this cursor, by time"
+        // cannot be read in order, and bounded only from below it read and sorted every row after
+        // the cursor (a million events: 30 s for the pages of a whole scan, growing with the square
+        // of the rows). So each page reads windows of `created_at` — which the engine prunes parts
+        // and granules with — until it holds `limit` rows or passes the newest event; the first
+        // window's width comes from the pages before (twice the time the last full page spanned).
+        let learned = &self.scan_window[kind_index(kind)];
+        let mut width = learned
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .clamp(SCAN_MIN_WINDOW_MICROS, SCAN_MAX_WINDOW_MICROS);
+        let (mut from, newest) = match after {
+            Some(c) => (c.created_at.as_micros(), None),
+            None => match self.time_range(table).await? {
+                Some((oldest, newest)) => (oldest, Some(newest)),
+                None => return Ok(Vec::new()),
+            },
         };
-        // Ids compare as text, as SQLite's scan does, so cursors carry across backends.
-        let (columns, table) = match kind {
-            EventKind::EvalResult => (
-                "workspace, project, run, id, dataset_item, agent, metric, score, passed, latency_ms, cost, error, created_at",
-                "eval_results",
-            ),
-            EventKind::Usage => (
-                "workspace, project, id, agent, conversation, model, input_tokens, output_tokens, cost, latency_ms, created_at",
-                "usage_events",
-            ),
-        };
-        // The plain bound on `created_at` (implied by the tuple's) is what the engine can prune
-        // partitions and granules with: without it every page read the whole table.
-        let bound = if after.is_some() {
-            "AND created_at >= fromUnixTimestamp64Micro({t:Int64}, 'UTC')"
-        } else {
-            ""
-        };
-        let sql = format!(
-            "SELECT {columns} FROM {table} FINAL
-             WHERE (toUnixTimestamp64Micro(created_at), toString(id)) > ({{t:Int64}}, {{i:String}})
-               {bound}
-             ORDER BY toUnixTimestamp64Micro(created_at), toString(id)
-             LIMIT {{limit:UInt64}}"
-        );
-        let q = || {
-            self.client
-                .query(&sql)
-                .param("t", t)
-                .param("i", &i)
-                .param("limit", limit as u64)
-        };
-        match kind {
-            EventKind::EvalResult => self
-                .attempt("event_scan", || q().fetch_all::<EvalRow>())
-                .await?
-                .into_iter()
-                .map(EvalRow::into_event)
-                .collect(),
-            EventKind::Usage => self
-                .attempt("event_scan", || q().fetch_all::<UsageRow>())
-                .await?
-                .into_iter()
-                .map(UsageRow::into_event)
-                .collect(),
+        let mut newest = newest;
+        let mut out = Vec::new();
+        loop {
+            let to = from.saturating_add(width);
+            out.extend(
+                self.scan_window_page(kind, after, from, to, limit - out.len())
+                    .await?,
+            );
+            if out.len() >= limit {
+                break;
+            }
+            let last = match newest {
+                Some(n) => n,
+                None => match self.time_range(table).await? {
+                    Some((_, n)) => *newest.insert(n),
+                    None => break,
+                },
+            };
+            if to > last {
+                break;
+            }
+            from = to;
+            width = width.saturating_mul(2).min(SCAN_MAX_WINDOW_MICROS);
         }
+        if out.len() >= limit
+            && let (Some(first), Some(last)) = (out.first(), out.last())
+        {
+            let span = last.created_at().as_micros() - first.created_at().as_micros();
+            width = span.saturating_mul(2).saturating_add(1);
+        }
+        learned.store(
+            width.clamp(SCAN_MIN_WINDOW_MICROS, SCAN_MAX_WINDOW_MICROS),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(out)
     }
 
     async fn count(&self, kind: EventKind) -> Result<u64> {

@@ -523,3 +523,48 @@ pub async fn scan_follows_the_keyset_cursor(a: A) {
     expected.sort_by_key(|e| (e.created_at(), e.id()));
     assert_eq!(seen, expected);
 }
+
+/// A scan crosses sparse time: events days and weeks apart (and a burst within a second) come back
+/// in `(created_at, id)` order, each once, whatever gaps lie between pages.
+pub async fn scan_crosses_gaps_in_time(a: A) {
+    let ws = WorkspaceId::new();
+    let p = RecordId::new();
+    let base = Timestamp::now().minus(std::time::Duration::from_secs(80 * 86_400));
+    let day = |d: u64| base.plus(std::time::Duration::from_secs(d * 86_400));
+    let mut times = vec![base, base.plus_micros(1), day(1), day(5), day(20), day(40)];
+    times.extend((0..10).map(|i| day(30).plus_micros(i * 100_000)));
+    times.extend([day(60), day(79)]);
+    let events: Vec<_> = times
+        .iter()
+        .map(|t| usage(ws, p, None, "m", 1, 1, Cost(1), 1, *t))
+        .collect();
+    a.record(&events).await.unwrap();
+    for page in [1, 3, 7] {
+        let mut cursor: Option<EventCursor> = None;
+        let mut seen = Vec::new();
+        loop {
+            let batch = a.scan(EventKind::Usage, cursor, page).await.unwrap();
+            assert!(batch.len() <= page);
+            let Some(last) = batch.last() else { break };
+            assert!(
+                batch
+                    .windows(2)
+                    .all(|w| (w[0].created_at(), w[0].id().to_string())
+                        < (w[1].created_at(), w[1].id().to_string())),
+                "a page out of order"
+            );
+            cursor = Some(EventCursor {
+                created_at: last.created_at(),
+                id: last.id(),
+            });
+            let full = batch.len() == page;
+            seen.extend(batch.into_iter().filter(|e| e.workspace() == ws));
+            if !full {
+                break;
+            }
+        }
+        let mut expected = events.clone();
+        expected.sort_by_key(|e| (e.created_at(), e.id()));
+        assert_eq!(seen, expected, "pages of {page}");
+    }
+}

@@ -298,6 +298,7 @@ macro_rules! analytics_suite {
                 latency_quantiles,
                 workspaces_are_isolated,
                 scan_follows_the_keyset_cursor,
+                scan_crosses_gaps_in_time,
             ]
         );
     };
