@@ -239,9 +239,10 @@ impl Plan {
 /// 34,000–38,000 records/s on 2 cores, see docs/benchmarks.md; a faster target only shortens the run).
 pub const PLAN_ROWS_PER_SEC: f64 = 30_000.0;
 
-/// The rate assumed by `plan` for a bulk load into a (nearly) empty target (measured: 66,000–76,000
-/// records/s on 2 cores including the index builds, see docs/benchmarks.md).
-pub const PLAN_BULK_ROWS_PER_SEC: f64 = 60_000.0;
+/// The rate assumed by `plan` for a bulk load into a (nearly) empty target (measured at the default
+/// `--parallel 1`: 73,000–91,000 records/s on 2 cores including the index builds, 93,000–100,000 at
+/// `--parallel 2`; see docs/benchmarks.md).
+pub const PLAN_BULK_ROWS_PER_SEC: f64 = 70_000.0;
 
 /// Whether `run` bulk-loads: at least [`DEFER_INDEXES_MIN_ROWS`] records left and fewer than that in
 /// the target.
