@@ -104,6 +104,11 @@ fn test(sh: &Shell, extra: &[String]) -> Result<()> {
         "cargo clippy --workspace --all-targets --locked -- -D warnings"
     )
     .run()?;
+    {
+        // Every public item's docs build, links included.
+        let _docs = sh.push_env("RUSTDOCFLAGS", "-D warnings");
+        cmd!(sh, "cargo doc --workspace --no-deps --locked").run()?;
+    }
     cmd!(sh, "cargo test --workspace --locked {extra...}").run()?;
     eprintln!(
         "xtask test: all green in {:.0}s",

@@ -131,7 +131,7 @@ pub struct RunOptions {
     pub events: bool,
     /// Keyset streams copied at the same time, 1..=16, each with its own checkpoint: every record
     /// kind is a stream, and with 2 or more a kind no run has started yet (holding at least two
-    /// batches) is cut into this many lanes of about equal size ([`RecordStore::split`]), each a
+    /// batches) is cut into this many lanes of about equal size ([`sprintlens_core::RecordStore::split`]), each a
     /// stream; a kill then redoes at most one batch per stream that was in flight.
     pub parallel: usize,
     /// Drop the target's secondary record indexes while copying into a (nearly) empty table, and its
@@ -442,7 +442,7 @@ struct Lane {
 /// The streams of `kind`: its lanes when an earlier run cut it (each lane's checkpoint says where it
 /// ends), else one stream under the kind's own checkpoint. A kind no run has started, with
 /// `parallel > 1` and at least two batches of records, is cut into `parallel` lanes of about equal
-/// size at the source's [`RecordStore::split`] cursors; every lane's checkpoint is written in one
+/// size at the source's [`sprintlens_core::RecordStore::split`] cursors; every lane's checkpoint is written in one
 /// transaction before any lane copies, so a resumed run finds the same lanes whatever its
 /// `parallel`.
 async fn lanes_of(
