@@ -1047,6 +1047,83 @@ pub fn main(project: &Path, args: &[String]) -> Result<()> {
 /// Proof that each service is the real thing. Runs under `cargo xtask test` (which sets
 /// `SPRINTLENS_TEST_REQUIRE_SERVICES=1` after `services up`); without the stack and without that
 /// variable, each test says so and returns.
+/// Every port of the stack.
+fn stack_ports() -> Vec<u16> {
+    let mut ports = vec![
+        PG_PORT,
+        REDIS_PORT,
+        CH_PORT,
+        S3_PORT,
+        S3_RPC_PORT,
+        S3_ADMIN_PORT,
+    ];
+    ports.extend(REDIS_CLUSTER_PORTS);
+    ports
+}
+
+/// Stops services of an earlier checkout whose directory is gone (a deleted clone): they hold the
+/// stack's ports, so `up` would take them for its own and the tests would talk to a server whose
+/// files no longer exist (a ClickHouse front then fails every query with "getcwd failed"). A
+/// service of another checkout that still exists is left alone (and reused, as before). Linux only
+/// (reads /proc); elsewhere a no-op.
+fn evict_orphans() {
+    for port in stack_ports() {
+        let Some(pid) = listener_pid(port) else {
+            continue;
+        };
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        if !cwd.ends_with(" (deleted)") {
+            continue;
+        }
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        eprintln!(
+            "services: port {port} is held by pid {pid} ({}) of a deleted checkout ({cwd}); stopping it",
+            cmd.trim()
+        );
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+        for _ in 0..50 {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+/// The process listening on 127.0.0.1:`port` (TCP), from /proc.
+fn listener_pid(port: u16) -> Option<u32> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    // local_address is hex `IP:PORT`; state 0A is LISTEN; the inode is the tenth column.
+    let inode = table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let local_port = f.get(1)?.rsplit(':').next()?;
+        (u16::from_str_radix(local_port, 16).ok()? == port && *f.get(3)? == "0A")
+            .then(|| f.get(9).map(|s| s.to_string()))?
+    })?;
+    let socket = format!("socket:[{inode}]");
+    for proc_dir in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = proc_dir.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(proc_dir.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == socket) {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1185,81 +1262,4 @@ mod tests {
         assert!(out.contains("s3 ok"), "{out}");
         eprintln!("{}", out.trim());
     }
-}
-
-/// Every port of the stack.
-fn stack_ports() -> Vec<u16> {
-    let mut ports = vec![
-        PG_PORT,
-        REDIS_PORT,
-        CH_PORT,
-        S3_PORT,
-        S3_RPC_PORT,
-        S3_ADMIN_PORT,
-    ];
-    ports.extend(REDIS_CLUSTER_PORTS);
-    ports
-}
-
-/// Stops services of an earlier checkout whose directory is gone (a deleted clone): they hold the
-/// stack's ports, so `up` would take them for its own and the tests would talk to a server whose
-/// files no longer exist (a ClickHouse front then fails every query with "getcwd failed"). A
-/// service of another checkout that still exists is left alone (and reused, as before). Linux only
-/// (reads /proc); elsewhere a no-op.
-fn evict_orphans() {
-    for port in stack_ports() {
-        let Some(pid) = listener_pid(port) else {
-            continue;
-        };
-        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        if !cwd.ends_with(" (deleted)") {
-            continue;
-        }
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-            .unwrap_or_default();
-        eprintln!(
-            "services: port {port} is held by pid {pid} ({}) of a deleted checkout ({cwd}); stopping it",
-            cmd.trim()
-        );
-        let _ = Command::new("kill").arg(pid.to_string()).status();
-        for _ in 0..50 {
-            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        }
-    }
-}
-
-/// The process listening on 127.0.0.1:`port` (TCP), from /proc.
-fn listener_pid(port: u16) -> Option<u32> {
-    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    // local_address is hex `IP:PORT`; state 0A is LISTEN; the inode is the tenth column.
-    let inode = table.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let local_port = f.get(1)?.rsplit(':').next()?;
-        (u16::from_str_radix(local_port, 16).ok()? == port && *f.get(3)? == "0A")
-            .then(|| f.get(9).map(|s| s.to_string()))?
-    })?;
-    let socket = format!("socket:[{inode}]");
-    for proc_dir in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = proc_dir.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(proc_dir.path().join("fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == socket) {
-                return Some(pid);
-            }
-        }
-    }
-    None
 }
