@@ -615,6 +615,9 @@ async fn lanes_cut_a_kind_and_survive_a_change_of_parallelism() {
         "{lanes:?}"
     );
 
+    // Lanes part-way: the backfill is not done, so shadow reads are refused.
+    refused(open(d, "shadow-read", &target).await, "backfill");
+
     // Meanwhile the source changes: the first message is updated (it moves past every cut) and
     // new ones arrive.
     {
@@ -664,6 +667,8 @@ async fn lanes_cut_a_kind_and_survive_a_change_of_parallelism() {
     assert!((12_500..=12_501).contains(&copied), "{copied}");
     let again = migrate::run(&source, &new, &options, |_| {}).await.unwrap();
     assert!(again.iter().all(|r| r.written == 0 && r.done), "{again:?}");
+    // Every lane done: the backfill counts as finished.
+    drop(open(d, "shadow-read", &target).await.unwrap());
     eprintln!(
         "figure: 12,502 records in 3 lanes, stopped after 4 batches, resumed with parallel 1: identical"
     );
