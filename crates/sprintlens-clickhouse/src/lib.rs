@@ -15,7 +15,6 @@ use sprintlens_core::analytics::{
     validate_batch,
 };
 use sprintlens_core::config::AnalyticsConfig;
-use sprintlens_core::record::check_limit;
 use sprintlens_core::{
     Analytics, AnalyticsEvent, Cost, CostRow, Error, EvalResult, EvalRunId, Result, Timestamp,
     UsageEvent, WorkspaceId, async_trait,
@@ -1226,7 +1225,7 @@ impl Analytics for ClickHouseAnalytics {
         after: Option<EventCursor>,
         limit: usize,
     ) -> Result<Vec<AnalyticsEvent>> {
-        check_limit(limit)?;
+        sprintlens_core::check_scan_limit(limit)?;
         let table = event_table(kind);
         // The tables are ordered by workspace, project, time: a page "after this cursor, by time"
         // cannot be read in order, and bounded only from below it read and sorted every row after

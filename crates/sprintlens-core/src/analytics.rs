@@ -438,6 +438,21 @@ pub struct EventCursor {
     pub id: EventId,
 }
 
+/// The largest page [`Analytics::scan`] returns: larger than the records' [`crate::MAX_PAGE`], since a
+/// verification reads whole streams (a million events in pages of 1,000 took 2,000 requests).
+pub const MAX_SCAN_PAGE: usize = 10_000;
+
+/// Checks the `limit` of [`Analytics::scan`].
+pub fn check_scan_limit(limit: usize) -> Result<()> {
+    if limit == 0 || limit > MAX_SCAN_PAGE {
+        return Err(Error::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_SCAN_PAGE}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Records events and answers aggregations, always within one workspace.
 ///
 /// # Behavior
@@ -476,7 +491,7 @@ pub trait Analytics: Send + Sync + std::fmt::Debug {
     /// Latency quantiles of usage events.
     async fn latency(&self, workspace: WorkspaceId, query: &LatencyQuery)
     -> Result<LatencySummary>;
-    /// A batch of one stream's events, for migration and verification.
+    /// A batch of one stream's events, for migration and verification: `limit` is 1..=[`MAX_SCAN_PAGE`].
     async fn scan(
         &self,
         kind: EventKind,

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Row, params};
 use sprintlens_core::analytics::{EventCursor, validate_batch};
-use sprintlens_core::record::check_limit;
 use sprintlens_core::{
     Analytics, AnalyticsEvent, BreakdownQuery, Cost, CostRow, Error, EvalResult, EvalRunId,
     EvalSummary, EventKind, GroupBy, LatencyQuery, LatencySummary, MetricSummary, Quantiles,
@@ -295,7 +294,7 @@ impl Analytics for SqliteStore {
         after: Option<EventCursor>,
         limit: usize,
     ) -> Result<Vec<AnalyticsEvent>> {
-        check_limit(limit)?;
+        sprintlens_core::check_scan_limit(limit)?;
         self.read("event_scan", move |c| {
             let (t, i) = match after {
                 Some(cur) => (cur.created_at.as_micros(), uuid_text(cur.id)),

@@ -539,7 +539,12 @@ pub async fn scan_crosses_gaps_in_time(a: A) {
         .map(|t| usage(ws, p, None, "m", 1, 1, Cost(1), 1, *t))
         .collect();
     a.record(&events).await.unwrap();
-    for page in [1, 3, 7] {
+    for limit in [0, MAX_SCAN_PAGE + 1] {
+        let e = a.scan(EventKind::Usage, None, limit).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains("limit"), "{e}");
+    }
+    for page in [1, 3, 7, MAX_SCAN_PAGE] {
         let mut cursor: Option<EventCursor> = None;
         let mut seen = Vec::new();
         loop {

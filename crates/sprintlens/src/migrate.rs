@@ -1386,9 +1386,10 @@ const VERIFY_PASS_ROWS: u64 = 2_000_000;
 type Page<T> = futures::future::BoxFuture<'static, Result<Vec<T>>>;
 
 /// One side of a comparison: `scopes` keyset streams (workspaces, or one for all), each read page by
-/// page from a cursor.
+/// page (of `page` items; a shorter one ends the stream) from a cursor.
 struct Side<T, C> {
     scopes: usize,
+    page: usize,
     read: Arc<dyn Fn(usize, Option<C>) -> Page<T> + Send + Sync>,
 }
 
@@ -1396,6 +1397,7 @@ impl<T, C> Clone for Side<T, C> {
     fn clone(&self) -> Self {
         Side {
             scopes: self.scopes,
+            page: self.page,
             read: self.read.clone(),
         }
     }
@@ -1436,7 +1438,7 @@ impl<T: Send + 'static, C: Send + 'static> Side<T, C> {
                     .await
                     .map_err(|e| Error::backend("migrate", "verify", e))??;
                 kill_point("during-verify");
-                if page.len() >= sprintlens_core::MAX_PAGE {
+                if page.len() >= self.page {
                     next = Some(tokio::spawn((self.read)(scope, page.last().map(cursor))));
                 }
                 for item in &page {
@@ -1601,6 +1603,7 @@ fn record_side(
     let records = storage.records().clone();
     Side {
         scopes: scopes.len(),
+        page: sprintlens_core::MAX_PAGE,
         read: Arc::new(move |scope, after| {
             let (records, workspace) = (records.clone(), scopes[scope]);
             Box::pin(async move {
@@ -1655,6 +1658,7 @@ pub async fn verify_embeddings(source: &Storage, target: &Storage) -> Result<Kin
         let vectors = s.vectors().clone();
         Side {
             scopes: 1,
+            page: sprintlens_core::MAX_PAGE,
             read: Arc::new(move |_, after| {
                 let vectors = vectors.clone();
                 Box::pin(
@@ -1680,11 +1684,14 @@ pub async fn verify_events(source: &Storage, target: &Storage) -> Result<Vec<Kin
             let analytics = s.analytics().clone();
             Side {
                 scopes: 1,
+                page: sprintlens_core::MAX_SCAN_PAGE,
                 read: Arc::new(move |_, after| {
                     let analytics = analytics.clone();
-                    Box::pin(
-                        async move { analytics.scan(kind, after, sprintlens_core::MAX_PAGE).await },
-                    ) as Page<AnalyticsEvent>
+                    Box::pin(async move {
+                        analytics
+                            .scan(kind, after, sprintlens_core::MAX_SCAN_PAGE)
+                            .await
+                    }) as Page<AnalyticsEvent>
                 }),
             }
         };
@@ -1728,6 +1735,7 @@ mod tests {
         let rows = Arc::new(rows);
         Side {
             scopes: 1,
+            page: sprintlens_core::MAX_PAGE,
             read: Arc::new(move |_, after| {
                 let rows = rows.clone();
                 Box::pin(async move {
