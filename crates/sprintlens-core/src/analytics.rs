@@ -444,13 +444,7 @@ pub const MAX_SCAN_PAGE: usize = 10_000;
 
 /// Checks the `limit` of [`Analytics::scan`].
 pub fn check_scan_limit(limit: usize) -> Result<()> {
-    if limit == 0 || limit > MAX_SCAN_PAGE {
-        return Err(Error::invalid(
-            "limit",
-            format!("must be between 1 and {MAX_SCAN_PAGE}"),
-        ));
-    }
-    Ok(())
+    validate::count_between("limit", limit, MAX_SCAN_PAGE)
 }
 
 /// Records events and answers aggregations, always within one workspace.

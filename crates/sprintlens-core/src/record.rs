@@ -610,13 +610,7 @@ impl ListQuery {
 
 /// Checks a page size.
 pub fn check_limit(limit: usize) -> Result<()> {
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(Error::invalid(
-            "limit",
-            format!("must be between 1 and {MAX_PAGE}"),
-        ));
-    }
-    Ok(())
+    crate::validate::count_between("limit", limit, MAX_PAGE)
 }
 
 /// A keyset position in a scan: the `(updated_at, id)` of the last record seen.

@@ -72,13 +72,7 @@ pub const MAX_SPLIT: usize = 64;
 
 /// Checks `split`'s `parts` argument.
 pub fn check_split(parts: usize) -> Result<()> {
-    if parts == 0 || parts > MAX_SPLIT {
-        return Err(Error::invalid(
-            "parts",
-            format!("must be between 1 and {MAX_SPLIT}"),
-        ));
-    }
-    Ok(())
+    crate::validate::count_between("parts", parts, MAX_SPLIT)
 }
 
 /// The row offsets (0-based, in scan order) of the last record of each range but the last when

@@ -81,6 +81,17 @@ pub fn json_any(field: &str, value: &Value) -> Result<()> {
     Ok(())
 }
 
+/// A count (page size, parts) of 1..=`max`.
+pub fn count_between(field: &str, value: usize, max: usize) -> Result<()> {
+    if value == 0 || value > max {
+        return Err(Error::invalid(
+            field,
+            format!("must be between 1 and {max}"),
+        ));
+    }
+    Ok(())
+}
+
 /// A finite float.
 pub fn finite(field: &str, value: f64) -> Result<()> {
     if !value.is_finite() {
