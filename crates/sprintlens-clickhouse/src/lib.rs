@@ -544,24 +544,30 @@ fn kind_index(kind: EventKind) -> usize {
 }
 
 impl ClickHouseAnalytics {
-    /// The oldest and newest `created_at` (µs) of `table`, if it holds any event.
-    async fn time_range(&self, table: &'static str) -> Result<Option<(i64, i64)>> {
+    /// The oldest `created_at` (µs) in `table` at or after `from` (any, without it), if there is one.
+    async fn next_event_time(&self, table: &'static str, from: Option<i64>) -> Result<Option<i64>> {
         #[derive(Row, Deserialize)]
-        struct Range {
-            oldest: i64,
-            newest: i64,
+        struct Next {
+            at: i64,
             n: u64,
         }
+        let bound = if from.is_some() {
+            "WHERE created_at >= fromUnixTimestamp64Micro({from:Int64}, 'UTC')"
+        } else {
+            ""
+        };
         let sql = format!(
-            "SELECT toUnixTimestamp64Micro(min(created_at)) AS oldest,
-                    toUnixTimestamp64Micro(max(created_at)) AS newest, count() AS n FROM {table}"
+            "SELECT toUnixTimestamp64Micro(min(created_at)) AS at, count() AS n FROM {table} {bound}"
         );
         let r = self
             .attempt("event_scan", || {
-                self.client.query(&sql).fetch_one::<Range>()
+                self.client
+                    .query(&sql)
+                    .param("from", from.unwrap_or(0))
+                    .fetch_one::<Next>()
             })
             .await?;
-        Ok((r.n > 0).then_some((r.oldest, r.newest)))
+        Ok((r.n > 0).then_some(r.at))
     }
 
     /// Up to `limit` events of `kind` after `after`, with `from <= created_at < to` (µs), in
@@ -1231,42 +1237,39 @@ impl Analytics for ClickHouseAnalytics {
         // cannot be read in order, and bounded only from below it read and sorted every row after
         // the cursor (a million events: 30 s for the pages of a whole scan, growing with the square
         // of the rows). So each page reads windows of `created_at` — which the engine prunes parts
-        // and granules with — until it holds `limit` rows or passes the newest event; the first
-        // window's width comes from the pages before (twice the time the last full page spanned).
+        // and granules with — until it holds `limit` rows or no event is left; after a short
+        // window the next one starts at the next event (skipping a gap in one step) and is twice
+        // as wide if the short one held any. The first window's width comes from the pages before
+        // (twice the time the last full page spanned).
         let learned = &self.scan_window[kind_index(kind)];
         let mut width = learned
             .load(std::sync::atomic::Ordering::Relaxed)
             .clamp(SCAN_MIN_WINDOW_MICROS, SCAN_MAX_WINDOW_MICROS);
-        let (mut from, newest) = match after {
-            Some(c) => (c.created_at.as_micros(), None),
-            None => match self.time_range(table).await? {
-                Some((oldest, newest)) => (oldest, Some(newest)),
+        let mut from = match after {
+            Some(c) => c.created_at.as_micros(),
+            None => match self.next_event_time(table, None).await? {
+                Some(oldest) => oldest,
                 None => return Ok(Vec::new()),
             },
         };
-        let mut newest = newest;
         let mut out = Vec::new();
         loop {
             let to = from.saturating_add(width);
-            out.extend(
-                self.scan_window_page(kind, after, from, to, limit - out.len())
-                    .await?,
-            );
+            let page = self
+                .scan_window_page(kind, after, from, to, limit - out.len())
+                .await?;
+            let held = !page.is_empty();
+            out.extend(page);
             if out.len() >= limit {
                 break;
             }
-            let last = match newest {
-                Some(n) => n,
-                None => match self.time_range(table).await? {
-                    Some((_, n)) => *newest.insert(n),
-                    None => break,
-                },
-            };
-            if to > last {
-                break;
+            match self.next_event_time(table, Some(to)).await? {
+                Some(next) => from = next,
+                None => break,
             }
-            from = to;
-            width = width.saturating_mul(2).min(SCAN_MAX_WINDOW_MICROS);
+            if held {
+                width = width.saturating_mul(2).min(SCAN_MAX_WINDOW_MICROS);
+            }
         }
         if out.len() >= limit
             && let (Some(first), Some(last)) = (out.first(), out.last())
