@@ -45,7 +45,15 @@ pub async fn database() -> Option<&'static Urls> {
         .fetch_all(&admin)
         .await
         .unwrap();
-        for db in stale {
+        // `sl_test_<pid>_<uuid>`: only databases of processes that have ended (a running one may
+        // have created its database and not connected yet).
+        let ended = |db: &String| {
+            db.strip_prefix("sl_test_")
+                .and_then(|rest| rest.split('_').next())
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_none_or(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+        };
+        for db in stale.into_iter().filter(ended) {
             let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DROP DATABASE IF EXISTS \"{db}\""
             )))
