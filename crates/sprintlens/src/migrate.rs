@@ -410,20 +410,29 @@ fn of_kind(name: &str, kind: RecordKind) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
-/// Rows copied of `kind`, over its own checkpoint or its lanes'.
-async fn copied_of(pg: &sprintlens_postgres::PgStore, kind: RecordKind) -> Result<u64> {
-    Ok(pg
-        .checkpoints(&checkpoint_name(kind))
-        .await?
+/// A record stream's checkpoint (a kind's own or one of its lanes'): `(name, position, rows,
+/// updated_at)`.
+pub(crate) type RecordCheckpoint = (String, Value, u64, Timestamp);
+
+/// The checkpoints of every record kind and lane, read once for all the kinds.
+pub(crate) async fn record_checkpoints(
+    pg: &sprintlens_postgres::PgStore,
+) -> Result<Vec<RecordCheckpoint>> {
+    pg.checkpoints("migrate/records/").await
+}
+
+/// Rows copied of `kind` by `checkpoints`, over its own checkpoint or its lanes'.
+fn copied_of(checkpoints: &[RecordCheckpoint], kind: RecordKind) -> u64 {
+    checkpoints
         .iter()
         .filter(|(name, ..)| of_kind(name, kind))
         .map(|(_, _, rows, _)| rows)
-        .sum())
+        .sum()
 }
 
 /// Whether the backfill of `kind` is finished by `checkpoints` (those of `migrate/records/`): its
 /// own checkpoint says done, or it was cut into lanes and every lane's checkpoint says done.
-pub(crate) fn kind_done(checkpoints: &[(String, Value, u64, Timestamp)], kind: RecordKind) -> bool {
+pub(crate) fn kind_done(checkpoints: &[RecordCheckpoint], kind: RecordKind) -> bool {
     let mine: Vec<&Value> = checkpoints
         .iter()
         .filter(|(name, ..)| of_kind(name, kind))
@@ -439,43 +448,50 @@ struct Lane {
     end: Option<ScanCursor>,
 }
 
-/// The streams of `kind`: its lanes when an earlier run cut it (each lane's checkpoint says where it
-/// ends), else one stream under the kind's own checkpoint. A kind no run has started, with
+/// The streams of `kind`: its lanes when an earlier run cut it (each lane's checkpoint in
+/// `checkpoints` says where it ends), else one stream under the kind's own checkpoint. A kind no run
+/// has started, with
 /// `parallel > 1` and at least two batches of records, is cut into `parallel` lanes of about equal
 /// size at the source's [`sprintlens_core::RecordStore::split`] cursors; every lane's checkpoint is written in one
 /// transaction before any lane copies, so a resumed run finds the same lanes whatever its
 /// `parallel`.
+#[allow(clippy::too_many_arguments)]
 async fn lanes_of(
     source: &Storage,
     pg: &sprintlens_postgres::PgStore,
+    checkpoints: &[RecordCheckpoint],
     kind: RecordKind,
     parallel: usize,
     batch: usize,
     total: u64,
 ) -> Result<Vec<Lane>> {
-    let stored: Vec<_> = pg
-        .checkpoints(&format!("{}/", checkpoint_name(kind)))
-        .await?;
-    if !stored.is_empty() {
-        return stored
+    let own = checkpoint_name(kind);
+    let mine: Vec<_> = checkpoints
+        .iter()
+        .filter(|(name, ..)| of_kind(name, kind))
+        .collect();
+    // Lanes sort by name (`…/00`, `…/01`, …), as the checkpoints are listed.
+    let lanes: Vec<_> = mine.iter().filter(|(name, ..)| *name != own).collect();
+    if !lanes.is_empty() {
+        return lanes
             .into_iter()
             .map(|(name, position, ..)| {
-                let c: Checkpoint<ScanCursor> = serde_json::from_value(position)
+                let c: Checkpoint<ScanCursor> = serde_json::from_value(position.clone())
                     .map_err(|e| Error::backend("migrate", "checkpoint", e))?;
-                Ok(Lane { name, end: c.end })
+                Ok(Lane {
+                    name: name.clone(),
+                    end: c.end,
+                })
             })
             .collect();
     }
     let whole = || {
         vec![Lane {
-            name: checkpoint_name(kind),
+            name: own.clone(),
             end: None,
         }]
     };
-    if parallel < 2
-        || total < 2 * batch as u64
-        || pg.checkpoint(&checkpoint_name(kind)).await?.is_some()
-    {
+    if parallel < 2 || total < 2 * batch as u64 || !mine.is_empty() {
         return Ok(whole());
     }
     let cuts = source.records().split(kind, parallel).await?;
@@ -866,9 +882,10 @@ pub async fn plan(
     let pg = target_pg(target)?;
     let mut kinds = Vec::new();
     let mut held = 0;
+    let checkpoints = record_checkpoints(pg).await?;
     for kind in RecordKind::ALL {
         held += target.records().count(*kind, None).await?;
-        let copied = copied_of(pg, *kind).await?;
+        let copied = copied_of(&checkpoints, *kind);
         let source_rows = source.records().count(*kind, None).await?;
         // The encoded size of a sample (the oldest page) stands for the rest.
         let sample = source
@@ -1205,12 +1222,13 @@ pub async fn run(
     for kind in kinds(&options.kinds) {
         totals.insert(kind, source.records().count(kind, None).await?);
     }
+    let checkpoints = record_checkpoints(pg).await?;
     let mut bulk = deferred;
     if !deferred {
         let mut left = 0;
         let mut held = 0;
         for kind in kinds(&options.kinds) {
-            left += totals[&kind].saturating_sub(copied_of(pg, kind).await?);
+            left += totals[&kind].saturating_sub(copied_of(&checkpoints, kind));
             held += target.records().count(kind, None).await?;
         }
         bulk = bulk_load(left, held);
@@ -1229,6 +1247,7 @@ pub async fn run(
         let lanes = lanes_of(
             source,
             pg,
+            &checkpoints,
             kind,
             options.parallel,
             options.batch,
@@ -1238,7 +1257,7 @@ pub async fn run(
         states.push(KindState {
             kind,
             total: totals[&kind],
-            copied: std::cell::Cell::new(copied_of(pg, kind).await?),
+            copied: std::cell::Cell::new(copied_of(&checkpoints, kind)),
             rows: std::cell::Cell::new(0),
             lanes_left: std::cell::Cell::new(lanes.len()),
             started: Instant::now(),

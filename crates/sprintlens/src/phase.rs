@@ -282,7 +282,7 @@ mod with_postgres {
     /// Whether every record kind's backfill checkpoint says done and no deferred index waits to be
     /// rebuilt, and the latest checkpoint time.
     async fn backfill(pg: &sprintlens_postgres::PgStore) -> Result<(bool, Option<Timestamp>)> {
-        let cps = pg.checkpoints("migrate/records/").await?;
+        let cps = crate::migrate::record_checkpoints(pg).await?;
         let done = RecordKind::ALL
             .iter()
             .all(|k| crate::migrate::kind_done(&cps, *k))
