@@ -69,8 +69,8 @@ pub(crate) async fn fresh_db(env: &Env, name: &str) -> Result<(String, String)> 
 }
 
 /// Waits (up to two minutes) until no autovacuum worker runs on the server, so a timed step does not
-/// share the machine with the vacuum of an earlier step's tables; returns the seconds waited.
-pub(crate) async fn quiesce(env: &Env) -> Result<f64> {
+/// share the machine with the vacuum of an earlier step's tables.
+pub(crate) async fn quiesce(env: &Env) -> Result<()> {
     let t = Instant::now();
     let admin = sqlx::PgPool::connect(&env.admin).await?;
     while t.elapsed().as_secs() < 120 {
@@ -85,7 +85,7 @@ pub(crate) async fn quiesce(env: &Env) -> Result<f64> {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     admin.close().await;
-    Ok(t.elapsed().as_secs_f64())
+    Ok(())
 }
 
 /// [`psql`], timed: the seconds it took.

@@ -1289,10 +1289,7 @@ impl Analytics for ClickHouseAnalytics {
         struct Count {
             n: u64,
         }
-        let table = match kind {
-            EventKind::EvalResult => "eval_results",
-            EventKind::Usage => "usage_events",
-        };
+        let table = event_table(kind);
         // FINAL: a row inserted twice and not merged yet counts once, as `scan` returns it once.
         let sql = format!("SELECT count() AS n FROM {table} FINAL");
         Ok(self

@@ -221,6 +221,14 @@ impl PgStore {
         self.read.as_ref().unwrap_or(&self.pool)
     }
 
+    /// The operator role's pool, for reads across workspaces (only BYPASSRLS sees every row);
+    /// `Unsupported` with `operation` (which says what needs it) without `operator_url`.
+    pub(crate) fn across_workspaces(&self, operation: &'static str) -> Result<&PgPool> {
+        self.operator
+            .as_ref()
+            .ok_or_else(|| Error::unsupported(BACKEND, operation))
+    }
+
     /// Applies pending migrations and the vector table with `admin_url` (the owner role), then grants
     /// the application and operator roles of this store what they need. Re-applying is a no-op.
     /// Returns the versions applied now.

@@ -587,9 +587,7 @@ impl RecordStore for PgStore {
 
     async fn split(&self, kind: RecordKind, parts: usize) -> Result<Vec<ScanCursor>> {
         check_split(parts)?;
-        let op = self.operator.as_ref().ok_or_else(|| {
-            Error::unsupported(BACKEND, "split across workspaces without operator_url")
-        })?;
+        let op = self.across_workspaces("split across workspaces without operator_url")?;
         // One snapshot for the count and the cuts.
         let mut tx = op.begin().await.map_err(|e| classify("split", e))?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -688,9 +686,7 @@ impl PgStore {
                 rows
             }
             None => {
-                let op = self.operator.as_ref().ok_or_else(|| {
-                    Error::unsupported(BACKEND, "scan across workspaces without operator_url")
-                })?;
+                let op = self.across_workspaces("scan across workspaces without operator_url")?;
                 query.fetch_all(op).await.map_err(|e| classify("scan", e))?
             }
         };
@@ -715,9 +711,7 @@ impl PgStore {
                 n
             }
             None => {
-                let op = self.operator.as_ref().ok_or_else(|| {
-                    Error::unsupported(BACKEND, "count across workspaces without operator_url")
-                })?;
+                let op = self.across_workspaces("count across workspaces without operator_url")?;
                 query
                     .fetch_one(op)
                     .await

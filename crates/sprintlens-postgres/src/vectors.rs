@@ -311,13 +311,7 @@ impl VectorIndex for PgStore {
         limit: usize,
     ) -> Result<Vec<VectorEntry>> {
         sprintlens_core::record::check_limit(limit)?;
-        // Across workspaces: only the operator role (BYPASSRLS) sees every row.
-        let op = self.operator.as_ref().ok_or_else(|| {
-            Error::unsupported(
-                BACKEND,
-                "vector scan across workspaces without operator_url",
-            )
-        })?;
+        let op = self.across_workspaces("vector scan across workspaces without operator_url")?;
         let (t, i, k) = match after {
             Some(c) => (Some(ts(c.updated_at)), c.id.as_uuid(), c.kind.as_str()),
             None => (None, Uuid::nil(), ""),
@@ -339,13 +333,7 @@ impl VectorIndex for PgStore {
     }
 
     async fn count_all(&self) -> Result<u64> {
-        // Across workspaces: only the operator role (BYPASSRLS) sees every row.
-        let op = self.operator.as_ref().ok_or_else(|| {
-            Error::unsupported(
-                BACKEND,
-                "vector count across workspaces without operator_url",
-            )
-        })?;
+        let op = self.across_workspaces("vector count across workspaces without operator_url")?;
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM embeddings")
             .fetch_one(op)
             .await

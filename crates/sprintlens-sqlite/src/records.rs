@@ -17,6 +17,13 @@ fn parse_id<T: std::str::FromStr<Err = Error>>(s: &str) -> Result<T> {
         .map_err(|e: Error| Error::backend(BACKEND, "decode", e.to_string()))
 }
 
+/// Records of `kind` in every workspace (tombstones included), from the covering index
+/// `records_scan`.
+fn count_of_kind(c: &rusqlite::Connection, kind: RecordKind) -> rusqlite::Result<i64> {
+    c.prepare_cached("SELECT COUNT(*) FROM records WHERE kind = ?1")?
+        .query_row(params![kind.as_str()], |r| r.get(0))
+}
+
 pub(crate) struct RawRow {
     id: String,
     workspace: String,
@@ -298,9 +305,7 @@ impl RecordStore for SqliteStore {
             // `records_scan_ws`): with `?2 IS NULL OR workspace = ?2` SQLite read every row of
             // the kind from the table (0.3–0.9 s for a million messages, against 0.06 s).
             match workspace {
-                None => c
-                    .prepare_cached("SELECT COUNT(*) FROM records WHERE kind = ?1")?
-                    .query_row(params![kind.as_str()], |r| r.get::<_, i64>(0)),
+                None => count_of_kind(c, kind),
                 Some(ws) => c
                     .prepare_cached(
                         "SELECT COUNT(*) FROM records WHERE workspace = ?1 AND kind = ?2",
@@ -318,9 +323,7 @@ impl RecordStore for SqliteStore {
         check_split(parts)?;
         let cuts = self
             .read("split", move |c| {
-                let rows: i64 = c
-                    .prepare_cached("SELECT COUNT(*) FROM records WHERE kind = ?1")?
-                    .query_row(params![kind.as_str()], |r| r.get(0))?;
+                let rows = count_of_kind(c, kind)?;
                 // Each cut walks the covering index `records_scan` to its offset inside SQLite.
                 let mut st = c.prepare_cached(
                     "SELECT updated_at, id FROM records WHERE kind = ?1
