@@ -96,32 +96,69 @@ def checksum128(block):
     return struct.pack("<QQ", h >> 64, h & 0xFFFFFFFFFFFFFFFF)
 
 
-def decode_native_frames(data):
-    """Decompresses a body in ClickHouse's native block framing, checking every checksum. Returns
-    the blocks' payloads as a list (written out one by one: no joined copy of the whole body)."""
-    view = memoryview(data)
-    out = []
-    pos = 0
-    while pos < len(view):
-        if len(view) - pos < 25:
-            raise ChError(432, "Code: 432. DB::Exception: truncated compressed block header. (UNKNOWN_CODEC)")
-        checksum = bytes(view[pos:pos + 16])
-        method = view[pos + 16]
-        csize, usize = struct.unpack_from("<II", view, pos + 17)
-        block = view[pos + 16:pos + 16 + csize]
-        if len(block) != csize:
-            raise ChError(432, "Code: 432. DB::Exception: truncated compressed block. (UNKNOWN_CODEC)")
+class FrameDecoder:
+    """Decompresses ClickHouse's native block framing as it arrives, checking every checksum:
+    `feed` takes any slice of the body, `finish` returns the blocks' payloads as a list (written
+    out one by one: no joined copy of the whole body). An INSERT's chunks are fed while they
+    arrive, as the server decompresses while it reads, so the work does not wait for the body's
+    end."""
+
+    def __init__(self):
+        self.pending = bytearray()
+        self.out = []
+        self.failed = None
+
+    def feed(self, data):
+        if self.failed:
+            return  # the error is raised by finish, after the body has been read
+        self.pending += data
+        pos = 0
+        try:
+            with memoryview(self.pending) as view:
+                while len(view) - pos >= 25:
+                    csize = struct.unpack_from("<I", view, pos + 17)[0]
+                    if len(view) - pos < 16 + csize:
+                        break
+                    self.out.append(self.block(view[pos:pos + 16 + csize]))
+                    pos += 16 + csize
+        except ChError as e:
+            self.failed = e.with_traceback(None)
+            self.pending = bytearray()  # a new buffer: views of the old one may still be alive
+            return
+        del self.pending[:pos]
+
+    @staticmethod
+    def block(frame):
+        checksum = bytes(frame[:16])
+        # A copy: clickhouse_cityhash keeps an export of any buffer it hashes, which would pin
+        # the pending bytearray (and its memoryview) for good.
+        block = bytes(frame[16:])
+        method = block[0]
+        csize, usize = struct.unpack_from("<II", block, 1)
+        if csize < 9:
+            raise ChError(432, "Code: 432. DB::Exception: bad compressed block size. (UNKNOWN_CODEC)")
         if checksum != checksum128(block):
             raise ChError(40, "Code: 40. DB::Exception: Checksum doesn't match: corrupted data. (CHECKSUM_DOESNT_MATCH)")
         payload = block[9:]
         if method == 0x82:
-            out.append(lz4.block.decompress(payload, uncompressed_size=usize))
-        elif method == 0x02:
-            out.append(payload)
-        else:
-            raise ChError(89, f"Code: 89. DB::Exception: Unknown compression method {method:#x}. (UNKNOWN_COMPRESSION_METHOD)")
-        pos += 16 + csize
-    return out
+            return lz4.block.decompress(payload, uncompressed_size=usize)
+        if method == 0x02:
+            return payload
+        raise ChError(89, f"Code: 89. DB::Exception: Unknown compression method {method:#x}. (UNKNOWN_COMPRESSION_METHOD)")
+
+    def finish(self):
+        if self.failed:
+            raise self.failed
+        if self.pending:
+            raise ChError(432, "Code: 432. DB::Exception: truncated compressed block. (UNKNOWN_CODEC)")
+        return self.out
+
+
+def decode_native_frames(data):
+    """The payloads of a whole body in native block framing (see FrameDecoder)."""
+    d = FrameDecoder()
+    d.feed(data)
+    return d.finish()
 
 
 def encode_native_frames(data, block=1 << 20):
@@ -275,18 +312,45 @@ def make_handler(engine, user, password):
         def do_GET(self):
             self.handle_query(b"")
 
+        def streamed_insert(self):
+            """Whether this request's body is an INSERT's data in native compressed blocks, which
+            is decompressed while it is read."""
+            q = dict(parse_qsl(urlsplit(self.path).query, keep_blank_values=True))
+            enc = (self.headers.get("Content-Encoding") or "identity").strip().lower()
+            return (q.get("decompress") == "1" and enc == "identity"
+                    and INSERT_RE.match(q.get("query") or "") is not None)
+
         def do_POST(self):
             length = int(self.headers.get("Content-Length") or 0)
             if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                decoder = FrameDecoder() if self.streamed_insert() else None
                 body = bytearray()
-                while True:
-                    size = int(self.rfile.readline().strip().split(b";")[0], 16)
-                    if size == 0:
-                        self.rfile.readline()
-                        break
-                    body += self.rfile.read(size)
-                    self.rfile.readline()
-                body = bytes(body)
+                try:
+                    while True:
+                        line = self.rfile.readline(1024)
+                        size = int(line.strip().split(b";")[0], 16)
+                        if size == 0:
+                            self.rfile.readline()
+                            break
+                        chunk = self.rfile.read(size)
+                        if len(chunk) != size or self.rfile.readline() != b"\r\n":
+                            raise ValueError("chunk cut short")
+                        if decoder:
+                            decoder.feed(chunk)
+                        else:
+                            body += chunk
+                except (ValueError, OSError):
+                    # The client went away (or aborted) mid-body: an unended INSERT is never run.
+                    self.close_connection = True
+                    return
+                if decoder:
+                    try:
+                        body = decoder.finish()
+                    except ChError as e:
+                        self.fail(e, self.headers.get("Accept-Encoding", ""))
+                        return
+                else:
+                    body = bytes(body)
             else:
                 body = self.rfile.read(length) if length else b""
                 if len(body) != length:
@@ -322,6 +386,8 @@ def make_handler(engine, user, password):
                         elif name and name.startswith("param_"):
                             params[name[6:]] = value
                     body = b""
+                elif isinstance(body, list):
+                    pass  # an INSERT's blocks, decompressed while they arrived
                 else:
                     body = decode_content(body, self.headers.get("Content-Encoding"))
                     if q.get("decompress") == "1" and body:

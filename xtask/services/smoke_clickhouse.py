@@ -104,6 +104,38 @@ sock.shutdown(socket.SHUT_WR)
 sock.recv(1000)
 sock.close()
 assert post({"database": db}, f"SELECT count() FROM {t}".encode())[2].strip() == b"2000", "a truncated body inserts nothing"
+# Chunked compressed INSERTs, as clickhouse-rs streams them (the front decompresses while it
+# reads): chunks that cut blocks anywhere are stored whole; a corrupted block is refused; a body
+# whose final chunk never comes (the crate aborts an INSERT dropped before `end`) stores nothing.
+def chunked(params, chunks, end=True):
+    sock = socket.create_connection((url.hostname, url.port))
+    sock.sendall((f"POST /?{urlencode(params)} HTTP/1.1\r\nHost: x\r\nX-ClickHouse-User: {url.username}\r\n"
+                  f"X-ClickHouse-Key: {url.password}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode())
+    for c in chunks:
+        sock.sendall(b"%x\r\n" % len(c) + c + b"\r\n")
+    if end:
+        sock.sendall(b"0\r\n\r\n")
+    else:
+        sock.shutdown(socket.SHUT_WR)
+    answer = b""
+    while True:
+        got = sock.recv(65536)
+        if not got:
+            break
+        answer += got
+    sock.close()
+    return answer
+insert = {"database": db, "query": f"INSERT INTO {t}(id, name) FORMAT RowBinary", "decompress": "1"}
+framed = encode_native_frames(rows, block=700)  # several blocks
+pieces = [framed[i:i + 333] for i in range(0, len(framed), 333)]
+answer = chunked(insert, pieces)
+assert b" 200 " in answer.split(b"\r\n")[0], answer
+assert post({"database": db}, f"SELECT count() FROM {t}".encode())[2].strip() == b"3000", "a chunked insert stored"
+bad = bytearray(framed); bad[len(bad) // 2] ^= 0xFF
+answer = chunked(insert, [bytes(bad[i:i + 333]) for i in range(0, len(bad), 333)])
+assert b"X-ClickHouse-Exception-Code: 40" in answer, answer
+assert chunked(insert, pieces[:-1], end=False) == b"", "an unended chunked insert gets no answer"
+assert post({"database": db}, f"SELECT count() FROM {t}".encode())[2].strip() == b"3000", "corrupt and unended inserts store nothing"
 post({"database": db}, f"DROP TABLE {t}".encode())
 
 print("clickhouse ok: server", version, "MergeTree TTL, materialized view, parameters, lz4 and plain inserts, auth")

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::time::Duration;
 
+use clickhouse::error::Error as ChError;
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
@@ -220,6 +221,81 @@ fn classify(operation: &'static str, e: clickhouse::error::Error) -> Error {
     }
 }
 
+/// Whether a failed request may be sent again (the server may not have seen it, or timed out).
+fn transient(e: &ChError) -> bool {
+    matches!(e, ChError::Network(_) | ChError::TimedOut)
+}
+
+/// An INSERT started with every row written but not ended, and the deadline it must end by.
+type Opened<R> =
+    std::result::Result<(clickhouse::insert::Insert<R>, tokio::time::Instant), ChError>;
+
+/// The workspaces (sorted, distinct) and the time span (µs, inclusive) of a batch's keys.
+struct Span {
+    workspaces: Vec<String>,
+    from: i64,
+    to: i64,
+}
+
+impl Span {
+    fn of(keys: &[(Uuid, i64, Uuid)]) -> Span {
+        let mut workspaces: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+        workspaces.sort_unstable();
+        workspaces.dedup();
+        Span {
+            workspaces: workspaces.iter().map(Uuid::to_string).collect(),
+            from: keys.iter().map(|k| k.1).min().unwrap_or(0),
+            to: keys.iter().map(|k| k.1).max().unwrap_or(0),
+        }
+    }
+}
+
+/// Batches of at least this many rows go as two INSERTs at once, so encoding the second overlaps
+/// the server storing the first (two measured best on 2 cores; three and four were slower:
+/// `bench clickhouse`).
+const SPLIT: usize = 20_000;
+
+/// The first INSERT of a split batch takes this fraction (1/n) of its rows: the server starts on
+/// it as soon as it has arrived, while the rest is still being encoded.
+const FIRST_OF: usize = 4;
+
+/// The events of one INSERT and its deduplication token.
+struct Part<'e, E> {
+    events: Vec<&'e E>,
+    token: String,
+}
+
+impl<'e, E: Keyed> Part<'e, E> {
+    /// `events` (one per id) cut into INSERTs. Each token depends only on the part's ids (SHA-256
+    /// of the table name and the sorted ids), so a re-sent batch cuts the same way and each part
+    /// is deduplicated on its own.
+    fn cut<R: EventRow>(events: &[&'e E]) -> Vec<Self> {
+        let first = if events.len() >= SPLIT {
+            events.len() / FIRST_OF
+        } else {
+            events.len()
+        };
+        let (a, b) = events.split_at(first);
+        [a, b]
+            .into_iter()
+            .filter(|part| !part.is_empty())
+            .map(|part| {
+                let mut ids: Vec<Uuid> = part.iter().map(|e| e.key().2).collect();
+                ids.sort_unstable();
+                let mut h = sha2::Sha256::new();
+                h.update(R::TABLE.as_bytes());
+                for i in &ids {
+                    h.update(i.as_bytes());
+                }
+                Part {
+                    events: part.to_vec(),
+                    token: hex::encode(h.finalize()),
+                }
+            })
+            .collect()
+    }
+}
+
 fn uuid(id: impl Into<Uuid>) -> Uuid {
     id.into()
 }
@@ -350,7 +426,6 @@ impl UsageRow {
 /// What an insertable row tells the batch logic.
 trait EventRow: for<'a> Row<Value<'a> = Self> + Serialize + Send + Sync + 'static {
     const TABLE: &'static str;
-    fn id(&self) -> Uuid;
 }
 
 /// An event's `(workspace, created_at µs, id)`: what the stored-id lookup needs.
@@ -380,16 +455,10 @@ impl Keyed for UsageEvent {
 
 impl EventRow for EvalRow {
     const TABLE: &'static str = "eval_results";
-    fn id(&self) -> Uuid {
-        self.id
-    }
 }
 
 impl EventRow for UsageRow {
     const TABLE: &'static str = "usage_events";
-    fn id(&self) -> Uuid {
-        self.id
-    }
 }
 
 #[derive(Row, Deserialize)]
@@ -677,7 +746,19 @@ impl ClickHouseAnalytics {
         F: Fn() -> Fut,
         Fut: Future<Output = std::result::Result<T, clickhouse::error::Error>>,
     {
-        let mut tries = 0u32;
+        self.attempt_after(operation, 0, f).await
+    }
+
+    /// [`Self::attempt`] when `tries` attempts have failed already (transiently).
+    async fn attempt_after<T, F, Fut>(&self, operation: &'static str, tries: u32, f: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = std::result::Result<T, clickhouse::error::Error>>,
+    {
+        let mut tries = tries;
+        if tries > 0 {
+            tokio::time::sleep(Duration::from_millis(50 << tries.min(6))).await;
+        }
         loop {
             let outcome = match tokio::time::timeout(self.options.request_timeout, f()).await {
                 Ok(r) => r,
@@ -686,11 +767,7 @@ impl ClickHouseAnalytics {
             match outcome {
                 Ok(v) => return Ok(v),
                 Err(e) => {
-                    let transient = matches!(
-                        e,
-                        clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut
-                    );
-                    if !transient || tries >= self.options.max_retries {
+                    if !transient(&e) || tries >= self.options.max_retries {
                         return Err(classify(operation, e));
                     }
                     tries += 1;
@@ -802,23 +879,15 @@ impl ClickHouseAnalytics {
         schema::migrations(&self.options.schema).len()
     }
 
-    /// Ids among `keys` (`(workspace, created_at µs, id)` of each event) already stored in `table`
-    /// (one lookup bounded by the batch's workspaces and times).
-    async fn existing(&self, table: &str, keys: &[(Uuid, i64, Uuid)]) -> Result<HashSet<Uuid>> {
-        if keys.is_empty() {
-            return Ok(HashSet::new());
-        }
-        let mut workspaces: Vec<String> = keys.iter().map(|k| k.0.to_string()).collect();
-        workspaces.sort();
-        workspaces.dedup();
-        let from = keys.iter().map(|k| k.1).min().unwrap_or(0);
-        let to = keys.iter().map(|k| k.1).max().unwrap_or(0);
-        // A cheap gate first: when nothing is stored in the batch's workspaces and time span (a
-        // time-ordered stream or a backfill), no id can be, and the id list need not be sent.
+    /// How many rows of `table` lie in the workspaces and time span of `keys`
+    /// (`(workspace, created_at µs, id)` of each event): when none do, none of their ids is stored
+    /// (a time-ordered stream or a backfill), and the ids need not be looked up.
+    async fn stored_in_span(&self, table: &str, keys: &[(Uuid, i64, Uuid)]) -> Result<u64> {
         #[derive(Row, Deserialize)]
         struct Count {
             n: u64,
         }
+        let span = Span::of(keys);
         let gate = format!(
             "SELECT count() AS n FROM {table} WHERE workspace IN {{ws:Array(UUID)}}
                AND created_at >= fromUnixTimestamp64Micro({{from:Int64}}, 'UTC')
@@ -828,15 +897,19 @@ impl ClickHouseAnalytics {
             .attempt("record", || {
                 self.client
                     .query(&gate)
-                    .param("ws", &workspaces)
-                    .param("from", from)
-                    .param("to", to)
+                    .param("ws", &span.workspaces)
+                    .param("from", span.from)
+                    .param("to", span.to)
                     .fetch_one::<Count>()
             })
             .await?;
-        if stored.n == 0 {
-            return Ok(HashSet::new());
-        }
+        Ok(stored.n)
+    }
+
+    /// Ids among `keys` already stored in `table` (one lookup bounded by the batch's workspaces
+    /// and times).
+    async fn stored_ids(&self, table: &str, keys: &[(Uuid, i64, Uuid)]) -> Result<HashSet<Uuid>> {
+        let span = Span::of(keys);
         let ids: Vec<String> = keys.iter().map(|k| k.2.to_string()).collect();
         let sql = format!(
             "SELECT id FROM {table} WHERE workspace IN {{ws:Array(UUID)}}
@@ -848,9 +921,9 @@ impl ClickHouseAnalytics {
             .attempt("record", || {
                 self.client
                     .query(&sql)
-                    .param("ws", &workspaces)
-                    .param("from", from)
-                    .param("to", to)
+                    .param("ws", &span.workspaces)
+                    .param("from", span.from)
+                    .param("to", span.to)
                     .param("ids", &ids)
                     .fetch_all::<IdRow>()
             })
@@ -858,77 +931,136 @@ impl ClickHouseAnalytics {
         Ok(found.into_iter().map(|r| r.id).collect())
     }
 
-    /// Inserts the events not stored yet, in one INSERT with a deduplication token; returns how
-    /// many were new. The stored-id lookup is under way while the events become rows.
+    /// Inserts the events not stored yet (one row per id, the first of each) with a
+    /// deduplication token per INSERT; returns how many were new.
+    ///
+    /// The gate ([`Self::stored_in_span`]) runs while the first INSERT's rows are already
+    /// streaming out; that INSERT is ended only when the gate finds nothing stored, and is
+    /// otherwise dropped unended, which aborts it (the crate's documented contract: the server
+    /// stores nothing of an INSERT whose body never ended). The ids are then looked up and only
+    /// the new events sent. In a backfill or a time-ordered stream the gate finds nothing, so the
+    /// server starts storing the batch as soon as its first part has arrived.
     async fn insert_new<'e, E, R>(&self, events: &[&'e E]) -> Result<u64>
     where
         E: Keyed + Sync,
         R: EventRow + From<&'e E>,
     {
-        let keys: Vec<(Uuid, i64, Uuid)> = events.iter().map(|e| e.key()).collect();
-        let (known, rows) = futures::join!(self.existing(R::TABLE, &keys), async {
-            events.iter().map(|e| R::from(e)).collect::<Vec<R>>()
-        });
-        let known = known?;
-        let mut seen = HashSet::new();
-        let fresh: Vec<R> = rows
-            .into_iter()
-            .filter(|r| !known.contains(&r.id()) && seen.insert(r.id()))
-            .collect();
-        let n = fresh.len() as u64;
-        self.send(fresh).await?;
-        Ok(n)
-    }
-
-    /// One INSERT of `rows` with a deduplication token derived from their ids (no lookup of
-    /// stored ids first): what a retry after a lost response sends again.
-    async fn send<R: EventRow>(&self, fresh: Vec<R>) -> Result<()> {
-        // Large batches go as two INSERTs at once, so encoding one overlaps the server storing the
-        // other; each part's token depends only on its rows, so a re-sent batch splits the same way
-        // and each part is deduplicated on its own.
-        const SPLIT: usize = 20_000;
-        if fresh.len() >= SPLIT {
-            // Two measured best on 2 cores (three and four were slower: `bench clickhouse`).
-            const PARTS: usize = 2;
-            let size = fresh.len().div_ceil(PARTS);
-            let results =
-                futures::future::join_all(fresh.chunks(size).map(|c| self.send_part(c))).await;
-            return results.into_iter().collect();
+        if events.is_empty() {
+            return Ok(0);
         }
-        self.send_part(&fresh).await
+        let keys: Vec<(Uuid, i64, Uuid)> = events.iter().map(|e| e.key()).collect();
+        let (stored, (parts, first)) =
+            futures::join!(self.stored_in_span(R::TABLE, &keys), async {
+                let mut seen = HashSet::with_capacity(events.len());
+                let fresh: Vec<&'e E> = events
+                    .iter()
+                    .zip(&keys)
+                    .filter(|(_, k)| seen.insert(k.2))
+                    .map(|(e, _)| *e)
+                    .collect();
+                let parts = Part::<E>::cut::<R>(&fresh);
+                let first = self.open_part::<E, R>(&parts[0]).await;
+                (parts, first)
+            });
+        if stored? > 0 {
+            drop(first); // unended: aborted, nothing of it stored
+            let known = self.stored_ids(R::TABLE, &keys).await?;
+            let fresh: Vec<&'e E> = parts
+                .iter()
+                .flat_map(|p| p.events.iter().copied())
+                .filter(|e| !known.contains(&e.key().2))
+                .collect();
+            self.send::<E, R>(&fresh).await?;
+            return Ok(fresh.len() as u64);
+        }
+        let (done, rest) = futures::join!(
+            self.end_part::<E, R>(first, &parts[0]),
+            futures::future::join_all(parts[1..].iter().map(|p| self.send_part::<E, R>(p)))
+        );
+        done?;
+        rest.into_iter().collect::<Result<Vec<()>>>()?;
+        Ok(parts.iter().map(|p| p.events.len() as u64).sum())
     }
 
-    async fn send_part<R: EventRow>(&self, fresh: &[R]) -> Result<()> {
-        if fresh.is_empty() {
+    /// Sends `events` (one row per id) in INSERTs with a deduplication token each, derived from
+    /// their ids (no lookup of stored ids first): what a retry after a lost response sends again.
+    async fn send<'e, E, R>(&self, events: &[&'e E]) -> Result<()>
+    where
+        E: Keyed + Sync,
+        R: EventRow + From<&'e E>,
+    {
+        if events.is_empty() {
             return Ok(());
         }
-        let mut ids: Vec<Uuid> = fresh.iter().map(EventRow::id).collect();
-        ids.sort();
-        let mut h = sha2::Sha256::new();
-        h.update(R::TABLE.as_bytes());
-        for i in &ids {
-            h.update(i.as_bytes());
-        }
-        let token = hex::encode(h.finalize());
-        self.attempt("record", || {
-            let token = token.clone();
-            async move {
-                let mut insert = self
-                    .inserts
-                    .insert::<R>(R::TABLE)
-                    .await?
-                    .with_setting("insert_deduplication_token", token)
-                    .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1")
-                    // Every id of an INSERT is distinct (`insert_new` and `send_unchecked` keep
-                    // one row per id), so no two rows share a sorting key: ReplacingMergeTree's
-                    // collapse of the inserted block has nothing to do, and skipping it made the
-                    // engine store a batch about a fifth faster here.
-                    .with_setting("optimize_on_insert", "0");
-                for r in fresh {
-                    insert.write(r).await?;
-                }
-                insert.end().await
+        let parts = Part::<E>::cut::<R>(events);
+        futures::future::join_all(parts.iter().map(|p| self.send_part::<E, R>(p)))
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// Starts the INSERT of `part` and writes every row, without ending it.
+    async fn open_part<'e, E, R>(&self, part: &Part<'e, E>) -> Opened<R>
+    where
+        R: EventRow + From<&'e E>,
+    {
+        let deadline = tokio::time::Instant::now() + self.options.request_timeout;
+        let write = async {
+            let mut insert = self
+                .inserts
+                .insert::<R>(R::TABLE)
+                .await?
+                .with_setting("insert_deduplication_token", part.token.clone())
+                .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1")
+                // Every id of an INSERT is distinct (`insert_new` and `send_unchecked` keep one
+                // row per id), so no two rows share a sorting key: ReplacingMergeTree's collapse
+                // of the inserted block has nothing to do, and skipping it made the engine store
+                // a batch about a fifth faster here.
+                .with_setting("optimize_on_insert", "0");
+            for e in &part.events {
+                insert.write(&R::from(*e)).await?;
             }
+            Ok(insert)
+        };
+        let insert = tokio::time::timeout_at(deadline, write)
+            .await
+            .unwrap_or(Err(ChError::TimedOut))?;
+        Ok((insert, deadline))
+    }
+
+    /// Ends an INSERT [`Self::open_part`] started, within its deadline: the server stores it.
+    async fn end_opened<R: EventRow>(opened: Opened<R>) -> std::result::Result<(), ChError> {
+        let (insert, deadline) = opened?;
+        tokio::time::timeout_at(deadline, insert.end())
+            .await
+            .unwrap_or(Err(ChError::TimedOut))
+    }
+
+    /// Ends an INSERT [`Self::open_part`] started; after a transient failure sends the part
+    /// again with the same token, with the remaining retries.
+    async fn end_part<'e, E, R>(&self, opened: Opened<R>, part: &Part<'e, E>) -> Result<()>
+    where
+        R: EventRow + From<&'e E>,
+    {
+        match Self::end_opened(opened).await {
+            Ok(()) => Ok(()),
+            Err(e) if transient(&e) && self.options.max_retries > 0 => {
+                self.attempt_after("record", 1, || async {
+                    Self::end_opened(self.open_part::<E, R>(part).await).await
+                })
+                .await
+            }
+            Err(e) => Err(classify("record", e)),
+        }
+    }
+
+    /// One INSERT of `part`, retried on transient failures with the same token.
+    async fn send_part<'e, E, R>(&self, part: &Part<'e, E>) -> Result<()>
+    where
+        R: EventRow + From<&'e E>,
+    {
+        self.attempt("record", || async {
+            Self::end_opened(self.open_part::<E, R>(part).await).await
         })
         .await
     }
@@ -943,12 +1075,12 @@ impl ClickHouseAnalytics {
         let mut seen = HashSet::new();
         for e in events.iter().filter(|e| seen.insert(e.id())) {
             match e {
-                AnalyticsEvent::EvalResult(r) => evals.push(EvalRow::from(r)),
-                AnalyticsEvent::Usage(u) => usage.push(UsageRow::from(u)),
+                AnalyticsEvent::EvalResult(r) => evals.push(r),
+                AnalyticsEvent::Usage(u) => usage.push(u),
             }
         }
-        self.send(evals).await?;
-        self.send(usage).await
+        self.send::<_, EvalRow>(&evals).await?;
+        self.send::<_, UsageRow>(&usage).await
     }
 }
 

@@ -477,3 +477,36 @@ async fn rebuilt_rollups_keep_their_rows_and_their_views() {
         after.len()
     );
 }
+
+/// A large batch (sent as two INSERTs, the first streamed while the stored-id gate runs) that
+/// repeats stored events: the gate finds them, the streamed INSERT is dropped unended (so the
+/// server stores nothing of it) and only the new events are sent. Fails if the dropped INSERT
+/// were stored (the rollups would count the repeated events twice).
+#[tokio::test]
+async fn a_large_batch_over_stored_events_stores_only_the_new_ones() {
+    let Some(ch) = clickhouse("sprintlens_overlap", 1000).await else {
+        return;
+    };
+    let ws = WorkspaceId::new();
+    let (p, run) = (RecordId::new(), RecordId::new());
+    let base = Timestamp::now().minus(Duration::from_secs(7200));
+    let batch: Vec<AnalyticsEvent> = (0..30_000)
+        .map(|i| {
+            let at = base.plus_micros(i * 100_000);
+            eval_result(ws, p, run, "accuracy", 0.5, i % 2 == 0, 10, Cost(3), at)
+        })
+        .collect();
+    let stored: Vec<AnalyticsEvent> = batch.iter().step_by(3).cloned().collect();
+    assert_eq!(ch.record(&stored).await.unwrap(), 10_000);
+    assert_eq!(ch.record(&batch).await.unwrap(), 20_000);
+    assert_eq!(ch.record(&batch).await.unwrap(), 0);
+    let s = ch.eval_summary(ws, run).await.unwrap();
+    assert_eq!(s.metrics[0].count, 30_000);
+    assert_eq!(s.metrics[0].passed, 15_000);
+    assert_eq!(s.metrics[0].cost, Cost(90_000));
+    let raw = scan_all(&ch, EventKind::EvalResult).await;
+    assert_eq!(raw.len(), 30_000);
+    println!(
+        "overlap: 10,000 stored, then 30,000 (two INSERTs) → 20,000 new, rollups count 30,000"
+    );
+}
