@@ -380,18 +380,30 @@ impl PgStore {
     }
 
     /// Drops the secondary indexes of `records` (the primary key stays) with `admin_url`, the owner
-    /// role, in one transaction, so a bulk load maintains one index instead of eight; see
-    /// [`Self::restore_record_indexes`]. Only for a store that serves no reads meanwhile (the target
-    /// of a backfill: `get` and `list` would scan).
+    /// role, in one transaction, so a bulk load maintains one index instead of eight, and turns
+    /// autovacuum off on the table until they are rebuilt; see [`Self::restore_record_indexes`].
+    /// Only for a store that serves no reads meanwhile (the target of a backfill: `get` and `list`
+    /// would scan).
     pub async fn defer_record_indexes(&self, admin_url: &str) -> Result<()> {
-        self.drop_indexes(admin_url, RECORD_INDEXES.iter().map(|(name, _, _)| *name))
-            .await
+        self.drop_indexes(
+            admin_url,
+            "records",
+            RECORD_INDEXES.iter().map(|(name, _, _)| *name),
+        )
+        .await
     }
 
-    /// Drops `names` with `admin_url` in one transaction.
+    /// Drops `names` of `table` with `admin_url` in one transaction, and turns autovacuum off on
+    /// `table` ([`Self::build_indexes`] turns it back on). A bulk load's inserts would otherwise start
+    /// an autovacuum of the table (PostgreSQL vacuums after inserts too), which competes with the
+    /// load for the machine, and which the index builds at the end wait for: a `CREATE INDEX` queued
+    /// behind it waits `deadlock_timeout` (1 s by default) before the server cancels the vacuum —
+    /// seen in the server log of `cargo xtask bench migrate` runs whose index phase took ~1 s more.
+    /// Anti-wraparound vacuums still run (the setting does not stop them).
     async fn drop_indexes(
         &self,
         admin_url: &str,
+        table: &str,
         names: impl IntoIterator<Item = &'static str>,
     ) -> Result<()> {
         let admin = self.options.pool("records.admin_url", admin_url)?;
@@ -402,6 +414,12 @@ impl PgStore {
                 .await
                 .map_err(|e| classify("indexes", e))?;
         }
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "ALTER TABLE {table} SET (autovacuum_enabled = off)"
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| classify("indexes", e))?;
         tx.commit().await.map_err(|e| classify("indexes", e))?;
         admin.close().await;
         Ok(())
@@ -412,7 +430,8 @@ impl PgStore {
     /// it is done with one (so the longest builds, listed first, do not end up queued behind each
     /// other); then analyzes `table` (fresh statistics for the planner: after a bulk load it would
     /// otherwise guess from an empty table until autovacuum comes by, and keyset scans then sort the
-    /// whole table). A build that fails leaves those done before it.
+    /// whole table) and turns autovacuum back on for it ([`Self::drop_indexes`]). A build that fails
+    /// leaves those done before it.
     async fn build_indexes(
         &self,
         admin_url: &str,
@@ -448,6 +467,36 @@ impl PgStore {
         .await
         .map_err(|e| classify("indexes", e))?;
         admin.close().await;
+        self.resume_autovacuum(admin_url, table).await
+    }
+
+    /// Whether autovacuum is off for `table` (`records` or `embeddings`): while a backfill's
+    /// indexes are deferred ([`Self::defer_record_indexes`], [`Self::defer_vector_index`]).
+    pub async fn autovacuum_paused(&self, table: &str) -> Result<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT NOT o.option_value::boolean
+             FROM pg_class c, pg_options_to_table(c.reloptions) o
+             WHERE c.oid = to_regclass($1) AND o.option_name = 'autovacuum_enabled'",
+        )
+        .bind(table)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| classify("indexes", e))?
+        .unwrap_or(false))
+    }
+
+    /// Turns autovacuum back on for `table` if [`Self::drop_indexes`] (or anyone) turned it off.
+    async fn resume_autovacuum(&self, admin_url: &str, table: &str) -> Result<()> {
+        if self.autovacuum_paused(table).await? {
+            let admin = self.options.pool("records.admin_url", admin_url)?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "ALTER TABLE {table} RESET (autovacuum_enabled)"
+            )))
+            .execute(&admin)
+            .await
+            .map_err(|e| classify("indexes", e))?;
+            admin.close().await;
+        }
         Ok(())
     }
 
@@ -456,10 +505,13 @@ impl PgStore {
     /// sessions at once (each builds its share in one transaction), then analyzes the table. If one
     /// fails, the indexes of the other sessions stay and the rest are still missing: calling this
     /// again builds them. Writes to `records` wait while the indexes build (CREATE INDEX holds a
-    /// SHARE lock). Returns the indexes that were missing.
+    /// SHARE lock). Turns autovacuum back on for the table when it is off (even with nothing to
+    /// build: a run killed after its last build). Returns the indexes that were missing.
     pub async fn restore_record_indexes(&self, admin_url: &str) -> Result<Vec<&'static str>> {
         let missing = self.missing_record_indexes().await?;
         if missing.is_empty() {
+            // A run killed after its last build may have left autovacuum off.
+            self.resume_autovacuum(admin_url, "records").await?;
             return Ok(missing);
         }
         let statements = RECORD_INDEX_BUILD_ORDER
@@ -494,15 +546,18 @@ impl PgStore {
     /// without maintaining the graph row by row; see [`Self::restore_vector_index`]. Only for a store
     /// that serves no vector searches meanwhile (they would scan).
     pub async fn defer_vector_index(&self, admin_url: &str) -> Result<()> {
-        self.drop_indexes(admin_url, [VECTOR_INDEX]).await
+        self.drop_indexes(admin_url, "embeddings", [VECTOR_INDEX])
+            .await
     }
 
     /// Builds the HNSW index of `embeddings` if it is missing, with `admin_url`, without the statement
     /// timeout and with at least 256 MB of build memory (a graph larger than that still builds, more
     /// slowly; a larger `maintenance_work_mem` of the role or server is kept),
-    /// then analyzes the table. Returns whether it built it.
+    /// then analyzes the table; turns autovacuum back on for it either way. Returns whether it built
+    /// it.
     pub async fn restore_vector_index(&self, admin_url: &str) -> Result<bool> {
         if !self.vector_index_missing().await? {
+            self.resume_autovacuum(admin_url, "embeddings").await?;
             return Ok(false);
         }
         let ddl = migrations::vector_index_ddl(self.options.half);

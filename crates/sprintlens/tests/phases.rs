@@ -403,16 +403,23 @@ async fn a_large_backfill_defers_the_target_indexes_until_it_is_done() {
         stop_after_batches: Some(2),
         ..Default::default()
     };
+    assert!(!pg.autovacuum_paused("records").await.unwrap());
     migrate::run(&source, &new, &partial, |_| {}).await.unwrap();
     assert!(migrate::indexes_deferred(pg).await.unwrap());
     assert_eq!(
         pg.missing_record_indexes().await.unwrap().len(),
         sprintlens_postgres::RECORD_INDEXES.len()
     );
+    assert!(
+        pg.autovacuum_paused("records").await.unwrap(),
+        "autovacuum stays off while the indexes are deferred"
+    );
     refused(open(d, "shadow-read", &target).await, "deferred indexes");
-    // Abandoned: `schema apply` brings the indexes back; the next run clears the mark.
+    // Abandoned: `schema apply` brings the indexes back (and autovacuum); the next run clears the
+    // mark.
     new.apply_schema().await.unwrap();
     assert!(pg.missing_record_indexes().await.unwrap().is_empty());
+    assert!(!pg.autovacuum_paused("records").await.unwrap());
     let mut rebuilt = None;
     migrate::run(&source, &new, &migrate::RunOptions::default(), |p| {
         if p.kind == "indexes" {
@@ -423,6 +430,7 @@ async fn a_large_backfill_defers_the_target_indexes_until_it_is_done() {
     .unwrap();
     assert_eq!(rebuilt, Some(0), "nothing left to build");
     assert!(!migrate::indexes_deferred(pg).await.unwrap());
+    assert!(!pg.autovacuum_paused("records").await.unwrap());
     drop(open(d, "shadow-read", &target).await.unwrap());
     let report = migrate::verify(&source, &new, &[], &[]).await.unwrap();
     assert!(report.ok, "{report:?}");
@@ -498,6 +506,7 @@ async fn a_vector_backfill_builds_the_hnsw_index_once_at_the_end() {
     let copied = sprintlens_core::VectorIndex::count_all(pg).await.unwrap();
     assert!(copied > 0 && copied < n as u64, "{copied}");
     assert!(pg.vector_index_missing().await.unwrap());
+    assert!(pg.autovacuum_paused("embeddings").await.unwrap());
     assert!(migrate::indexes_deferred(pg).await.unwrap());
     refused(open(d, "shadow-read", &target).await, "deferred indexes");
     let (mut built, mut records_rebuilt) = (false, false);
@@ -515,6 +524,7 @@ async fn a_vector_backfill_builds_the_hnsw_index_once_at_the_end() {
         n as u64
     );
     assert!(!pg.vector_index_missing().await.unwrap());
+    assert!(!pg.autovacuum_paused("embeddings").await.unwrap());
     assert!(!migrate::indexes_deferred(pg).await.unwrap());
     drop(open(d, "shadow-read", &target).await.unwrap());
     let report = migrate::verify(&source, &new, &[], &[]).await.unwrap();
