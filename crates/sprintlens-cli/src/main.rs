@@ -80,7 +80,7 @@ enum MigrateAction {
         /// Streams copied at the same time (1–16), each with its own checkpoint: every record kind,
         /// and with 2 or more a kind no run has started is cut into this many lanes of about equal
         /// size (a resumed run keeps the lanes it finds).
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 2)]
         parallel: usize,
         /// Keep the target's secondary record indexes and its vector index while copying (by default
         /// they are dropped for a large copy into an empty target and built at the end, with

@@ -160,7 +160,7 @@ impl Default for RunOptions {
             kinds: Vec::new(),
             stop_after_batches: None,
             events: true,
-            parallel: 1,
+            parallel: 2,
             defer_indexes: true,
         }
     }
