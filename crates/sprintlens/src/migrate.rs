@@ -239,9 +239,10 @@ impl Plan {
 /// 34,000–38,000 records/s on 2 cores, see docs/benchmarks.md; a faster target only shortens the run).
 pub const PLAN_ROWS_PER_SEC: f64 = 30_000.0;
 
-/// The rate assumed by `plan` for a bulk load into a (nearly) empty target (measured at the default
-/// `--parallel 1`: 73,000–91,000 records/s on 2 cores including the index builds, 93,000–100,000 at
-/// `--parallel 2`; see docs/benchmarks.md).
+/// The rate assumed by `plan` for a bulk load into a (nearly) empty target, kept below what was
+/// measured on 2 cores including the index builds (`--parallel 1`: 73,000–96,000 records/s; the
+/// default `--parallel 2`: 93,000–112,000; see docs/benchmarks.md): a slower target must not make
+/// the estimate optimistic.
 pub const PLAN_BULK_ROWS_PER_SEC: f64 = 70_000.0;
 
 /// Whether `run` bulk-loads: at least [`DEFER_INDEXES_MIN_ROWS`] records left and fewer than that in
