@@ -320,7 +320,46 @@ pub async fn run(n: usize) -> Result<()> {
         );
     }
 
-    // Dashboard queries: ranges that do not fall on hours (rollups plus raw edges).
+    let fresh = dashboard_queries(&ours, &cast, &mut rng).await?;
+    // The same queries once background merges have left each partition one part (what a table
+    // that has stopped taking a burst of inserts comes to): every active part is one more read.
+    let t = Instant::now();
+    let tables = answer(
+        &host,
+        &o.user,
+        &o.password,
+        "SELECT name FROM system.tables WHERE database = 'sprintlens_bench' AND engine LIKE '%MergeTree' FORMAT TSV",
+    )?;
+    for table in tables.lines() {
+        answer(
+            &host,
+            &o.user,
+            &o.password,
+            &format!("OPTIMIZE TABLE sprintlens_bench.`{table}` FINAL"),
+        )?;
+    }
+    println!(
+        "merged every partition into one part in {:.1} s: active parts, merges running = {}",
+        t.elapsed().as_secs_f64(),
+        state()?
+    );
+    let merged = dashboard_queries(&ours, &cast, &mut rng).await?;
+    println!();
+    println!("| query | p50 | p95 | p50 merged | p95 merged |");
+    println!("|---|---|---|---|---|");
+    for ((name, p50, p95), (_, m50, m95)) in fresh.iter().zip(&merged) {
+        println!("| {name} | {p50:.1} ms | {p95:.1} ms | {m50:.1} ms | {m95:.1} ms |");
+    }
+    Ok(())
+}
+
+/// Each port query [`REPS`] times over ranges that do not fall on hours (rollups plus raw edges):
+/// `(name, p50 ms, p95 ms)`.
+async fn dashboard_queries(
+    ours: &ClickHouseAnalytics,
+    cast: &Cast,
+    rng: &mut Rng,
+) -> Result<Vec<(&'static str, f64, f64)>> {
     let now = Timestamp::now().as_micros();
     let ranges = |rng: &mut Rng| {
         let days = 1 + rng.below(30) as i64;
@@ -330,7 +369,6 @@ pub async fn run(n: usize) -> Result<()> {
             to: Timestamp::from_micros(to),
         }
     };
-    const REPS: usize = 40;
     let mut rows = Vec::new();
     let mut time = |name: &'static str, v: Vec<f64>| {
         let (p50, p95) = stats(v);
@@ -351,7 +389,7 @@ pub async fn run(n: usize) -> Result<()> {
             let q = SeriesQuery {
                 metric: METRICS[i % 5].into(),
                 project: (i % 2 == 0).then(|| cast.projects[i % 10]),
-                range: ranges(&mut rng),
+                range: ranges(rng),
                 bucket,
             };
             let t = Instant::now();
@@ -373,7 +411,7 @@ pub async fn run(n: usize) -> Result<()> {
             let q = BreakdownQuery {
                 group_by,
                 project: None,
-                range: ranges(&mut rng),
+                range: ranges(rng),
             };
             let t = Instant::now();
             ours.cost_breakdown(cast.ws, &q).await?;
@@ -393,18 +431,15 @@ pub async fn run(n: usize) -> Result<()> {
         let q = LatencyQuery {
             project: None,
             model: (i % 2 == 0).then(|| MODELS[i % 4].to_string()),
-            range: ranges(&mut rng),
+            range: ranges(rng),
         };
         let t = Instant::now();
         ours.latency(cast.ws, &q).await?;
         lat.push(t.elapsed().as_secs_f64() * 1e3);
     }
     time("latency p50/p95/p99", lat);
-    println!();
-    println!("| query | p50 | p95 |");
-    println!("|---|---|---|");
-    for (name, p50, p95) in &rows {
-        println!("| {name} | {p50:.1} ms | {p95:.1} ms |");
-    }
-    Ok(())
+    Ok(rows)
 }
+
+/// Repetitions of each dashboard query.
+const REPS: usize = 40;
