@@ -67,7 +67,8 @@ enum MigrateAction {
     Run {
         #[command(flatten)]
         target: Target,
-        /// Records per batch (and per target transaction; at most 100,000).
+        /// Records per batch (and per target transaction; at most 100,000). Embeddings go in
+        /// batches of at most 1,000, analytics events of at most 10,000.
         #[arg(long, default_value_t = 10_000)]
         batch: usize,
         /// Copy records only, not analytics events.
