@@ -103,12 +103,22 @@ fn demo_runs_with_records_and_vectors_on_postgres() {
         .expect("the stack sets the S3 URL with the PostgreSQL ones");
     let clickhouse = std::env::var("SPRINTLENS_TEST_CLICKHOUSE_URL")
         .expect("the stack sets the ClickHouse URL with the PostgreSQL ones");
-    // A database of its own, created by `schema apply`.
+    // A database of its own, created by `schema apply` (those of ended runs dropped first).
     let clickhouse = format!(
         "{}/sprintlens_cli_{}",
         clickhouse.rsplit_once('/').unwrap().0,
         std::process::id()
     );
+    {
+        use sprintlens::core::config::{AnalyticsConfig, BackendUrl};
+        use sprintlens_clickhouse::{ClickHouseAnalytics, ClickHouseOptions};
+        let cfg = AnalyticsConfig::new(BackendUrl::parse("analytics.url", &clickhouse).unwrap());
+        let ch = ClickHouseAnalytics::new(ClickHouseOptions::from_config(&cfg).unwrap());
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(ch.drop_databases_of_ended_processes("sprintlens_cli"))
+            .unwrap();
+    }
     let run = |args: &[&str]| {
         let out = sprintlens()
             .env("SPRINTLENS_BLOBS_URL", &s3)

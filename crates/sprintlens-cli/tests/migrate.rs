@@ -26,12 +26,25 @@ struct Target {
     operator: String,
 }
 
+/// Drops the ClickHouse databases `<prefix>_<pid>` that ended test processes left (`url` names
+/// any database of the server).
+async fn drop_ended_clickhouse_databases(url: &str, prefix: &str) {
+    use sprintlens::core::config::{AnalyticsConfig, BackendUrl};
+    use sprintlens_clickhouse::{ClickHouseAnalytics, ClickHouseOptions};
+    let cfg = AnalyticsConfig::new(BackendUrl::parse("analytics.url", url).unwrap());
+    ClickHouseAnalytics::new(ClickHouseOptions::from_config(&cfg).unwrap())
+        .drop_databases_of_ended_processes(prefix)
+        .await
+        .unwrap();
+}
+
 /// A fresh PostgreSQL database and a target configuration that points at it.
 async fn fresh_target(dir: &std::path::Path, name: &str) -> Option<Target> {
     let clickhouse = sprintlens_testkit::service_url("SPRINTLENS_TEST_CLICKHOUSE_URL")?;
     let db = format!("sprintlens_migrate_{name}_{}", std::process::id());
     let pg = sprintlens_testkit::fresh_postgres_database(&db)?;
     let clickhouse = format!("{}/{db}", clickhouse.rsplit_once('/').unwrap().0);
+    drop_ended_clickhouse_databases(&clickhouse, &format!("sprintlens_migrate_{name}")).await;
     let t = dir.join("target");
     let toml = format!(
         r#"[records]

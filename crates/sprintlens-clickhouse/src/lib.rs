@@ -851,6 +851,30 @@ impl ClickHouseAnalytics {
     /// Drops every database whose name matches the `LIKE` pattern (test and benchmark clean-up).
     #[doc(hidden)]
     pub async fn drop_databases_like(&self, pattern: &str) -> Result<()> {
+        self.drop_databases_where(pattern, |_| true).await
+    }
+
+    /// Drops the databases named `<prefix>_…_<pid>` whose process is no longer running on this
+    /// machine (test clean-up: a long-lived local stack otherwise keeps every run's databases, and
+    /// a test process must not drop those of another one running beside it, as under
+    /// `cargo nextest`). Names not ending in a process id are kept.
+    #[doc(hidden)]
+    pub async fn drop_databases_of_ended_processes(&self, prefix: &str) -> Result<()> {
+        let me = std::process::id();
+        self.drop_databases_where(&format!("{prefix}_%"), |name| {
+            name.strip_prefix(prefix)
+                .and_then(|rest| rest.strip_prefix('_'))
+                .and_then(|rest| rest.rsplit('_').next())
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| {
+                    pid != me && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                })
+        })
+        .await
+    }
+
+    /// Drops the databases matching the `LIKE` pattern for which `drop` says so.
+    async fn drop_databases_where(&self, pattern: &str, drop: impl Fn(&str) -> bool) -> Result<()> {
         #[derive(Row, Deserialize)]
         struct Name {
             name: String,
@@ -864,7 +888,7 @@ impl ClickHouseAnalytics {
             })
             .await?;
         for n in names {
-            if !is_identifier(&n.name) {
+            if !is_identifier(&n.name) || !drop(&n.name) {
                 continue;
             }
             let sql = format!("DROP DATABASE IF EXISTS `{}`", n.name);

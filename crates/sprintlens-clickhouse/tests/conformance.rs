@@ -20,6 +20,8 @@ async fn open(database: &str, dedup_window: u64) -> Option<ClickHouseAnalytics> 
         AnalyticsConfig::new(BackendUrl::parse("analytics.url", &url_for(database)?).unwrap());
     cfg.dedup_window = dedup_window;
     let store = ClickHouseAnalytics::new(ClickHouseOptions::from_config(&cfg).unwrap());
+    // A database of an earlier process that had this id is not this case's.
+    store.drop_databases_like(database).await.unwrap();
     store.apply_schema().await.unwrap();
     Some(store)
 }
@@ -28,7 +30,8 @@ static CLEANED: OnceCell<()> = OnceCell::const_new();
 static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// Each case gets its own database (scans are global, so cases must not see each other's
-/// events); databases of earlier runs are dropped first.
+/// events), named after the process too (under `cargo nextest` every case is a process of its
+/// own); databases of earlier, ended runs are dropped first.
 async fn clickhouse() -> Option<(Arc<dyn Analytics>, ())> {
     let url = url_for("default")?;
     CLEANED
@@ -39,13 +42,14 @@ async fn clickhouse() -> Option<(Arc<dyn Analytics>, ())> {
                 ))
                 .unwrap(),
             );
-            root.drop_databases_like("sprintlens_suite_%")
+            root.drop_databases_of_ended_processes("sprintlens_suite")
                 .await
                 .unwrap();
         })
         .await;
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let store = open(&format!("sprintlens_suite_{n}"), 1000).await?;
+    let name = format!("sprintlens_suite_{n}_{}", std::process::id());
+    let store = open(&name, 1000).await?;
     Some((Arc::new(store) as Arc<dyn Analytics>, ()))
 }
 

@@ -91,16 +91,18 @@ async fn every_dashboard_query_runs_and_returns_its_columns() {
     let Some(url) = sprintlens_testkit::service_url("SPRINTLENS_TEST_CLICKHOUSE_URL") else {
         return;
     };
-    let url = format!("{}/sprintlens_dashboards", url.rsplit_once('/').unwrap().0);
+    let name = format!("sprintlens_dashboards_{}", std::process::id());
+    let url = format!("{}/{name}", url.rsplit_once('/').unwrap().0);
     let ch = ClickHouseAnalytics::new(
         ClickHouseOptions::from_config(&AnalyticsConfig::new(
             BackendUrl::parse("analytics.url", &url).unwrap(),
         ))
         .unwrap(),
     );
-    ch.drop_databases_like("sprintlens_dashboards")
+    ch.drop_databases_of_ended_processes("sprintlens_dashboards")
         .await
         .unwrap();
+    ch.drop_databases_like(&name).await.unwrap();
     ch.apply_schema().await.unwrap();
 
     let ws = WorkspaceId::new();

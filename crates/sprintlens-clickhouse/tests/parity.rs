@@ -27,12 +27,18 @@ async fn clickhouse_at(
 ) -> Option<ClickHouseAnalytics> {
     let url = sprintlens_testkit::service_url("SPRINTLENS_TEST_CLICKHOUSE_URL")?;
     let (head, _) = url.rsplit_once('/').expect("URL with a database");
+    // Named after the process: another test process may use the same prefix at the same time.
+    let name = format!("{database}_{}", std::process::id());
     let mut cfg = AnalyticsConfig::new(
-        BackendUrl::parse("analytics.url", &format!("{head}/{database}")).unwrap(),
+        BackendUrl::parse("analytics.url", &format!("{head}/{name}")).unwrap(),
     );
     cfg.dedup_window = dedup_window;
     let store = ClickHouseAnalytics::new(ClickHouseOptions::from_config(&cfg).unwrap());
-    store.drop_databases_like(database).await.unwrap();
+    store
+        .drop_databases_of_ended_processes(database)
+        .await
+        .unwrap();
+    store.drop_databases_like(&name).await.unwrap();
     store.apply_schema_up_to(last).await.unwrap();
     Some(store)
 }
