@@ -261,12 +261,22 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
             .await?;
             let phase = sprintlens::phase::phase(&target).await?;
             let shadow = sprintlens::phase::shadow_totals(&target).await?;
-            let (missing_indexes, vector_index_missing) = match target.postgres() {
-                Some(pg) => (
-                    pg.missing_record_indexes().await?,
-                    pg.vector_index_missing().await?,
-                ),
-                None => (Vec::new(), false),
+            let (missing_indexes, vector_index_missing, autovacuum_paused) = match target.postgres()
+            {
+                Some(pg) => {
+                    let mut paused = Vec::new();
+                    for table in ["records", "embeddings"] {
+                        if pg.autovacuum_paused(table).await? {
+                            paused.push(table);
+                        }
+                    }
+                    (
+                        pg.missing_record_indexes().await?,
+                        pg.vector_index_missing().await?,
+                        paused,
+                    )
+                }
+                None => (Vec::new(), false, Vec::new()),
             };
             if t.json {
                 println!(
@@ -289,6 +299,7 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
                         "shadow_read": shadow,
                         "missing_record_indexes": missing_indexes,
                         "vector_index_missing": vector_index_missing,
+                        "autovacuum_paused": autovacuum_paused,
                         "streams": streams,
                     })
                 );
@@ -340,6 +351,12 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
                     println!(
                         "target vector index not built yet (a backfill deferred it; the end of \
                          `migrate run` or `schema apply` builds it): embeddings_hnsw"
+                    );
+                }
+                if !autovacuum_paused.is_empty() {
+                    println!(
+                        "autovacuum off on the target's {} until the deferred indexes are built",
+                        autovacuum_paused.join(", ")
                     );
                 }
                 if streams.is_empty() {

@@ -636,6 +636,9 @@ async fn a_million_rows_survive_named_and_random_kills() {
     if killed_before_indexes {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("aborting at before-indexes"), "{stderr}");
+        let (_, status) = run_cli(&["status", "--json"], &data, &target.toml);
+        let status: serde_json::Value = serde_json::from_str(status.trim()).unwrap();
+        assert_eq!(status["autovacuum_paused"], serde_json::json!(["records"]));
     }
     let out = run(None, "2").output().unwrap();
     assert!(
@@ -646,6 +649,7 @@ async fn a_million_rows_survive_named_and_random_kills() {
     let (_, status) = run_cli(&["status", "--json"], &data, &target.toml);
     let status: serde_json::Value = serde_json::from_str(status.trim()).unwrap();
     assert_eq!(status["missing_record_indexes"], serde_json::json!([]));
+    assert_eq!(status["autovacuum_paused"], serde_json::json!([]));
     let lanes: Vec<&serde_json::Value> = status["streams"]
         .as_array()
         .unwrap()
