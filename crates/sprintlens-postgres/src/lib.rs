@@ -485,8 +485,11 @@ impl PgStore {
         .unwrap_or(false))
     }
 
-    /// Turns autovacuum back on for `table` if [`Self::drop_indexes`] (or anyone) turned it off.
-    async fn resume_autovacuum(&self, admin_url: &str, table: &str) -> Result<()> {
+    /// Turns autovacuum back on for `table` (`records` or `embeddings`) with `admin_url` if it is
+    /// off: after a backfill's deferred indexes are built ([`Self::build_indexes`] does it itself;
+    /// the backfill calls this too when it finishes, for a run killed between its last build and
+    /// the reset). Not called on a store nothing deferred, so an operator's own setting stays.
+    pub async fn resume_autovacuum(&self, admin_url: &str, table: &str) -> Result<()> {
         if self.autovacuum_paused(table).await? {
             let admin = self.options.pool("records.admin_url", admin_url)?;
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -505,13 +508,11 @@ impl PgStore {
     /// sessions at once (each builds its share in one transaction), then analyzes the table. If one
     /// fails, the indexes of the other sessions stay and the rest are still missing: calling this
     /// again builds them. Writes to `records` wait while the indexes build (CREATE INDEX holds a
-    /// SHARE lock). Turns autovacuum back on for the table when it is off (even with nothing to
-    /// build: a run killed after its last build). Returns the indexes that were missing.
+    /// SHARE lock). Turns autovacuum back on for the table after building. Returns the indexes that
+    /// were missing.
     pub async fn restore_record_indexes(&self, admin_url: &str) -> Result<Vec<&'static str>> {
         let missing = self.missing_record_indexes().await?;
         if missing.is_empty() {
-            // A run killed after its last build may have left autovacuum off.
-            self.resume_autovacuum(admin_url, "records").await?;
             return Ok(missing);
         }
         let statements = RECORD_INDEX_BUILD_ORDER
@@ -553,11 +554,9 @@ impl PgStore {
     /// Builds the HNSW index of `embeddings` if it is missing, with `admin_url`, without the statement
     /// timeout and with at least 256 MB of build memory (a graph larger than that still builds, more
     /// slowly; a larger `maintenance_work_mem` of the role or server is kept),
-    /// then analyzes the table; turns autovacuum back on for it either way. Returns whether it built
-    /// it.
+    /// then analyzes the table and turns autovacuum back on for it. Returns whether it built it.
     pub async fn restore_vector_index(&self, admin_url: &str) -> Result<bool> {
         if !self.vector_index_missing().await? {
-            self.resume_autovacuum(admin_url, "embeddings").await?;
             return Ok(false);
         }
         let ddl = migrations::vector_index_ddl(self.options.half);

@@ -1169,6 +1169,12 @@ impl Deferral {
                 1
             }
         };
+        // Also after a run killed between its last build and the reset (nothing left to build).
+        let table = match self {
+            Deferral::Records => "records",
+            Deferral::Vector => "embeddings",
+        };
+        pg.resume_autovacuum(admin, table).await?;
         set_mark(pg, self.mark(), false).await?;
         progress(&Progress {
             kind,
