@@ -486,9 +486,8 @@ impl PgStore {
     }
 
     /// Turns autovacuum back on for `table` (`records` or `embeddings`) with `admin_url` if it is
-    /// off: after a backfill's deferred indexes are built ([`Self::build_indexes`] does it itself;
-    /// the backfill calls this too when it finishes, for a run killed between its last build and
-    /// the reset). Not called on a store nothing deferred, so an operator's own setting stays.
+    /// off: after a backfill's deferred indexes are built (building them does it too; the backfill
+    /// calls this when it finishes, for a run killed between its last build and the reset). Not called on a store nothing deferred, so an operator's own setting stays.
     pub async fn resume_autovacuum(&self, admin_url: &str, table: &str) -> Result<()> {
         if self.autovacuum_paused(table).await? {
             let admin = self.options.pool("records.admin_url", admin_url)?;
