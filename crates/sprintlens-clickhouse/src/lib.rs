@@ -221,6 +221,11 @@ fn classify(operation: &'static str, e: clickhouse::error::Error) -> Error {
     }
 }
 
+/// The pause before retry number `tries` (1-based): 100 ms doubling, at most 3.2 s.
+fn backoff(tries: u32) -> Duration {
+    Duration::from_millis(50 << tries.min(6))
+}
+
 /// Whether a failed request may be sent again (the server may not have seen it, or timed out).
 fn transient(e: &ChError) -> bool {
     matches!(e, ChError::Network(_) | ChError::TimedOut)
@@ -757,7 +762,7 @@ impl ClickHouseAnalytics {
     {
         let mut tries = tries;
         if tries > 0 {
-            tokio::time::sleep(Duration::from_millis(50 << tries.min(6))).await;
+            tokio::time::sleep(backoff(tries)).await;
         }
         loop {
             let outcome = match tokio::time::timeout(self.options.request_timeout, f()).await {
@@ -771,7 +776,7 @@ impl ClickHouseAnalytics {
                         return Err(classify(operation, e));
                     }
                     tries += 1;
-                    tokio::time::sleep(Duration::from_millis(50 << tries.min(6))).await;
+                    tokio::time::sleep(backoff(tries)).await;
                 }
             }
         }
@@ -903,15 +908,13 @@ impl ClickHouseAnalytics {
         schema::migrations(&self.options.schema).len()
     }
 
-    /// How many rows of `table` lie in the workspaces and time span of `keys`
-    /// (`(workspace, created_at µs, id)` of each event): when none do, none of their ids is stored
-    /// (a time-ordered stream or a backfill), and the ids need not be looked up.
-    async fn stored_in_span(&self, table: &str, keys: &[(Uuid, i64, Uuid)]) -> Result<u64> {
+    /// How many rows of `table` lie in a batch's workspaces and time span: when none do, none of its
+    /// ids is stored (a time-ordered stream or a backfill), and the ids need not be looked up.
+    async fn stored_in_span(&self, table: &str, span: &Span) -> Result<u64> {
         #[derive(Row, Deserialize)]
         struct Count {
             n: u64,
         }
-        let span = Span::of(keys);
         let gate = format!(
             "SELECT count() AS n FROM {table} WHERE workspace IN {{ws:Array(UUID)}}
                AND created_at >= fromUnixTimestamp64Micro({{from:Int64}}, 'UTC')
@@ -930,10 +933,13 @@ impl ClickHouseAnalytics {
         Ok(stored.n)
     }
 
-    /// Ids among `keys` already stored in `table` (one lookup bounded by the batch's workspaces
-    /// and times).
-    async fn stored_ids(&self, table: &str, keys: &[(Uuid, i64, Uuid)]) -> Result<HashSet<Uuid>> {
-        let span = Span::of(keys);
+    /// Ids among `keys` already stored in `table` (one lookup bounded by their `span`).
+    async fn stored_ids(
+        &self,
+        table: &str,
+        span: &Span,
+        keys: &[(Uuid, i64, Uuid)],
+    ) -> Result<HashSet<Uuid>> {
         let ids: Vec<String> = keys.iter().map(|k| k.2.to_string()).collect();
         let sql = format!(
             "SELECT id FROM {table} WHERE workspace IN {{ws:Array(UUID)}}
@@ -973,8 +979,9 @@ impl ClickHouseAnalytics {
             return Ok(0);
         }
         let keys: Vec<(Uuid, i64, Uuid)> = events.iter().map(|e| e.key()).collect();
+        let span = Span::of(&keys);
         let (stored, (parts, first)) =
-            futures::join!(self.stored_in_span(R::TABLE, &keys), async {
+            futures::join!(self.stored_in_span(R::TABLE, &span), async {
                 let mut seen = HashSet::with_capacity(events.len());
                 let fresh: Vec<&'e E> = events
                     .iter()
@@ -988,7 +995,7 @@ impl ClickHouseAnalytics {
             });
         if stored? > 0 {
             drop(first); // unended: aborted, nothing of it stored
-            let known = self.stored_ids(R::TABLE, &keys).await?;
+            let known = self.stored_ids(R::TABLE, &span, &keys).await?;
             let fresh: Vec<&'e E> = parts
                 .iter()
                 .flat_map(|p| p.events.iter().copied())

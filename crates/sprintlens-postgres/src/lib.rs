@@ -460,14 +460,16 @@ impl PgStore {
         for b in built {
             b.map_err(|e| classify("indexes", e))?;
         }
+        // Autovacuum back on in the same session: the indexes were missing because a backfill
+        // deferred them, which turned it off.
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "SET statement_timeout = 0; ANALYZE {table}"
+            "SET statement_timeout = 0; ANALYZE {table}; ALTER TABLE {table} RESET (autovacuum_enabled)"
         )))
         .execute(&admin)
         .await
         .map_err(|e| classify("indexes", e))?;
         admin.close().await;
-        self.resume_autovacuum(admin_url, table).await
+        Ok(())
     }
 
     /// Whether autovacuum is off for `table` (`records` or `embeddings`): while a backfill's
@@ -487,7 +489,8 @@ impl PgStore {
 
     /// Turns autovacuum back on for `table` (`records` or `embeddings`) with `admin_url` if it is
     /// off: after a backfill's deferred indexes are built (building them does it too; the backfill
-    /// calls this when it finishes, for a run killed between its last build and the reset). Not called on a store nothing deferred, so an operator's own setting stays.
+    /// calls this when it finishes, for a run killed between its last build and the reset). Not
+    /// called on a store nothing deferred, so an operator's own setting stays.
     pub async fn resume_autovacuum(&self, admin_url: &str, table: &str) -> Result<()> {
         if self.autovacuum_paused(table).await? {
             let admin = self.options.pool("records.admin_url", admin_url)?;

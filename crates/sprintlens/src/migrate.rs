@@ -1148,16 +1148,18 @@ impl Deferral {
         admin: Option<&str>,
         progress: &mut impl FnMut(&Progress),
     ) -> Result<()> {
-        let (why, kill, kind) = match self {
+        let (why, kill, kind, table) = match self {
             Deferral::Records => (
                 "an earlier run dropped the target's secondary indexes to load faster; rebuilding them needs the owner role",
                 "before-indexes",
                 "indexes",
+                "records",
             ),
             Deferral::Vector => (
                 "an earlier run dropped the target's vector index to load faster; rebuilding it needs the owner role",
                 "before-vector-index",
                 "vector-index",
+                "embeddings",
             ),
         };
         let admin = admin.ok_or_else(|| Error::config("records.admin_url", why))?;
@@ -1170,10 +1172,6 @@ impl Deferral {
             }
         };
         // Also after a run killed between its last build and the reset (nothing left to build).
-        let table = match self {
-            Deferral::Records => "records",
-            Deferral::Vector => "embeddings",
-        };
         pg.resume_autovacuum(admin, table).await?;
         set_mark(pg, self.mark(), false).await?;
         progress(&Progress {
