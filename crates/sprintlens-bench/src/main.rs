@@ -23,6 +23,56 @@ const DIM: usize = 384;
 const QUERIES: usize = 30;
 const K: usize = 10;
 
+/// CPU time so far, in seconds (clock ticks of 1/100 s): this process's user + system time, and
+/// the whole machine's busy and idle time over all cores, from `/proc`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct CpuTimes {
+    pub(crate) ours: f64,
+    pub(crate) busy: f64,
+    pub(crate) idle: f64,
+}
+
+impl CpuTimes {
+    pub(crate) fn now() -> CpuTimes {
+        let ticks = |s: &str| s.parse::<f64>().unwrap_or(f64::NAN) / 100.0;
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+        let after = own.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ours = fields.get(11).map_or(f64::NAN, |u| ticks(u))
+            + fields.get(12).map_or(f64::NAN, |s| ticks(s));
+        let machine = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        // "cpu  user nice system idle iowait irq softirq steal …": idle and iowait are idle.
+        let all: Vec<f64> = machine
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(ticks)
+            .collect();
+        let idle =
+            all.get(3).copied().unwrap_or(f64::NAN) + all.get(4).copied().unwrap_or(f64::NAN);
+        CpuTimes {
+            ours,
+            busy: all.iter().sum::<f64>() - idle,
+            idle,
+        }
+    }
+
+    /// What was spent since `self`, as "ours X s, rest of the machine Y s, idle Z s".
+    pub(crate) fn since(self) -> String {
+        let now = CpuTimes::now();
+        let ours = now.ours - self.ours;
+        format!(
+            "CPU: ours {ours:.1} s, the rest of the machine {:.1} s, idle {:.1} s",
+            now.busy - self.busy - ours,
+            now.idle - self.idle
+        )
+    }
+}
+
 /// Peak resident memory of this process so far (VmHWM), in MiB.
 pub(crate) fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")

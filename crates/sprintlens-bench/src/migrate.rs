@@ -10,7 +10,7 @@ use sprintlens::core::{RecordId, RecordStore, Role, WorkspaceId};
 use sprintlens_testkit::generate::{self, Rng};
 
 use crate::peak_rss_mib;
-use crate::postgres::{env, fresh_db, psql, psql_elapsed, quiesce};
+use crate::postgres::{env, fresh_db, psql, psql_elapsed, quiesce, wal_lsn, wal_since};
 
 /// Current resident memory split into anonymous (heap) and file-backed (mmap'd SQLite pages), MiB.
 fn rss_split() -> (f64, f64) {
@@ -176,6 +176,8 @@ pub async fn run(n: usize, batch: usize, parallels: &[usize]) -> Result<()> {
         target.apply_schema().await?;
         let rss_before = peak_rss_mib();
         quiesce(&env).await?;
+        let wal = wal_lsn(&env, &admin)?;
+        let cpu = crate::CpuTimes::now();
         let t = Instant::now();
         let reports = sprintlens::migrate::run(
             &source,
@@ -200,6 +202,7 @@ pub async fn run(n: usize, batch: usize, parallels: &[usize]) -> Result<()> {
             rows as f64 / ours,
             peak_rss_mib()
         );
+        println!("  {}; {}", cpu.since(), wal_since(&env, &admin, &wal)?);
         let t = Instant::now();
         let verify = sprintlens::migrate::verify(&source, &target, &[], &[]).await?;
         println!(
@@ -280,6 +283,8 @@ pub async fn run(n: usize, batch: usize, parallels: &[usize]) -> Result<()> {
     ] {
         let (_, pgl_admin) = fresh_db(&env, "sl_bench_pgloader").await?;
         quiesce(&env).await?;
+        let wal = wal_lsn(&env, &pgl_admin)?;
+        let cpu = crate::CpuTimes::now();
         let t = Instant::now();
         let out = Command::new("pgloader")
             .args(args)
@@ -288,6 +293,11 @@ pub async fn run(n: usize, batch: usize, parallels: &[usize]) -> Result<()> {
             .output()
             .context("running pgloader (installed by `cargo xtask bench migrate`)")?;
         let pgl = t.elapsed().as_secs_f64();
+        println!(
+            "  pgloader ({label}) {}; {}",
+            cpu.since(),
+            wal_since(&env, &pgl_admin, &wal)?
+        );
         let log = String::from_utf8_lossy(&out.stdout).to_string()
             + &String::from_utf8_lossy(&out.stderr);
         if out.status.success() {

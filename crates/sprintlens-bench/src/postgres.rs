@@ -88,6 +88,25 @@ pub(crate) async fn quiesce(env: &Env) -> Result<()> {
     Ok(())
 }
 
+/// The server's current WAL insert position (`pg_current_wal_lsn()`), as text.
+pub(crate) fn wal_lsn(env: &Env, url: &str) -> Result<String> {
+    Ok(psql(env, url, "\\t on\nSELECT pg_current_wal_lsn();\n")?
+        .trim()
+        .to_string())
+}
+
+/// The WAL the server wrote since `from` (a [`wal_lsn`]), as "WAL: N MB (from … to …)".
+pub(crate) fn wal_since(env: &Env, url: &str, from: &str) -> Result<String> {
+    let to = wal_lsn(env, url)?;
+    let bytes = psql(
+        env,
+        url,
+        &format!("\\t on\nSELECT pg_wal_lsn_diff('{to}', '{from}')::bigint;\n"),
+    )?;
+    let mb = bytes.trim().parse::<f64>().unwrap_or(f64::NAN) / 1e6;
+    Ok(format!("WAL: {mb:.0} MB (from {from} to {to})"))
+}
+
 /// [`psql`], timed: the seconds it took.
 pub(crate) fn psql_elapsed(env: &Env, url: &str, input: &str) -> Result<f64> {
     let t = Instant::now();

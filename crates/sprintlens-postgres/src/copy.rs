@@ -74,6 +74,30 @@ fn text(buf: &mut BytesMut, v: Option<&str>) {
 }
 
 pub(crate) fn row(buf: &mut BytesMut, r: &Row<'_>) {
+    columns(buf, r);
+    // jsonb binary form: version 1, then the text.
+    buf.put_i32(r.body.len() as i32 + 1);
+    buf.put_u8(1);
+    buf.put_slice(r.body.as_bytes());
+}
+
+/// The row of `r` with its body serialised straight into `buf` (no string of its own on the way).
+pub(crate) fn record_row(
+    buf: &mut BytesMut,
+    r: &sprintlens_core::Record,
+) -> serde_json::Result<()> {
+    columns(buf, &Row::of(r, ""));
+    let at = buf.len();
+    buf.put_i32(0); // the length, written once known
+    buf.put_u8(1); // jsonb binary form: version 1, then the text
+    serde_json::to_writer((&mut *buf).writer(), &r.body)?;
+    let len = (buf.len() - at - 4) as i32;
+    buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+/// Every column of [`COLUMNS`] but the last (`body`), with the field count first.
+fn columns(buf: &mut BytesMut, r: &Row<'_>) {
     buf.put_i16(11);
     uuid(buf, Some(r.id));
     uuid(buf, Some(r.workspace));
@@ -88,10 +112,6 @@ pub(crate) fn row(buf: &mut BytesMut, r: &Row<'_>) {
     buf.put_i64(r.updated_at - PG_EPOCH_OFFSET_MICROS);
     buf.put_i32(1);
     buf.put_u8(u8::from(r.deleted));
-    // jsonb binary form: version 1, then the text.
-    buf.put_i32(r.body.len() as i32 + 1);
-    buf.put_u8(1);
-    buf.put_slice(r.body.as_bytes());
 }
 
 /// The columns [`vector_row`] writes, in order.
@@ -151,18 +171,64 @@ pub(crate) async fn send(
     copy_in.finish().await
 }
 
-/// A backfill load: [`send`] through the operator role; `None` when a row's key is already stored
-/// (the COPY failed on the primary key and left nothing; the caller upserts instead), [`refused`]
-/// errors otherwise.
+/// A backfill load of `records`' rows with `statement` (`COPY records (…) FROM STDIN (FORMAT
+/// binary)`) inside `tx` through the operator role, streamed: each [`LOAD_CHUNK_BYTES`] of rows
+/// goes out as soon as it is encoded, so the server parses and stores the first rows while the
+/// rest are encoded. `None` when a row's key is already stored (the COPY failed on the primary key
+/// and left nothing; the caller upserts instead), [`refused`] errors otherwise.
+pub(crate) async fn load_records<'r>(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    statement: &str,
+    records: impl Iterator<Item = &'r sprintlens_core::Record>,
+    operation: &'static str,
+) -> sprintlens_core::Result<Option<u64>> {
+    let stream = async {
+        let mut copy_in = tx.copy_in_raw(statement).await?;
+        let mut buf = BytesMut::with_capacity(LOAD_CHUNK_BYTES + (64 << 10));
+        header(&mut buf);
+        for r in records {
+            if let Err(e) = record_row(&mut buf, r) {
+                copy_in
+                    .abort(format!("encoding record {}: {e}", r.id))
+                    .await?;
+                return Err(sqlx::Error::Encode(Box::new(e)));
+            }
+            if buf.len() >= LOAD_CHUNK_BYTES {
+                copy_in.send(buf.split()).await?;
+            }
+        }
+        trailer(&mut buf);
+        copy_in.send(buf).await?;
+        copy_in.finish().await
+    };
+    loaded(stream.await, operation)
+}
+
+/// A backfill load of a whole binary COPY stream `buf` (as [`send`] takes it); the outcome as
+/// [`load_records`] gives it.
 pub(crate) async fn load(
     tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
     statement: &str,
     buf: BytesMut,
     operation: &'static str,
 ) -> sprintlens_core::Result<Option<u64>> {
-    match send(tx, statement, buf).await {
+    loaded(send(tx, statement, buf).await, operation)
+}
+
+/// The outcome of a backfill COPY: the rows copied, `None` on a key already stored.
+fn loaded(
+    copied: sqlx::Result<u64>,
+    operation: &'static str,
+) -> sprintlens_core::Result<Option<u64>> {
+    match copied {
         Ok(n) => Ok(Some(n)),
         Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => Ok(None),
+        Err(sqlx::Error::Encode(e)) => {
+            Err(sprintlens_core::Error::backend(crate::BACKEND, "encode", e))
+        }
         Err(e) => Err(refused(e, operation)),
     }
 }
+
+/// How much of a [`load_records`] stream is encoded before it is sent: about 500 message rows.
+const LOAD_CHUNK_BYTES: usize = 256 << 10;

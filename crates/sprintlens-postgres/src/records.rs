@@ -390,15 +390,6 @@ impl PgStore {
                 .await;
         };
         let keep = newest_per_id(records)?;
-        let mut buf = BytesMut::with_capacity(keep.len() * 512);
-        copy::header(&mut buf);
-        for &i in &keep {
-            let r = &records[i];
-            let body =
-                serde_json::to_string(&r.body).map_err(|e| Error::backend(BACKEND, "encode", e))?;
-            copy::row(&mut buf, &copy::Row::of(r, &body));
-        }
-        copy::trailer(&mut buf);
         let mut tx = operator.begin().await.map_err(|e| classify("load", e))?;
         let statement = format!(
             "COPY records ({}) FROM STDIN (FORMAT binary)",
@@ -408,9 +399,14 @@ impl PgStore {
         // part-empty, or extended the heap by and did not use (PostgreSQL extends by up to 64 pages at
         // a time, per backend; two lanes load at once).
         let from = (heap_blocks(&mut tx).await? - HINT_MARGIN_BLOCKS).max(0);
-        if copy::load(&mut tx, &statement, buf, "load")
-            .await?
-            .is_none()
+        if copy::load_records(
+            &mut tx,
+            &statement,
+            keep.iter().map(|&i| &records[i]),
+            "load",
+        )
+        .await?
+        .is_none()
         {
             drop(tx);
             return self

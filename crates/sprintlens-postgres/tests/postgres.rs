@@ -183,6 +183,27 @@ async fn backfill_loads_copy_straight_in_and_fall_back_to_the_upsert_on_stored_i
         Some((json!({"at": 2}), 3_003))
     );
 
+    // A stored id first in a batch several streamed chunks long (about 1.5 MB of rows): the server
+    // refuses the COPY while the rest is still being sent, and the upsert takes the batch.
+    let mut stored = first[50].clone();
+    stored.updated_at = stored.updated_at.plus_micros(10);
+    let mut big = vec![stored.clone()];
+    big.extend((0..6_000).map(|i| generate::agent(ws, p.id, &format!("big-{i}"))));
+    let out = store
+        .load_with_checkpoint(&big, &stream, &json!({"at": 3}), 9_004)
+        .await
+        .unwrap();
+    assert_eq!((out.written, out.skipped), (6_001, 0));
+    assert_eq!(count(ws).await.unwrap(), 9_000);
+    assert_eq!(
+        store.get(ws, RecordKind::Agent, stored.id).await.unwrap(),
+        Some(stored)
+    );
+    assert_eq!(
+        store.checkpoint(&stream).await.unwrap(),
+        Some((json!({"at": 3}), 9_004))
+    );
+
     // Bad input: a typed error naming the field, nothing written.
     let mut long = generate::agent(other, p.id, "long");
     long.body = RecordBody::Project(Project {

@@ -11,7 +11,7 @@ use sprintlens_core::{
 };
 
 use crate::analytics::{eval_row, record_tx, usage_row};
-use crate::records::{decode, delete_tx, prepare, raw_at, upsert_tx};
+use crate::records::{decode_at, delete_tx, prepare, upsert_tx};
 use crate::{BACKEND, SqliteStore, classify, uuid_text};
 
 fn log(
@@ -218,34 +218,31 @@ impl OutboxStore for SqliteStore {
     async fn outbox_pending(&self, limit: usize) -> Result<Vec<PendingWrite>> {
         check_limit(limit)?;
         // One read transaction: the records are read in the same snapshot as their entries.
-        let rows = self
-            .read("outbox", move |c| {
-                let mut st = c.prepare_cached(
+        self.read_with("outbox", move |c| {
+            let sqlite = |e| classify("outbox", e);
+            let mut st = c
+                .prepare_cached(
                     "SELECT o.seq, o.workspace, o.kind, o.id, o.logged_at,
                             r.id, r.workspace, r.created_at, r.updated_at, r.deleted, r.body
                      FROM outbox o LEFT JOIN records r ON r.id = o.id
                      WHERE o.parked_at IS NULL ORDER BY o.seq LIMIT ?1",
-                )?;
-                let rows = st.query_map([limit as i64], |row| {
-                    let entry = raw_entry(row)?;
-                    let id: Option<String> = row.get(5)?;
-                    let record = match id {
-                        Some(_) => Some(raw_at(row, 5)?),
+                )
+                .map_err(sqlite)?;
+            let mut rows = st.query([limit as i64]).map_err(sqlite)?;
+            let mut pending = Vec::new();
+            while let Some(row) = rows.next().map_err(sqlite)? {
+                let id: Option<String> = row.get(5).map_err(sqlite)?;
+                pending.push(PendingWrite {
+                    entry: raw_entry(row).map_err(sqlite)?.decode()?,
+                    record: match id {
+                        Some(_) => Some(decode_at(row, 5, "outbox")?),
                         None => None,
-                    };
-                    Ok((entry, record))
-                })?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()
-            })
-            .await?;
-        rows.into_iter()
-            .map(|(e, r)| {
-                Ok(PendingWrite {
-                    entry: e.decode()?,
-                    record: r.map(decode).transpose()?,
-                })
-            })
-            .collect()
+                    },
+                });
+            }
+            Ok(pending)
+        })
+        .await
     }
 
     async fn outbox_ack(&self, seqs: &[i64]) -> Result<()> {

@@ -24,40 +24,23 @@ fn count_of_kind(c: &rusqlite::Connection, kind: RecordKind) -> rusqlite::Result
         .query_row(params![kind.as_str()], |r| r.get(0))
 }
 
-pub(crate) struct RawRow {
-    id: String,
-    workspace: String,
-    created_at: i64,
-    updated_at: i64,
-    deleted: bool,
-    body: String,
-}
-
-pub(crate) fn raw(row: &Row<'_>) -> rusqlite::Result<RawRow> {
-    raw_at(row, 0)
-}
-
-/// The [`COLUMNS`] of a row starting at column `at`.
-pub(crate) fn raw_at(row: &Row<'_>, at: usize) -> rusqlite::Result<RawRow> {
-    Ok(RawRow {
-        id: row.get(at)?,
-        workspace: row.get(at + 1)?,
-        created_at: row.get(at + 2)?,
-        updated_at: row.get(at + 3)?,
-        deleted: row.get(at + 4)?,
-        body: row.get(at + 5)?,
-    })
-}
-
-pub(crate) fn decode(r: RawRow) -> Result<Record> {
+/// The record in a row's [`COLUMNS`] starting at column `at`, decoded where SQLite holds the row
+/// (its text is parsed in place, not copied out first).
+pub(crate) fn decode_at(row: &Row<'_>, at: usize, operation: &'static str) -> Result<Record> {
+    let sqlite = |e| classify(operation, e);
+    let text = |i: usize| {
+        row.get_ref(i)
+            .and_then(|v| v.as_str().map_err(Into::into))
+            .map_err(sqlite)
+    };
     let body: RecordBody =
-        serde_json::from_str(&r.body).map_err(|e| Error::backend(BACKEND, "decode", e))?;
+        serde_json::from_str(text(at + 5)?).map_err(|e| Error::backend(BACKEND, "decode", e))?;
     Ok(Record {
-        id: parse_id(&r.id)?,
-        workspace: parse_id(&r.workspace)?,
-        created_at: Timestamp::from_micros(r.created_at),
-        updated_at: Timestamp::from_micros(r.updated_at),
-        deleted: r.deleted,
+        id: parse_id(text(at)?)?,
+        workspace: parse_id(text(at + 1)?)?,
+        created_at: Timestamp::from_micros(row.get(at + 2).map_err(sqlite)?),
+        updated_at: Timestamp::from_micros(row.get(at + 3).map_err(sqlite)?),
+        deleted: row.get(at + 4).map_err(sqlite)?,
         body,
     })
 }
@@ -201,28 +184,30 @@ impl RecordStore for SqliteStore {
         kind: RecordKind,
         id: RecordId,
     ) -> Result<Option<Record>> {
-        let raw = self
-            .read("get", move |c| {
-                c.prepare_cached(&format!(
+        self.read_with("get", move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM records
-                     WHERE id = ?1 AND workspace = ?2 AND kind = ?3 AND deleted = 0"
-                ))?
-                .query_row(
-                    params![uuid_text(id), uuid_text(workspace), kind.as_str()],
-                    raw,
-                )
-                .optional()
-            })
-            .await?;
-        raw.map(decode).transpose()
+                         WHERE id = ?1 AND workspace = ?2 AND kind = ?3 AND deleted = 0"
+                ))
+                .map_err(|e| classify("get", e))?;
+            let mut rows = st
+                .query(params![uuid_text(id), uuid_text(workspace), kind.as_str()])
+                .map_err(|e| classify("get", e))?;
+            match rows.next().map_err(|e| classify("get", e))? {
+                Some(row) => decode_at(row, 0, "get").map(Some),
+                None => Ok(None),
+            }
+        })
+        .await
     }
 
     async fn list(&self, workspace: WorkspaceId, query: &ListQuery) -> Result<Page<Record>> {
         let after = query.validate()?;
         let q = query.clone();
         let limit = q.limit;
-        let rows = self
-            .read("list", move |c| {
+        let items = self
+            .read_with("list", move |c| {
                 // Fixed fragments only; every value is a bound parameter.
                 let mut sql = format!(
                     "SELECT {COLUMNS} FROM records WHERE workspace = ?1 AND kind = ?2 AND deleted = 0"
@@ -247,15 +232,18 @@ impl RecordStore for SqliteStore {
                 }
                 args.push(Box::new((q.limit + 1) as i64));
                 sql.push_str(&format!(" ORDER BY id LIMIT ?{}", args.len()));
-                let mut st = c.prepare_cached(&sql)?;
-                let rows = st.query_map(
-                    rusqlite::params_from_iter(args.iter().map(|b| b.as_ref())),
-                    raw,
-                )?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()
+                let mut st = c.prepare_cached(&sql).map_err(|e| classify("list", e))?;
+                let mut rows = st
+                    .query(rusqlite::params_from_iter(args.iter().map(|b| b.as_ref())))
+                    .map_err(|e| classify("list", e))?;
+                let mut items = Vec::new();
+                while let Some(row) = rows.next().map_err(|e| classify("list", e))? {
+                    items.push(decode_at(row, 0, "list")?);
+                }
+                Ok(items)
             })
             .await?;
-        let items = rows.into_iter().map(decode).collect::<Result<Vec<_>>>()?;
+
         Ok(Page::from_overfetch(items, limit, |r| {
             PageToken(r.id.to_string())
         }))
@@ -275,28 +263,37 @@ impl RecordStore for SqliteStore {
     async fn scan(&self, request: &ScanRequest) -> Result<Vec<Record>> {
         check_limit(request.limit)?;
         let r = request.clone();
-        let rows = self
-            .read("scan", move |c| {
-                let (after_t, after_id) = match r.after {
-                    Some(cur) => (cur.updated_at.as_micros(), uuid_text(cur.id)),
-                    None => (i64::MIN, String::new()),
-                };
-                let ws = r.workspace.map(uuid_text);
-                let sql = format!(
-                    "SELECT {COLUMNS} FROM records
+        // Rows are decoded on the reader's thread as SQLite returns them (no owned copy of their
+        // text first), so a bulk scan's parsing runs beside the caller's own work.
+        self.read_with("scan", move |c| {
+            let (after_t, after_id) = match r.after {
+                Some(cur) => (cur.updated_at.as_micros(), uuid_text(cur.id)),
+                None => (i64::MIN, String::new()),
+            };
+            let ws = r.workspace.map(uuid_text);
+            let sql = format!(
+                "SELECT {COLUMNS} FROM records
                      WHERE kind = ?1 AND (?2 IS NULL OR workspace = ?2)
                        AND (updated_at, id) > (?3, ?4)
                      ORDER BY updated_at, id LIMIT ?5"
-                );
-                let mut st = c.prepare_cached(&sql)?;
-                let rows = st.query_map(
-                    params![r.kind.as_str(), ws, after_t, after_id, r.limit as i64],
-                    raw,
-                )?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()
-            })
-            .await?;
-        rows.into_iter().map(decode).collect()
+            );
+            let mut st = c.prepare_cached(&sql).map_err(|e| classify("scan", e))?;
+            let mut rows = st
+                .query(params![
+                    r.kind.as_str(),
+                    ws,
+                    after_t,
+                    after_id,
+                    r.limit as i64
+                ])
+                .map_err(|e| classify("scan", e))?;
+            let mut out = Vec::with_capacity(r.limit.min(sprintlens_core::MAX_SCAN_PAGE));
+            while let Some(row) = rows.next().map_err(|e| classify("scan", e))? {
+                out.push(decode_at(row, 0, "scan")?);
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn count(&self, kind: RecordKind, workspace: Option<WorkspaceId>) -> Result<u64> {
