@@ -302,7 +302,10 @@ async fn main() -> Result<()> {
                 .split(',')
                 .map(str::parse)
                 .collect::<std::result::Result<Vec<usize>, _>>()?;
-            migrate::run(n, batch, &parallels).await?;
+            // Rounds of ours and pgloader (default 3): the ratio over several runs of both.
+            let rounds = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(3);
+            anyhow::ensure!(rounds > 0, "rounds must be at least 1");
+            migrate::run(n, batch, &parallels, rounds).await?;
             dualwrite::run(5_000).await
         }
         Some("migrate-events") => {

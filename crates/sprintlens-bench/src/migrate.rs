@@ -125,7 +125,7 @@ async fn write_source(source_config: &str, n: usize) -> Result<()> {
 
 /// Runs the benchmark with `n` message records (plus their projects and conversations), copied in
 /// batches of `batch` records, once per `--parallel` in `parallels` (each into a fresh database).
-pub async fn run(n: usize, batch: usize, parallels: &[usize]) -> Result<()> {
+pub async fn run(n: usize, batch: usize, parallels: &[usize], rounds: usize) -> Result<()> {
     let env = env()?;
     let dir = tempfile::tempdir_in(std::env::var("SPRINTLENS_BENCH_DIR").unwrap_or(".".into()))?;
     // `SPRINTLENS_BENCH_SOURCE=FILE` keeps the generated source between runs (written when missing).
@@ -163,77 +163,122 @@ pub async fn run(n: usize, batch: usize, parallels: &[usize]) -> Result<()> {
     );
 
     // Ours: `sprintlens migrate run` (records, embeddings, events) into a fresh database, once per
-    // `--parallel`.
+    // `--parallel`; then pgloader (8 GiB heap) on the same file and server: `rounds` times, so the
+    // ratio is read over several runs of both (each varies by ±10-15 % from run to run here).
     let source =
         sprintlens::Storage::open(config(&embedded(&format!("sqlite://{}", src.display())))?)
             .await?;
-    let mut timings = Vec::new();
-    let mut first = None;
-    for &parallel in parallels {
-        let (admin, operator, target_text) =
-            target_db(&env, &format!("sl_bench_migrate_p{parallel}"), &side, None).await?;
-        let target = sprintlens::Storage::open(config(&target_text)?).await?;
-        target.apply_schema().await?;
-        let rss_before = peak_rss_mib();
-        quiesce(&env).await?;
-        let wal = wal_lsn(&env, &admin)?;
-        let cpu = crate::CpuTimes::now();
-        let t = Instant::now();
-        let reports = sprintlens::migrate::run(
-            &source,
-            &target,
-            &sprintlens::migrate::RunOptions {
-                batch,
-                parallel,
-                ..Default::default()
-            },
-            |p| {
-                if p.done {
-                    println!("  {} done at {:.1} s", p.kind, t.elapsed().as_secs_f64());
-                }
-            },
-        )
-        .await?;
-        let ours = t.elapsed().as_secs_f64();
-        let rows: u64 = reports.iter().map(|r| r.rows).sum();
-        let (anon, file) = rss_split();
-        println!(
-            "sprintlens migrate run --parallel {parallel}: {rows} rows in {ours:.1} s = {:.0} rows/s, peak RSS {:.0} MiB (before the run: {rss_before:.0} MiB; after it: {anon:.0} MiB heap, {file:.0} MiB file-backed, i.e. SQLite's mmap)",
-            rows as f64 / ours,
-            peak_rss_mib()
+    let mut timings: Vec<(usize, usize, f64)> = Vec::new();
+    let mut loaders: Vec<Option<f64>> = Vec::new();
+    for round in 1..=rounds {
+        println!("round {round} of {rounds}");
+        let mut first = None;
+        for &parallel in parallels {
+            let (admin, operator, target_text) =
+                target_db(&env, &format!("sl_bench_migrate_p{parallel}"), &side, None).await?;
+            let target = sprintlens::Storage::open(config(&target_text)?).await?;
+            target.apply_schema().await?;
+            let rss_before = peak_rss_mib();
+            quiesce(&env).await?;
+            let wal = wal_lsn(&env, &admin)?;
+            let cpu = crate::CpuTimes::now();
+            let t = Instant::now();
+            let reports = sprintlens::migrate::run(
+                &source,
+                &target,
+                &sprintlens::migrate::RunOptions {
+                    batch,
+                    parallel,
+                    ..Default::default()
+                },
+                |p| {
+                    if p.done {
+                        println!("  {} done at {:.1} s", p.kind, t.elapsed().as_secs_f64());
+                    }
+                },
+            )
+            .await?;
+            let ours = t.elapsed().as_secs_f64();
+            let rows: u64 = reports.iter().map(|r| r.rows).sum();
+            let (anon, file) = rss_split();
+            println!(
+                "sprintlens migrate run --parallel {parallel}: {rows} rows in {ours:.1} s = {:.0} rows/s, peak RSS {:.0} MiB (before the run: {rss_before:.0} MiB; after it: {anon:.0} MiB heap, {file:.0} MiB file-backed, i.e. SQLite's mmap)",
+                rows as f64 / ours,
+                peak_rss_mib()
+            );
+            println!("  {}; {}", cpu.since(), wal_since(&env, &admin, &wal)?);
+            let t = Instant::now();
+            let verify = sprintlens::migrate::verify(&source, &target, &[], &[]).await?;
+            println!(
+                "verify: {} in {:.1} s",
+                if verify.ok { "identical" } else { "DIFFERENT" },
+                t.elapsed().as_secs_f64()
+            );
+            // No autovacuum of this table during the later steps.
+            psql(
+                &env,
+                &admin,
+                "ALTER TABLE records SET (autovacuum_enabled = off);\n",
+            )?;
+            timings.push((round, parallel, ours));
+            first.get_or_insert((admin, operator));
+        }
+        let (admin, operator) = first.context("no --parallel to run")?;
+        if round == 1 {
+            let round_one: Vec<(usize, f64)> = timings.iter().map(|&(_, p, t)| (p, t)).collect();
+            ceilings(&env, &dir, &admin, &operator, n, &round_one).await?;
+            // pgloader at its default settings, once: it runs out of heap on large files.
+            pgloader(&env, &src, n, "defaults", &[]).await?;
+        }
+        loaders.push(
+            pgloader(
+                &env,
+                &src,
+                n,
+                "8 GiB heap",
+                &["--dynamic-space-size", "8192"],
+            )
+            .await?,
         );
-        println!("  {}; {}", cpu.since(), wal_since(&env, &admin, &wal)?);
-        let t = Instant::now();
-        let verify = sprintlens::migrate::verify(&source, &target, &[], &[]).await?;
-        println!(
-            "verify: {} in {:.1} s",
-            if verify.ok { "identical" } else { "DIFFERENT" },
-            t.elapsed().as_secs_f64()
-        );
-        // No autovacuum of this table during the later steps.
-        psql(
-            &env,
-            &admin,
-            "ALTER TABLE records SET (autovacuum_enabled = off);\n",
-        )?;
-        timings.push((parallel, ours));
-        first.get_or_insert((admin, operator));
+        for &(r, parallel, ours) in timings.iter().filter(|t| t.0 == round) {
+            match loaders[r - 1] {
+                Some(pgl) => println!(
+                    "ratios (round {r}): sprintlens --parallel {parallel} {:.2}× pgloader (8 GiB heap)",
+                    pgl / ours
+                ),
+                None => println!("ratios (round {r}): pgloader (8 GiB heap) did not finish"),
+            }
+        }
     }
-    let (admin, operator) = first.context("no --parallel to run")?;
+    summary(parallels, &timings, &loaders);
+    Ok(())
+}
 
+/// The ceilings, timed once on the rows of our first target (`admin`/`operator` URLs of its
+/// database): psql's binary `\copy` of the same rows into an identical table, and into a
+/// primary-key-only table followed by the same index builds. Prints each against `timings`
+/// (`--parallel`, seconds).
+async fn ceilings(
+    env: &crate::postgres::Env,
+    dir: &tempfile::TempDir,
+    admin: &str,
+    operator: &str,
+    n: usize,
+    timings: &[(usize, f64)],
+) -> Result<()> {
     // Ceiling: the same rows, dumped in PostgreSQL's binary COPY format, loaded by psql into an
     // identical table (same indexes, no row-level security, no conflict handling).
     let bin = dir.path().join("records.bin");
-    dump_binary(&env, &operator, "records", &bin)?;
+    dump_binary(env, operator, "records", &bin)?;
     psql(
-        &env,
-        &admin,
+        env,
+        admin,
         "CREATE TABLE records_ref (LIKE records INCLUDING ALL);\n",
     )?;
-    quiesce(&env).await?;
+    quiesce(env).await?;
     let ceiling = psql_elapsed(
-        &env,
-        &admin,
+        env,
+        admin,
         &format!(
             "\\copy records_ref FROM '{}' (FORMAT binary)\n",
             bin.display()
@@ -248,8 +293,8 @@ pub async fn run(n: usize, batch: usize, parallels: &[usize]) -> Result<()> {
     // The bulk-load ceiling: the same binary \copy into a table with only its primary key, then the
     // same secondary indexes built (what our run does into an empty target), timed together.
     psql(
-        &env,
-        &admin,
+        env,
+        admin,
         "CREATE TABLE records_bulk (LIKE records INCLUDING DEFAULTS); ALTER TABLE records_bulk ADD PRIMARY KEY (id);\n",
     )?;
     let mut script = format!(
@@ -263,8 +308,8 @@ pub async fn run(n: usize, batch: usize, parallels: &[usize]) -> Result<()> {
             definition.replacen("ON records ", "ON records_bulk ", 1)
         );
     }
-    quiesce(&env).await?;
-    let bulk = psql_elapsed(&env, &admin, &script)?;
+    quiesce(env).await?;
+    let bulk = psql_elapsed(env, admin, &script)?;
     println!(
         "psql binary \\copy into a primary-key-only table, then the same indexes built: {bulk:.1} s = {:.0} rows/s (ours {} of it)",
         (n + 303) as f64 / bulk,
@@ -275,66 +320,89 @@ pub async fn run(n: usize, batch: usize, parallels: &[usize]) -> Result<()> {
             .join(", ")
     );
 
-    // pgloader on the same file and server: at its default settings, then with an 8 GiB heap (the
-    // setting the issue measured it with, since the defaults run out of heap on large files).
-    for (label, args) in [
-        ("defaults", &[][..]),
-        ("8 GiB heap", &["--dynamic-space-size", "8192"][..]),
-    ] {
-        let (_, pgl_admin) = fresh_db(&env, "sl_bench_pgloader").await?;
-        quiesce(&env).await?;
-        let wal = wal_lsn(&env, &pgl_admin)?;
-        let cpu = crate::CpuTimes::now();
-        let t = Instant::now();
-        let out = Command::new("pgloader")
-            .args(args)
-            .arg(format!("sqlite://{}", src.display()))
-            .arg(&pgl_admin)
-            .output()
-            .context("running pgloader (installed by `cargo xtask bench migrate`)")?;
-        let pgl = t.elapsed().as_secs_f64();
+    for (parallel, ours) in timings {
         println!(
-            "  pgloader ({label}) {}; {}",
-            cpu.since(),
-            wal_since(&env, &pgl_admin, &wal)?
+            "ratios: sprintlens --parallel {parallel} {:.2}× the binary COPY ceiling",
+            ceiling / ours
         );
-        let log = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        if out.status.success() {
-            let types = psql(
-                &env,
-                &pgl_admin,
-                "SELECT column_name || ' ' || data_type FROM information_schema.columns WHERE table_name = 'records' ORDER BY ordinal_position;\n",
-            )
-            .unwrap_or_default();
-            println!(
-                "pgloader ({label}): {pgl:.1} s = {:.0} rows/s; records columns: {}",
-                (n + 303) as f64 / pgl,
-                types.split_whitespace().collect::<Vec<_>>().join(" ")
-            );
-            for (parallel, ours) in &timings {
-                println!(
-                    "ratios: sprintlens --parallel {parallel} {:.2}× pgloader ({label}), {:.2}× the binary COPY ceiling",
-                    pgl / ours,
-                    ceiling / ours
-                );
-            }
-        } else {
-            let tail: Vec<&str> = log.lines().rev().take(6).collect();
-            println!(
-                "pgloader ({label}) FAILED after {pgl:.1} s (exit {:?}); last lines:\n  {}",
-                out.status.code(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
-            );
-            for (parallel, ours) in &timings {
-                println!(
-                    "ratios: sprintlens --parallel {parallel} {:.2}× the binary COPY ceiling; pgloader ({label}) did not finish",
-                    ceiling / ours
-                );
-            }
-        }
     }
     Ok(())
+}
+
+/// Runs pgloader with `args` from the SQLite file `src` into a fresh database; its seconds when it
+/// finished (it prints what it did either way).
+async fn pgloader(
+    env: &crate::postgres::Env,
+    src: &std::path::Path,
+    n: usize,
+    label: &str,
+    args: &[&str],
+) -> Result<Option<f64>> {
+    let (_, pgl_admin) = fresh_db(env, "sl_bench_pgloader").await?;
+    quiesce(env).await?;
+    let wal = wal_lsn(env, &pgl_admin)?;
+    let cpu = crate::CpuTimes::now();
+    let t = Instant::now();
+    let out = Command::new("pgloader")
+        .args(args)
+        .arg(format!("sqlite://{}", src.display()))
+        .arg(&pgl_admin)
+        .output()
+        .context("running pgloader (installed by `cargo xtask bench migrate`)")?;
+    let pgl = t.elapsed().as_secs_f64();
+    println!(
+        "  pgloader ({label}) {}; {}",
+        cpu.since(),
+        wal_since(env, &pgl_admin, &wal)?
+    );
+    if !out.status.success() {
+        let log = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = log.lines().rev().take(6).collect();
+        println!(
+            "pgloader ({label}) FAILED after {pgl:.1} s (exit {:?}); last lines:\n  {}",
+            out.status.code(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
+        );
+        return Ok(None);
+    }
+    let types = psql(
+        env,
+        &pgl_admin,
+        "SELECT column_name || ' ' || data_type FROM information_schema.columns WHERE table_name = 'records' ORDER BY ordinal_position;\n",
+    )
+    .unwrap_or_default();
+    println!(
+        "pgloader ({label}): {pgl:.1} s = {:.0} rows/s; records columns: {}",
+        (n + 303) as f64 / pgl,
+        types.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
+    Ok(Some(pgl))
+}
+
+/// Per `--parallel`: ours ÷ pgloader in each round, and their median.
+fn summary(parallels: &[usize], timings: &[(usize, usize, f64)], loaders: &[Option<f64>]) {
+    for &parallel in parallels {
+        let mut ratios: Vec<f64> = timings
+            .iter()
+            .filter(|t| t.1 == parallel)
+            .filter_map(|&(round, _, ours)| loaders[round - 1].map(|pgl| pgl / ours))
+            .collect();
+        if ratios.is_empty() {
+            continue;
+        }
+        let each = ratios
+            .iter()
+            .map(|r| format!("{r:.2}×"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        ratios.sort_by(f64::total_cmp);
+        println!(
+            "summary: sprintlens --parallel {parallel} ÷ pgloader (8 GiB heap) over {} rounds: {each}; median {:.2}×",
+            ratios.len(),
+            ratios[ratios.len() / 2]
+        );
+    }
 }
 
 /// `bench migrate-vectors`: `n` embeddings × 384 (clustered, as embeddings of text are) backfilled by

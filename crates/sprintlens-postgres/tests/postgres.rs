@@ -630,6 +630,17 @@ async fn migrations_reapply_as_no_ops_and_a_failing_one_changes_nothing() {
             .map(|m| m.0)
             .collect::<Vec<_>>()
     );
+    // Migration 7: `ANALYZE` keeps no statistics on bodies (PostgreSQL 17+: NULL is the default).
+    let admin = sqlx::PgPool::connect(&urls.admin).await.unwrap();
+    let body_target: Option<i16> = sqlx::query_scalar(
+        "SELECT attstattarget FROM pg_attribute
+         WHERE attrelid = 'records'::regclass AND attname = 'body'",
+    )
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!(body_target, Some(0));
+    admin.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
