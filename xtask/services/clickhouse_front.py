@@ -1,4 +1,4 @@
-"""A small server that speaks the ClickHouse HTTP interface over an in-process chDB session.
+"""A small server that speaks the ClickHouse HTTP interface over a pool of in-process chDB sessions.
 
 Started by `cargo xtask services up`; chDB is the ClickHouse 26.9 engine without a server. What it
 implements of https://clickhouse.com/docs/interfaces/http :
@@ -17,6 +17,8 @@ implements of https://clickhouse.com/docs/interfaces/http :
   checksum, LZ4 or none) or with Content-Encoding lz4/gzip/deflate/zstd
 - responses compressed with `compress=1` (native framing, LZ4) or Accept-Encoding lz4/gzip
 - errors: HTTP 4xx/5xx, X-ClickHouse-Exception-Code, body "Code: N. DB::Exception: ..."
+- queries from several connections at once, as a server runs them: `--sessions` chDB sessions
+  (default 4) share the data path, each query takes an idle one (the rest wait)
 """
 
 import argparse
@@ -24,6 +26,7 @@ import base64
 import gzip
 import json
 import os
+import queue
 import re
 import struct
 import sys
@@ -215,73 +218,93 @@ def decode_content(body, encoding):
     raise ChError(89, f"Code: 89. DB::Exception: Unknown Content-Encoding {enc}. (UNKNOWN_COMPRESSION_METHOD)")
 
 
-class Engine:
-    """One chDB session; queries run one at a time (chDB sessions are not concurrent)."""
+class Slot:
+    """One chDB session of the engine's pool and the database its `USE` last selected."""
 
-    def __init__(self, path, tmpdir):
-        self.session = chdb_session.Session(path)
-        self.lock = threading.Lock()
+    def __init__(self, session):
+        self.session = session
+        self.database = None
+
+
+class Engine:
+    """A pool of chDB sessions over one data path: like a server, the engine runs queries from
+    several connections at once (two INSERTs use two cores). Each query takes an idle session for
+    its duration; a session's `USE` and `SET`s are its own, and a query's settings are reset before
+    the session goes back. `sessions` bounds the queries running at once (the rest wait)."""
+
+    def __init__(self, path, tmpdir, sessions=4):
+        if sessions < 1:
+            raise ValueError("--sessions must be at least 1")
+        self.idle = queue.LifoQueue()
+        for _ in range(sessions):
+            self.idle.put(Slot(chdb_session.Session(path)))
         # Insert bodies are handed to the engine as files: in memory (/dev/shm) where there is one.
         shm = "/dev/shm"
         self.tmpdir = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tmpdir
-        self.database = None
 
     def run(self, sql, fmt, database, params, settings, data):
-        with self.lock:
-            wanted = database or "default"
-            if wanted != self.database:
-                self.database = None
-                self.session.query(f"USE `{wanted}`")
-                self.database = wanted
-            applied = []
-            try:
-                clauses = []
-                for name, value in settings:
-                    if not SETTING_NAME_RE.match(name):
-                        raise ChError(115, f"Code: 115. DB::Exception: Unknown setting '{name}'. (UNKNOWN_SETTING)")
-                    literal = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-                    if data is not None:
-                        # An INSERT takes them in its own SETTINGS clause: no SET and reset around it.
-                        clauses.append(f"{name} = {literal}")
-                        continue
-                    self.session.query(f"SET {name} = {literal}")
-                    applied.append(name)
-                path = None
+        slot = self.idle.get()
+        try:
+            return self.run_on(slot, sql, fmt, database, params, settings, data)
+        finally:
+            self.idle.put(slot)
+
+    def run_on(self, slot, sql, fmt, database, params, settings, data):
+        session = slot.session
+        wanted = database or "default"
+        if wanted != slot.database:
+            slot.database = None
+            session.query(f"USE `{wanted}`")
+            slot.database = wanted
+        applied = []
+        try:
+            clauses = []
+            for name, value in settings:
+                if not SETTING_NAME_RE.match(name):
+                    raise ChError(115, f"Code: 115. DB::Exception: Unknown setting '{name}'. (UNKNOWN_SETTING)")
+                literal = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
                 if data is not None:
-                    fd, path = tempfile.mkstemp(dir=self.tmpdir, suffix=".data")
-                    with os.fdopen(fd, "wb") as f:
-                        # One body, or the payloads of its compressed blocks in order.
-                        for part in data if isinstance(data, list) else [data]:
-                            f.write(part)
-                    m = INSERT_RE.match(sql)
-                    head = m.group("head")
-                    inline = INSERT_SETTINGS_RE.match(head)
-                    if inline:
-                        # The query's own SETTINGS clause, then the URL's (which win).
-                        head = inline.group("target")
-                        clauses.insert(0, inline.group("settings"))
-                    with_settings = f" SETTINGS {', '.join(clauses)}" if clauses else ""
-                    sql = f"{head} FROM INFILE '{path}'{with_settings} FORMAT {m.group('fmt')}"
-                if re.match(r"\s*USE\b", sql, re.IGNORECASE):
-                    self.database = None  # the client switched databases itself
-                try:
-                    kwargs = {"params": params} if params else {}
-                    result = self.session.query(sql, fmt, **kwargs)
-                finally:
-                    if path:
-                        os.unlink(path)
-                out = bytes(result.bytes())
-                try:
-                    rows, nbytes = int(result.rows_read()), int(result.bytes_read())
-                except Exception:
-                    rows, nbytes = 0, 0
-                return out, rows, nbytes
+                    # An INSERT takes them in its own SETTINGS clause: no SET and reset around it.
+                    clauses.append(f"{name} = {literal}")
+                    continue
+                session.query(f"SET {name} = {literal}")
+                applied.append(name)
+            path = None
+            if data is not None:
+                fd, path = tempfile.mkstemp(dir=self.tmpdir, suffix=".data")
+                with os.fdopen(fd, "wb") as f:
+                    # One body, or the payloads of its compressed blocks in order.
+                    for part in data if isinstance(data, list) else [data]:
+                        f.write(part)
+                m = INSERT_RE.match(sql)
+                head = m.group("head")
+                inline = INSERT_SETTINGS_RE.match(head)
+                if inline:
+                    # The query's own SETTINGS clause, then the URL's (which win).
+                    head = inline.group("target")
+                    clauses.insert(0, inline.group("settings"))
+                with_settings = f" SETTINGS {', '.join(clauses)}" if clauses else ""
+                sql = f"{head} FROM INFILE '{path}'{with_settings} FORMAT {m.group('fmt')}"
+            if re.match(r"\s*USE\b", sql, re.IGNORECASE):
+                slot.database = None  # the client switched databases itself
+            try:
+                kwargs = {"params": params} if params else {}
+                result = session.query(sql, fmt, **kwargs)
             finally:
-                for name in applied:
-                    try:
-                        self.session.query(f"SET {name} = DEFAULT")
-                    except Exception:
-                        pass
+                if path:
+                    os.unlink(path)
+            out = bytes(result.bytes())
+            try:
+                rows, nbytes = int(result.rows_read()), int(result.bytes_read())
+            except Exception:
+                rows, nbytes = 0, 0
+            return out, rows, nbytes
+        finally:
+            for name in applied:
+                try:
+                    session.query(f"SET {name} = DEFAULT")
+                except Exception:
+                    pass
 
 
 def make_handler(engine, user, password):
@@ -479,11 +502,13 @@ def main():
     ap.add_argument("--user", required=True)
     ap.add_argument("--password", required=True)
     ap.add_argument("--database", default="sprintlens")
+    ap.add_argument("--sessions", type=int, default=4,
+                    help="chDB sessions, the queries that run at once (more wait for one)")
     args = ap.parse_args()
     os.makedirs(args.data, exist_ok=True)
     tmp = os.path.join(args.data, "tmp")
     os.makedirs(tmp, exist_ok=True)
-    engine = Engine(os.path.join(args.data, "chdb"), tmp)
+    engine = Engine(os.path.join(args.data, "chdb"), tmp, args.sessions)
     engine.run(f"CREATE DATABASE IF NOT EXISTS `{args.database}`", "TSV", "", {}, [], None)
     server = ThreadingHTTPServer((args.host, args.port), make_handler(engine, args.user, args.password))
     server.daemon_threads = True

@@ -136,6 +136,31 @@ answer = chunked(insert, [bytes(bad[i:i + 333]) for i in range(0, len(bad), 333)
 assert b"X-ClickHouse-Exception-Code: 40" in answer, answer
 assert chunked(insert, pieces[:-1], end=False) == b"", "an unended chunked insert gets no answer"
 assert post({"database": db}, f"SELECT count() FROM {t}".encode())[2].strip() == b"3000", "corrupt and unended inserts store nothing"
+# Queries from two connections run at once, as on a server: a quick one finishes while a slow one
+# (the engine sleeping) still holds its session. Ordering, not durations: the slow query must still
+# be running when the quick one has answered.
+import threading
+slow_done = threading.Event()
+def slow():
+    st, _, body = post({"database": db, "max_execution_time": "30"}, b"SELECT sleep(2)")
+    assert st == 200, body
+    slow_done.set()
+th = threading.Thread(target=slow)
+th.start()
+import time
+time.sleep(0.3)
+st, _, body = post({"database": db}, f"SELECT count() FROM {t}".encode())
+assert st == 200 and body.strip() == b"3000", body
+assert not slow_done.is_set(), "a quick query waited for a slow one: the engine runs one query at a time"
+th.join()
+assert slow_done.is_set()
+# A query's URL settings end with it: the next query, whichever session serves it, has the default.
+for _ in range(8):
+    st, _, body = post({"database": db, "max_threads": "3"}, b"SELECT getSetting('max_threads')")
+    assert st == 200 and body.strip() == b"3", body
+for _ in range(8):
+    st, _, body = post({"database": db}, b"SELECT changed FROM system.settings WHERE name = 'max_threads'")
+    assert st == 200 and body.strip() == b"0", ("a URL setting outlived its query", body)
 post({"database": db}, f"DROP TABLE {t}".encode())
 
-print("clickhouse ok: server", version, "MergeTree TTL, materialized view, parameters, lz4 and plain inserts, auth")
+print("clickhouse ok: server", version, "MergeTree TTL, materialized view, parameters, lz4 and plain inserts, auth, concurrent queries")
