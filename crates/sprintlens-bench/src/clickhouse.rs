@@ -1,6 +1,7 @@
 //! `bench clickhouse`: ingest of evaluation results through the ClickHouse adapter against a plain
-//! HTTP POST of the same rows in RowBinary to the same endpoint (the ceiling), then the port's
-//! dashboard queries over what was ingested.
+//! HTTP POST of the same rows in RowBinary to the same endpoint (the ceiling), and against the
+//! engine alone reading the same rows from files on this machine, then the port's dashboard queries
+//! over what was ingested.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -277,6 +278,18 @@ pub async fn run(n: usize) -> Result<()> {
         ours_rate / plain_rate
     );
 
+    // The engine alone: the same rows as RowBinary files in memory on this machine, read by the
+    // engine itself (`INSERT … FROM INFILE`: no HTTP body, no client encoding in the timing) into
+    // another copy of the schema, views included. One INSERT of a whole batch, and two INSERTs of
+    // its halves at once, batch by batch in turn. What the engine can store here with nothing else
+    // in the way; meaningful only where the server shares this machine (the local stack).
+    let (one_rate, two_rate) = engine_alone(&url, &host, &o, &cast, n).await?;
+    println!(
+        "engine alone: {one_rate:.0} rows/s one INSERT at a time, {two_rate:.0} rows/s two at once: \
+         the adapter is {:.2}× the engine's best",
+        ours_rate / one_rate.max(two_rate)
+    );
+
     // Usage events for the cost and latency queries.
     let usage_n = (n / 5).div_ceil(BATCH) * BATCH;
     let t = Instant::now();
@@ -351,6 +364,75 @@ pub async fn run(n: usize) -> Result<()> {
         println!("| {name} | {p50:.1} ms | {p95:.1} ms | {m50:.1} ms | {m95:.1} ms |");
     }
     Ok(())
+}
+
+/// Batches each mode of [`engine_alone`] stores.
+const ENGINE_BATCHES: usize = 20;
+
+/// `INSERT … FROM INFILE` of RowBinary files the engine reads itself (see `run`): rows/s of one
+/// INSERT of a whole batch at a time, and of two INSERTs of its halves at once.
+async fn engine_alone(
+    url: &str,
+    host: &str,
+    o: &ClickHouseOptions,
+    cast: &Cast,
+    n: usize,
+) -> Result<(f64, f64)> {
+    let db = "sprintlens_bench_engine";
+    let _schema = open(url, db).await?;
+    let shm = std::path::Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let files: Vec<std::path::PathBuf> = ["whole", "a", "b"]
+        .iter()
+        .map(|f| dir.join(format!("sprintlens-bench-{}-{f}.rb", std::process::id())))
+        .collect();
+    let insert = |path: &std::path::Path| {
+        answer(
+            host,
+            &o.user,
+            &o.password,
+            &format!(
+                "INSERT INTO {db}.eval_results FROM INFILE '{}' SETTINGS optimize_on_insert = 0 FORMAT RowBinary",
+                path.display()
+            ),
+        )
+    };
+    let mut rng = Rng::new(7);
+    let (mut t_one, mut t_two) = (Duration::ZERO, Duration::ZERO);
+    let batches = ENGINE_BATCHES.min(n / BATCH).max(1);
+    let result = (|| {
+        for b in 0..2 * batches {
+            let batch = cast.evals(&mut rng, b, n);
+            if b % 2 == 0 {
+                std::fs::write(&files[0], row_binary(&batch))?;
+                let t = Instant::now();
+                insert(&files[0])?;
+                t_one += t.elapsed();
+            } else {
+                let (a, c) = batch.split_at(batch.len() / 2);
+                std::fs::write(&files[1], row_binary(a))?;
+                std::fs::write(&files[2], row_binary(c))?;
+                let t = Instant::now();
+                std::thread::scope(|s| {
+                    let other = s.spawn(|| insert(&files[2]));
+                    let mine = insert(&files[1]);
+                    mine.and(other.join().expect("the insert thread"))
+                })?;
+                t_two += t.elapsed();
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    })();
+    for f in &files {
+        let _ = std::fs::remove_file(f);
+    }
+    result?;
+    let rows = (batches * BATCH) as f64;
+    Ok((rows / t_one.as_secs_f64(), rows / t_two.as_secs_f64()))
 }
 
 /// Each port query [`REPS`] times over ranges that do not fall on hours (rollups plus raw edges):
