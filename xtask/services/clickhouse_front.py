@@ -31,7 +31,6 @@ import re
 import struct
 import sys
 import tempfile
-import threading
 import time
 import traceback
 import uuid

@@ -139,7 +139,7 @@ assert post({"database": db}, f"SELECT count() FROM {t}".encode())[2].strip() ==
 # Queries from two connections run at once, as on a server: a quick one finishes while a slow one
 # (the engine sleeping) still holds its session. Ordering, not durations: the slow query must still
 # be running when the quick one has answered.
-import threading
+import threading, time
 slow_done = threading.Event()
 def slow():
     st, _, body = post({"database": db, "max_execution_time": "30"}, b"SELECT sleep(2)")
@@ -147,7 +147,6 @@ def slow():
     slow_done.set()
 th = threading.Thread(target=slow)
 th.start()
-import time
 time.sleep(0.3)
 st, _, body = post({"database": db}, f"SELECT count() FROM {t}".encode())
 assert st == 200 and body.strip() == b"3000", body
