@@ -197,14 +197,23 @@ impl fmt::Debug for Timestamp {
     }
 }
 
+/// RFC 3339 text in human-readable formats (JSON); microseconds since the epoch (`i64`) in binary
+/// ones (the canonical encoding `verify` fingerprints).
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_rfc3339())
+        if s.is_human_readable() {
+            s.serialize_str(&self.to_rfc3339())
+        } else {
+            s.serialize_i64(self.0)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        if !d.is_human_readable() {
+            return i64::deserialize(d).map(Timestamp);
+        }
         let s = String::deserialize(d)?;
         Timestamp::parse("timestamp", &s).map_err(serde::de::Error::custom)
     }

@@ -343,6 +343,44 @@ impl Timestamp {
 }
 
 impl RecordBody {
+    /// Decodes a body's JSON (`{"kind": …, "data": …}`) with its keys in either order, without
+    /// buffering: serde's adjacently tagged decoding holds `data` in an intermediate tree when it
+    /// comes before `kind`, and JSONB gives keys of one length in byte order (`data` first). Here
+    /// `data` is kept as raw text and decoded once, by the type its kind names.
+    pub fn from_json_slice(text: &[u8]) -> serde_json::Result<Self> {
+        #[derive(Deserialize)]
+        struct Tagged<'a> {
+            kind: &'a str,
+            #[serde(borrow)]
+            data: &'a serde_json::value::RawValue,
+        }
+        let tagged: Tagged<'_> = serde_json::from_slice(text)?;
+        let data = tagged.data.get();
+        macro_rules! by_kind {
+            ($($name:literal => $variant:ident),* $(,)?) => {
+                match tagged.kind {
+                    $($name => serde_json::from_str(data).map(RecordBody::$variant),)*
+                    other => Err(serde::de::Error::unknown_variant(
+                        other,
+                        &[$($name),*],
+                    )),
+                }
+            };
+        }
+        by_kind!(
+            "project" => Project,
+            "agent" => Agent,
+            "conversation" => Conversation,
+            "message" => Message,
+            "prompt" => Prompt,
+            "prompt_version" => PromptVersion,
+            "dataset" => Dataset,
+            "dataset_item" => DatasetItem,
+            "eval_run" => EvalRun,
+            "file_object" => FileObject,
+        )
+    }
+
     /// The kind of this body.
     pub fn kind(&self) -> RecordKind {
         match self {
@@ -666,6 +704,27 @@ mod tests {
             description: None,
             settings: json!({}),
         })
+    }
+
+    #[test]
+    fn bodies_decode_with_their_keys_in_either_order() {
+        let body = project("p ü \"q\"");
+        let text = serde_json::to_string(&body).unwrap();
+        assert!(text.starts_with(r#"{"kind":"#), "{text}");
+        assert_eq!(RecordBody::from_json_slice(text.as_bytes()).unwrap(), body);
+        // JSONB's order: `data` first.
+        let data = serde_json::to_string(&serde_json::to_value(&body).unwrap()["data"]).unwrap();
+        let jsonb = format!(r#"{{"data": {data}, "kind": "project"}}"#);
+        assert_eq!(RecordBody::from_json_slice(jsonb.as_bytes()).unwrap(), body);
+        // Every kind has its arm: a kind's own name is never an unknown variant.
+        for k in RecordKind::ALL {
+            let text = format!(r#"{{"kind":"{}","data":null}}"#, k.as_str());
+            let err = RecordBody::from_json_slice(text.as_bytes()).unwrap_err();
+            assert!(!err.to_string().contains("unknown variant"), "{k:?}: {err}");
+        }
+        let err = RecordBody::from_json_slice(br#"{"kind":"nope","data":{}}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown variant `nope`"), "{err}");
+        assert!(RecordBody::from_json_slice(br#"{"kind":"project"}"#).is_err());
     }
 
     #[test]

@@ -21,13 +21,32 @@ pub const COPY_THRESHOLD: usize = 500;
 
 pub(crate) const COLUMNS: &str = "id, workspace, created_at, updated_at, deleted, body";
 
+/// The JSON text of a `jsonb` column (binary format: a version byte, then the text).
+fn jsonb_text<'r>(row: &'r PgRow, column: &str) -> Result<&'r [u8]> {
+    let raw = row.try_get_raw(column).map_err(|e| classify("decode", e))?;
+    let bytes = raw
+        .as_bytes()
+        .map_err(|e| Error::backend(BACKEND, "decode", e.to_string()))?;
+    match bytes.split_first() {
+        Some((1, text)) if raw.format() == sqlx::postgres::PgValueFormat::Binary => Ok(text),
+        Some((v, _)) if raw.format() == sqlx::postgres::PgValueFormat::Binary => {
+            Err(Error::backend(
+                BACKEND,
+                "decode",
+                format!("unsupported JSONB format version {v}"),
+            ))
+        }
+        _ => Ok(bytes),
+    }
+}
+
 pub(crate) fn decode(row: &PgRow) -> Result<Record> {
     let map = |e: sqlx::Error| classify("decode", e);
     let id: Uuid = row.try_get("id").map_err(map)?;
     let ws: Uuid = row.try_get("workspace").map_err(map)?;
-    // Straight from the JSONB text into the typed body (no intermediate `Value`).
-    let body: sqlx::types::Json<RecordBody> = row.try_get("body").map_err(map)?;
-    let body = body.0;
+    // Straight from the JSONB text into the typed body (no intermediate tree).
+    let body = RecordBody::from_json_slice(jsonb_text(row, "body")?)
+        .map_err(|e| Error::backend(BACKEND, "decode", e))?;
     Ok(Record {
         id: RecordId::from_uuid(id)
             .map_err(|e| Error::backend(BACKEND, "decode", e.to_string()))?,

@@ -13,6 +13,8 @@
 )]
 
 pub mod api;
+#[cfg(feature = "postgres")]
+pub mod canon;
 pub mod config;
 pub mod dual;
 pub mod gc;

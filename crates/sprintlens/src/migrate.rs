@@ -1373,31 +1373,22 @@ pub async fn run(
     Ok(reports)
 }
 
-/// Feeds a serialiser's bytes straight into a hash.
-struct HashWriter(sha2::Sha256);
-
-impl std::io::Write for HashWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        sha2::Digest::update(&mut self.0, buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The SHA-256 (first 16 bytes) of the canonical encoding of a record, embedding or event: its JSON
-/// serialisation, which is one encoding per meaning because every type has a fixed field order and
-/// every free-form JSON object is a sorted map (serde_json without `preserve_order`; checked by a
-/// test), times are microsecond RFC 3339 in UTC and numbers print as their parsed values.
+/// The XXH3-128 of the canonical encoding of a record, embedding or event ([`crate::canon`]): one
+/// byte string per meaning, because every type has a fixed field order, every free-form JSON object
+/// is a sorted map (serde_json without `preserve_order`; checked by a test), times are microseconds
+/// in UTC and numbers are their parsed values. A 128-bit hash made to tell accidental differences
+/// apart (not a cryptographic one: `verify` guards against lost or altered rows, not an adversary
+/// crafting collisions), at a few percent of SHA-256's cost.
 pub fn fingerprint<T: Serialize>(item: &T) -> Result<[u8; 16]> {
-    use sha2::Digest;
-    let mut w = HashWriter(sha2::Sha256::new());
-    serde_json::to_writer(&mut w, item).map_err(|e| Error::backend("migrate", "encode", e))?;
-    let h = w.0.finalize();
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&h[..16]);
-    Ok(out)
+    thread_local! {
+        // One buffer a thread: no allocation per row.
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with_borrow_mut(|buf| {
+        buf.clear();
+        crate::canon::encode(item, buf).map_err(|e| Error::backend("migrate", "encode", e))?;
+        Ok(xxhash_rust::xxh3::xxh3_128(buf).to_le_bytes())
+    })
 }
 
 /// Buckets of a verify's first pass: a row's bucket is a hash of its key, and a bucket's checksum is
@@ -1408,15 +1399,24 @@ const VERIFY_BUCKETS: usize = 4096;
 /// differing buckets are compared row by row in as many passes as their rows need.
 const VERIFY_PASS_ROWS: u64 = 2_000_000;
 
+/// Lanes a side's records are read in at once (see [`Side::cuts`]).
+const VERIFY_LANES: usize = 4;
+
 /// A page of a side's stream.
 type Page<T> = futures::future::BoxFuture<'static, Result<Vec<T>>>;
 
 /// One side of a comparison: `scopes` keyset streams (workspaces, or one for all), each read page by
-/// page (of `page` items; a shorter one ends the stream) from a cursor.
+/// page (of `page` items; a shorter one ends the stream) from a cursor, and each cut by `cuts` into
+/// lanes read at once.
 struct Side<T, C> {
     scopes: usize,
     page: usize,
     read: Arc<dyn Fn(usize, Option<C>) -> Page<T> + Send + Sync>,
+    /// Keyset positions that cut every scope into `cuts.len() + 1` lanes, each read as a stream
+    /// of its own (lane `i` holds the items after cut `i - 1` up to and including cut `i`), so a
+    /// backend's reads and decoding run on several connections and cores at once. The same cuts
+    /// serve both sides: any positions partition any keyset, whatever rows it holds.
+    cuts: Arc<Vec<C>>,
 }
 
 impl<T, C> Clone for Side<T, C> {
@@ -1425,6 +1425,7 @@ impl<T, C> Clone for Side<T, C> {
             scopes: self.scopes,
             page: self.page,
             read: self.read.clone(),
+            cuts: self.cuts.clone(),
         }
     }
 }
@@ -1449,25 +1450,46 @@ fn bucket_of<K: std::hash::Hash>(key: &K) -> usize {
     BuildHasherDefault::<DefaultHasher>::default().hash_one(key) as usize % VERIFY_BUCKETS
 }
 
-impl<T: Send + 'static, C: Send + 'static> Side<T, C> {
-    /// Visits every item, page by page of the port's largest page (the next page is read while
-    /// this one is visited).
+/// A lane's page read in a task of its own, tagged with its lane.
+async fn lane_page<T: Send + 'static>(
+    lane: usize,
+    page: tokio::task::JoinHandle<Result<Vec<T>>>,
+) -> (usize, Result<Vec<T>>) {
+    let page = page
+        .await
+        .map_err(|e| Error::backend("migrate", "verify", e))
+        .and_then(|p| p);
+    (lane, page)
+}
+
+impl<T: Send + 'static, C: Ord + Clone + Send + Sync + 'static> Side<T, C> {
+    /// Visits every item once, page by page of the port's largest page: every lane of a scope is
+    /// read at once, each with its next page read while this one is visited.
     async fn each(
         &self,
         cursor: fn(&T) -> C,
         mut visit: impl FnMut(&T) -> Result<()>,
     ) -> Result<()> {
+        use futures::StreamExt;
         for scope in 0..self.scopes {
-            let mut next = Some(tokio::spawn((self.read)(scope, None)));
-            while let Some(reading) = next.take() {
-                let page = reading
-                    .await
-                    .map_err(|e| Error::backend("migrate", "verify", e))??;
+            let starts = std::iter::once(None).chain(self.cuts.iter().cloned().map(Some));
+            let mut reading = futures::stream::FuturesUnordered::new();
+            for (lane, after) in starts.enumerate() {
+                reading.push(lane_page(lane, tokio::spawn((self.read)(scope, after))));
+            }
+            while let Some((lane, page)) = reading.next().await {
+                let page = page?;
                 kill_point("during-verify");
-                if page.len() >= self.page {
-                    next = Some(tokio::spawn((self.read)(scope, page.last().map(cursor))));
+                // Lane `lane` ends at (and includes) cut `lane`; the last lane has no end.
+                let inside = match self.cuts.get(lane) {
+                    Some(end) => page.partition_point(|item| cursor(item) <= *end),
+                    None => page.len(),
+                };
+                if page.len() >= self.page && inside == page.len() {
+                    let after = page.last().map(cursor);
+                    reading.push(lane_page(lane, tokio::spawn((self.read)(scope, after))));
                 }
-                for item in &page {
+                for item in &page[..inside] {
                     visit(item)?;
                 }
             }
@@ -1529,7 +1551,7 @@ async fn compare_sides<T, K, C>(
 where
     T: Serialize + Send + 'static,
     K: Ord + std::hash::Hash + Send + 'static,
-    C: Send + 'static,
+    C: Ord + Clone + Send + Sync + 'static,
 {
     compare_in_passes(name, a, b, keys, VERIFY_PASS_ROWS).await
 }
@@ -1545,7 +1567,7 @@ async fn compare_in_passes<T, K, C>(
 where
     T: Serialize + Send + 'static,
     K: Ord + std::hash::Hash + Send + 'static,
-    C: Send + 'static,
+    C: Ord + Clone + Send + Sync + 'static,
 {
     let ((count_a, sum_a), (count_b, sum_b)) = both(&a, &b, move |side: Side<T, C>| async move {
         let (mut count, mut sum) = (vec![0u64; VERIFY_BUCKETS], vec![0u128; VERIFY_BUCKETS]);
@@ -1620,6 +1642,7 @@ fn record_side(
     storage: &Storage,
     kind: RecordKind,
     workspaces: &[WorkspaceId],
+    cuts: Arc<Vec<ScanCursor>>,
 ) -> Side<Record, ScanCursor> {
     let scopes: Vec<Option<WorkspaceId>> = if workspaces.is_empty() {
         vec![None]
@@ -1629,6 +1652,7 @@ fn record_side(
     let records = storage.records().clone();
     Side {
         scopes: scopes.len(),
+        cuts,
         page: sprintlens_core::MAX_PAGE,
         read: Arc::new(move |scope, after| {
             let (records, workspace) = (records.clone(), scopes[scope]);
@@ -1664,11 +1688,18 @@ pub async fn verify(
         id: |id: &RecordId| Some(*id),
     };
     for kind in kinds(kinds_selected) {
+        // Lanes cut by the source's rows (across workspaces only: `split` takes no workspace).
+        let cuts = if workspaces.is_empty() {
+            source.records().split(kind, VERIFY_LANES).await?
+        } else {
+            Vec::new()
+        };
+        let cuts = Arc::new(cuts);
         report.push(
             compare_sides(
                 kind.as_str(),
-                record_side(source, kind, workspaces),
-                record_side(target, kind, workspaces),
+                record_side(source, kind, workspaces, cuts.clone()),
+                record_side(target, kind, workspaces, cuts),
                 keys,
             )
             .await?,
@@ -1684,6 +1715,7 @@ pub async fn verify_embeddings(source: &Storage, target: &Storage) -> Result<Kin
         let vectors = s.vectors().clone();
         Side {
             scopes: 1,
+            cuts: Arc::default(),
             page: sprintlens_core::MAX_PAGE,
             read: Arc::new(move |_, after| {
                 let vectors = vectors.clone();
@@ -1710,6 +1742,7 @@ pub async fn verify_events(source: &Storage, target: &Storage) -> Result<Vec<Kin
             let analytics = s.analytics().clone();
             Side {
                 scopes: 1,
+                cuts: Arc::default(),
                 page: sprintlens_core::MAX_SCAN_PAGE,
                 read: Arc::new(move |_, after| {
                     let analytics = analytics.clone();
@@ -1756,11 +1789,20 @@ mod tests {
 
     /// A side over rows held in memory (`(id, value)`, paged by id): the narrowing logic on its
     /// own, with passes small enough to need many.
-    fn rows_side(mut rows: Vec<(RecordId, u32)>) -> Side<(RecordId, u32), RecordId> {
+    fn rows_side(rows: Vec<(RecordId, u32)>) -> Side<(RecordId, u32), RecordId> {
+        lanes_side(rows, &[])
+    }
+
+    /// [`rows_side`] read in the lanes `cuts` make.
+    fn lanes_side(
+        mut rows: Vec<(RecordId, u32)>,
+        cuts: &[RecordId],
+    ) -> Side<(RecordId, u32), RecordId> {
         rows.sort();
         let rows = Arc::new(rows);
         Side {
             scopes: 1,
+            cuts: Arc::new(cuts.to_vec()),
             page: sprintlens_core::MAX_PAGE,
             read: Arc::new(move |_, after| {
                 let rows = rows.clone();
@@ -1788,11 +1830,28 @@ mod tests {
             cursor: |r: &(RecordId, u32)| r.0,
             id: |id: &RecordId| Some(*id),
         };
-        for pass_rows in [5, 1_000, VERIFY_PASS_ROWS] {
+        let mut sorted = ids.clone();
+        sorted.sort();
+        let at = |i: usize| sorted[i];
+        // Lanes cut at a changed row, at the row the target lacks, at page ends and past the
+        // last row (an empty last lane).
+        let lanes: [Vec<RecordId>; 3] = [
+            vec![],
+            vec![at(10), at(999), at(1_000), at(12_345)],
+            vec![
+                sorted[sorted.binary_search(&gone.0).unwrap()],
+                at(19_998),
+                at(19_999),
+            ],
+        ];
+        for (pass_rows, cuts) in [5, 1_000, VERIFY_PASS_ROWS]
+            .into_iter()
+            .flat_map(|p| lanes.iter().map(move |c| (p, c)))
+        {
             let k = compare_in_passes(
                 "t",
-                rows_side(source.clone()),
-                rows_side(target.clone()),
+                lanes_side(source.clone(), cuts),
+                lanes_side(target.clone(), cuts),
                 keys,
                 pass_rows,
             )
@@ -1803,7 +1862,7 @@ mod tests {
             assert_eq!(k.extra, vec![extra.0]);
             let mut changed = vec![ids[10], ids[19_999]];
             changed.sort();
-            assert_eq!(k.different, changed, "{pass_rows}");
+            assert_eq!(k.different, changed, "{pass_rows} {cuts:?}");
             assert_eq!(k.differences(), 4);
         }
         // Every row different, in passes of 3,000 rows: counts exact, samples the smallest ids.
