@@ -132,6 +132,11 @@ async fn fill_source(data: &std::path::Path, messages: usize, large_every: usize
                 if i % large_every == 0 {
                     b.metadata = json!({"tool_calls": (0..200).map(|k| json!({"name": format!("t{k}"), "args": {"q": "x".repeat(40)}})).collect::<Vec<_>>()});
                 }
+                // Numbers whose text JSONB writes differently (`0.0`, 301 digits, `0.00000015`):
+                // the same values, so verify must find them identical.
+                if i % large_every == 1 {
+                    b.metadata = json!({"score": -0.0, "big": 1e300, "small": 1.5e-7, "zero": -0});
+                }
             }
             msgs.push(m);
             if msgs.len() == 1000 {
