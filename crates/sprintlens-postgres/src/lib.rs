@@ -606,6 +606,16 @@ pub const RECORD_INDEX_BUILD_ORDER: &[&str] = &[
     "records_unique_key",
 ];
 
+/// `values` as a `halfvec` column holds them (`[vectors] half = true`): each component rounded to
+/// the nearest half-precision number, ties to even, as binary COPY writes them and as pgvector's cast
+/// from `vector` rounds.
+pub fn halfvec_rounded(values: &[f32]) -> Vec<f32> {
+    values
+        .iter()
+        .map(|x| half::f16::from_f32(*x).to_f32())
+        .collect()
+}
+
 /// The user name of a URL.
 fn role_of(url: &str) -> Option<String> {
     PgConnectOptions::from_str(url)

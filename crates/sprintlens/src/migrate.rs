@@ -1709,8 +1709,16 @@ pub async fn verify(
     Ok(report)
 }
 
-/// Compares every embedding on both sides (vector components exactly, as stored).
+/// Whether `storage` keeps its vectors at half precision (PostgreSQL `halfvec`, `[vectors] half`).
+fn stores_half(storage: &Storage) -> bool {
+    storage.config().vectors.half && storage.vectors().backend() == sprintlens_postgres::BACKEND
+}
+
+/// Compares every embedding on both sides: vector components exactly, as stored, at the coarser
+/// precision of the two (when one side stores `halfvec`, both sides' components are rounded to half
+/// precision as it rounds them: that side cannot hold more, so a difference below it is none).
 pub async fn verify_embeddings(source: &Storage, target: &Storage) -> Result<KindVerify> {
+    let half = stores_half(source) || stores_half(target);
     let side = |s: &Storage| {
         let vectors = s.vectors().clone();
         Side {
@@ -1719,9 +1727,22 @@ pub async fn verify_embeddings(source: &Storage, target: &Storage) -> Result<Kin
             page: sprintlens_core::MAX_PAGE,
             read: Arc::new(move |_, after| {
                 let vectors = vectors.clone();
-                Box::pin(
-                    async move { vectors.scan_entries(after, sprintlens_core::MAX_PAGE).await },
-                ) as Page<VectorEntry>
+                Box::pin(async move {
+                    let mut page = vectors
+                        .scan_entries(after, sprintlens_core::MAX_PAGE)
+                        .await?;
+                    if half {
+                        for e in &mut page {
+                            let rounded =
+                                sprintlens_postgres::halfvec_rounded(e.embedding.as_slice());
+                            // Out of half range (inf): kept as it is, so it shows as different.
+                            if let Ok(r) = sprintlens_core::Embedding::new(rounded) {
+                                e.embedding = r;
+                            }
+                        }
+                    }
+                    Ok(page)
+                }) as Page<VectorEntry>
             }),
         }
     };

@@ -14,6 +14,11 @@ use sprintlens_testkit::generate::{one_of_each, project};
 
 /// A fresh database named after this test and a target configuration pointing at it.
 async fn fresh_target(dir: &Path, name: &str) -> Option<std::path::PathBuf> {
+    fresh_target_with(dir, name, "").await
+}
+
+/// [`fresh_target`] with `vectors` added to its `[vectors]` section.
+async fn fresh_target_with(dir: &Path, name: &str, vectors: &str) -> Option<std::path::PathBuf> {
     let db = sprintlens_testkit::fresh_postgres_database(&format!(
         "sl_phase_{name}_{}",
         std::process::id()
@@ -27,6 +32,7 @@ operator_url = "{operator}"
 [vectors]
 url = "{app}"
 dimension = 16
+{vectors}
 [embedder]
 url = "hash://"
 dimension = 16
@@ -548,6 +554,58 @@ async fn a_vector_backfill_builds_the_hnsw_index_once_at_the_end() {
     .await
     .unwrap();
     eprintln!("figure: {n} embeddings backfilled with the HNSW index deferred and built once");
+}
+
+/// A target storing vectors as `halfvec` holds every component rounded to half precision:
+/// `verify` compares embeddings at that precision (a change within it is equal in meaning there),
+/// and still names a vector changed beyond it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn verify_compares_embeddings_at_a_half_precision_targets_precision() {
+    use sprintlens_testkit::generate::{Rng, random_embedding};
+    let dir = tempfile::tempdir().unwrap();
+    let Some(target) = fresh_target_with(dir.path(), "half", "half = true").await else {
+        return;
+    };
+    let d = dir.path();
+    let ws = WorkspaceId::new();
+    let mut rng = Rng::new(12);
+    let entries: Vec<VectorEntry> = (0..300)
+        .map(|_| VectorEntry {
+            workspace: ws,
+            project: None,
+            kind: EmbeddingKind::Message,
+            id: RecordId::new(),
+            embedding: random_embedding(&mut rng, 16),
+            updated_at: Timestamp::now(),
+        })
+        .collect();
+    let source = open(d, "single", &target).await.unwrap();
+    source.records().upsert(&[project(ws, "h")]).await.unwrap();
+    source.vectors().upsert(&entries).await.unwrap();
+    let new = plain_target(&target).await;
+    migrate::run(&source, &new, &migrate::RunOptions::default(), |_| {})
+        .await
+        .unwrap();
+    // Stored rounded: not one of these random components is a half-precision number.
+    let stored = new.vectors().scan_entries(None, 1_000).await.unwrap();
+    let rounded = stored
+        .iter()
+        .zip(&entries)
+        .filter(|(t, s)| t.embedding != s.embedding)
+        .count();
+    assert_eq!(rounded, entries.len());
+    let k = migrate::verify_embeddings(&source, &new).await.unwrap();
+    assert_eq!(k.differences(), 0, "{k:?}");
+    assert_eq!((k.source_rows, k.target_rows), (300, 300));
+    // A component changed beyond half precision is a difference.
+    let mut changed = entries[7].clone();
+    let mut v = changed.embedding.as_slice().to_vec();
+    v[3] += 0.01;
+    changed.embedding = Embedding::new(v).unwrap();
+    new.vectors().upsert(&[changed]).await.unwrap();
+    let k = migrate::verify_embeddings(&source, &new).await.unwrap();
+    assert_eq!(k.different, vec![entries[7].id], "{k:?}");
+    assert_eq!(k.differences(), 1);
 }
 
 /// `parallel` cuts a kind no run has started into lanes of about equal size, each with its own
