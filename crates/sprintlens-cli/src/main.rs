@@ -453,6 +453,9 @@ async fn migrate(config: StorageConfig, action: MigrateAction) -> anyhow::Result
                         k.extra_count,
                         k.different_count
                     );
+                    if let Some(since) = k.since {
+                        println!("  compared since {since} (a side's retention, less an hour)");
+                    }
                     for (what, ids) in [
                         ("missing", &k.missing),
                         ("extra", &k.extra),

@@ -311,6 +311,10 @@ pub struct KindVerify {
     pub extra_count: u64,
     /// Different rows.
     pub different_count: u64,
+    /// Events only: compared from this time on (a side keeps events for `retention_days`, less an
+    /// hour so none expires while verify runs); `None`: every row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<Timestamp>,
 }
 
 impl KindVerify {
@@ -346,6 +350,27 @@ fn event_cursor(e: &AnalyticsEvent) -> EventCursor {
         created_at: e.created_at(),
         id: e.id(),
     }
+}
+
+/// How much sooner than a side's retention `verify` stops comparing events: events this close to
+/// expiring may be dropped by ClickHouse while verify runs.
+const RETENTION_MARGIN: std::time::Duration = std::time::Duration::from_secs(3_600);
+
+/// The time before which `storage` keeps no events: ClickHouse with `[analytics] retention_days`
+/// (a TTL) drops older events at insert and on merges. `None`: it keeps every event.
+fn event_horizon(storage: &Storage, now: Timestamp) -> Option<Timestamp> {
+    let days = storage.config().analytics.retention_days;
+    (days > 0 && storage.analytics().backend() == "clickhouse")
+        .then(|| now.minus(std::time::Duration::from_secs(u64::from(days) * 86_400)))
+}
+
+/// The scan position just before `at`: every event at or after `at` comes after it.
+fn cursor_before(at: Timestamp) -> Result<EventCursor> {
+    Ok(EventCursor {
+        created_at: at.minus(std::time::Duration::from_micros(1)),
+        // The largest UUIDv7: ids sort as their text in every adapter's scan.
+        id: "ffffffff-ffff-7fff-bfff-ffffffffffff".parse()?,
+    })
 }
 
 fn checkpoint_name(kind: RecordKind) -> String {
@@ -610,6 +635,10 @@ async fn copy_events(
     batches_left: &mut Option<u64>,
     progress: &mut impl FnMut(&Progress),
 ) -> Result<(KindRun, bool)> {
+    // Events the target would drop at insert (past its retention) are not read.
+    let floor = event_horizon(target, Timestamp::now())
+        .map(cursor_before)
+        .transpose()?;
     copy_stream(
         pg,
         &event_checkpoint(kind),
@@ -617,7 +646,11 @@ async fn copy_events(
         batch_size,
         batches_left,
         progress,
-        |after| source.analytics().scan(kind, after, batch_size),
+        |after| {
+            source
+                .analytics()
+                .scan(kind, std::cmp::max(after, floor), batch_size)
+        },
         |batch: Vec<AnalyticsEvent>| async move { target.analytics().record(&batch).await },
         event_cursor,
     )
@@ -869,6 +902,18 @@ pub async fn plan(
         sd == td,
         format!("source {sd}, target {td}"),
     );
+    if let Some(horizon) = event_horizon(target, Timestamp::now()) {
+        check(
+            "events the target keeps",
+            true,
+            format!(
+                "the target keeps {} days of events (analytics.retention_days): events before {horizon} \
+                 are not copied (the target would drop them), and verify compares events from an hour \
+                 later on",
+                target.config().analytics.retention_days
+            ),
+        );
+    }
     for status in target.schema_status().await? {
         check(
             "target schema applied",
@@ -1758,6 +1803,11 @@ pub async fn verify_embeddings(source: &Storage, target: &Storage) -> Result<Kin
 /// id (as a record id).
 pub async fn verify_events(source: &Storage, target: &Storage) -> Result<Vec<KindVerify>> {
     let mut out = Vec::new();
+    // Only events both sides keep: after the later horizon, plus a margin.
+    let now = Timestamp::now();
+    let since = std::cmp::max(event_horizon(source, now), event_horizon(target, now))
+        .map(|t| t.plus(RETENTION_MARGIN));
+    let floor = since.map(cursor_before).transpose()?;
     for kind in [EventKind::EvalResult, EventKind::Usage] {
         let side = |s: &Storage| {
             let analytics = s.analytics().clone();
@@ -1769,7 +1819,11 @@ pub async fn verify_events(source: &Storage, target: &Storage) -> Result<Vec<Kin
                     let analytics = analytics.clone();
                     Box::pin(async move {
                         analytics
-                            .scan(kind, after, sprintlens_core::MAX_SCAN_PAGE)
+                            .scan(
+                                kind,
+                                std::cmp::max(after, floor),
+                                sprintlens_core::MAX_SCAN_PAGE,
+                            )
                             .await
                     }) as Page<AnalyticsEvent>
                 }),
@@ -1780,7 +1834,9 @@ pub async fn verify_events(source: &Storage, target: &Storage) -> Result<Vec<Kin
             cursor: event_cursor,
             id: |id: &sprintlens_core::EventId| id.to_string().parse::<RecordId>().ok(),
         };
-        out.push(compare_sides(event_stream(kind), side(source), side(target), keys).await?);
+        let mut k = compare_sides(event_stream(kind), side(source), side(target), keys).await?;
+        k.since = since;
+        out.push(k);
     }
     Ok(out)
 }
