@@ -1186,11 +1186,13 @@ impl Deferral {
         }
     }
 
-    /// Builds what is missing (after the named kill point), clears the mark and reports it.
+    /// Builds what is missing (after the named kill point; record indexes in `sessions` at once),
+    /// clears the mark and reports it.
     async fn finish(
         self,
         pg: &sprintlens_postgres::PgStore,
         admin: Option<&str>,
+        sessions: usize,
         progress: &mut impl FnMut(&Progress),
     ) -> Result<()> {
         let (why, kill, kind, table) = match self {
@@ -1210,7 +1212,7 @@ impl Deferral {
         let admin = admin.ok_or_else(|| Error::config("records.admin_url", why))?;
         kill_point(kill);
         let built = match self {
-            Deferral::Records => pg.restore_record_indexes(admin).await?.len() as u64,
+            Deferral::Records => pg.restore_record_indexes_in(admin, sessions).await?.len() as u64,
             Deferral::Vector => {
                 pg.restore_vector_index(admin).await?;
                 1
@@ -1359,7 +1361,9 @@ pub async fn run(
         return Ok(reports);
     }
     if deferred {
-        Deferral::Records.finish(pg, admin, &mut progress).await?;
+        Deferral::Records
+            .finish(pg, admin, options.parallel, &mut progress)
+            .await?;
     }
     let mut batches_left = left.get();
     let small = options.batch.min(sprintlens_core::MAX_PAGE);
@@ -1395,7 +1399,9 @@ pub async fn run(
         return Ok(reports);
     }
     if vdeferred {
-        Deferral::Vector.finish(pg, admin, &mut progress).await?;
+        Deferral::Vector
+            .finish(pg, admin, options.parallel, &mut progress)
+            .await?;
     }
     if options.events {
         for kind in [EventKind::EvalResult, EventKind::Usage] {
