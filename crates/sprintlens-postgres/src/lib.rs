@@ -426,9 +426,9 @@ impl PgStore {
     }
 
     /// Runs the `CREATE INDEX` statements, each in a transaction of its own with [`BUILD_SETTINGS`]
-    /// (and no parallel workers when `sessions` > 1), in `sessions` sessions of `admin_url` at once, each session taking the next statement when
-    /// it is done with one (so the longest builds, listed first, do not end up queued behind each
-    /// other); then analyzes `table` (fresh statistics for the planner: after a bulk load it would
+    /// (and no parallel workers when `sessions` > 1), in `sessions` sessions of `admin_url` at
+    /// once, each session taking the next statement when it is done with one (so the longest
+    /// builds, listed first, do not end up queued behind each other); then analyzes `table` (fresh statistics for the planner: after a bulk load it would
     /// otherwise guess from an empty table until autovacuum comes by, and keyset scans then sort the
     /// whole table) and turns autovacuum back on for it ([`Self::drop_indexes`]). A build that fails
     /// leaves those done before it.

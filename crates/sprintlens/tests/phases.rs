@@ -471,18 +471,12 @@ async fn a_large_backfill_defers_the_target_indexes_until_it_is_done() {
 /// index built once at the end. A run stopped mid-way leaves it missing (and the mark set), which
 /// refuses shadow reads; the next run finishes the copy and builds it; verify is identical and a
 /// search answers from the rebuilt index.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_vector_backfill_builds_the_hnsw_index_once_at_the_end() {
+/// `n` random 16-dimension message embeddings of `ws` from the seed `seed`, every third of a
+/// project.
+fn message_embeddings(ws: WorkspaceId, n: usize, seed: u64) -> Vec<VectorEntry> {
     use sprintlens_testkit::generate::{Rng, random_embedding};
-    let dir = tempfile::tempdir().unwrap();
-    let Some(target) = fresh_target(dir.path(), "vectors").await else {
-        return;
-    };
-    let d = dir.path();
-    let ws = WorkspaceId::new();
-    let n = 2_500;
-    let mut rng = Rng::new(11);
-    let entries: Vec<VectorEntry> = (0..n)
+    let mut rng = Rng::new(seed);
+    (0..n)
         .map(|i| VectorEntry {
             workspace: ws,
             project: (i % 3 == 0).then(RecordId::new),
@@ -491,7 +485,19 @@ async fn a_vector_backfill_builds_the_hnsw_index_once_at_the_end() {
             embedding: random_embedding(&mut rng, 16),
             updated_at: Timestamp::now(),
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_vector_backfill_builds_the_hnsw_index_once_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(target) = fresh_target(dir.path(), "vectors").await else {
+        return;
+    };
+    let d = dir.path();
+    let ws = WorkspaceId::new();
+    let n = 2_500;
+    let entries = message_embeddings(ws, n, 11);
     {
         let single = open(d, "single", &target).await.unwrap();
         single.records().upsert(&[project(ws, "v")]).await.unwrap();
@@ -561,24 +567,13 @@ async fn a_vector_backfill_builds_the_hnsw_index_once_at_the_end() {
 /// and still names a vector changed beyond it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn verify_compares_embeddings_at_a_half_precision_targets_precision() {
-    use sprintlens_testkit::generate::{Rng, random_embedding};
     let dir = tempfile::tempdir().unwrap();
     let Some(target) = fresh_target_with(dir.path(), "half", "half = true").await else {
         return;
     };
     let d = dir.path();
     let ws = WorkspaceId::new();
-    let mut rng = Rng::new(12);
-    let entries: Vec<VectorEntry> = (0..300)
-        .map(|_| VectorEntry {
-            workspace: ws,
-            project: None,
-            kind: EmbeddingKind::Message,
-            id: RecordId::new(),
-            embedding: random_embedding(&mut rng, 16),
-            updated_at: Timestamp::now(),
-        })
-        .collect();
+    let entries = message_embeddings(ws, 300, 12);
     let source = open(d, "single", &target).await.unwrap();
     source.records().upsert(&[project(ws, "h")]).await.unwrap();
     source.vectors().upsert(&entries).await.unwrap();
